@@ -1,0 +1,3 @@
+from zsgen.cli import main
+
+raise SystemExit(main())

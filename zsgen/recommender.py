@@ -1,0 +1,154 @@
+"""The pipeline users call: resolve the user, retrieve candidates, optionally rerank, return a Ranking.
+
+``recommend`` raises only for the caller's mistakes (unknown items, no history and no profile, bad k). Anything the
+language model does wrong ends as a cosine-order ranking flagged ``fallback=True``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from zsgen.catalog import Catalog
+from zsgen.embed import Encoder, default_encoder
+from zsgen.errors import EmptyHistoryError, InvalidKError
+from zsgen.itemtext import ItemTextTemplate
+from zsgen.rerank import Reranker, RerankConfig
+from zsgen.retrieve import Retriever, UserVectorStrategy
+from zsgen.types import History, Interaction, Profile, RankedItem, Ranking
+
+HistoryInput = History | Sequence[str] | None
+ProfileInput = Profile | str | None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One user in a batch: a history (ids or titles, oldest first), a profile text, or both."""
+
+    history: HistoryInput = None
+    profile: ProfileInput = None
+
+
+class Recommender:
+    """Retrieval by embedding similarity, then (optionally) LLM reranking of the top candidates.
+
+    Without a reranker the ranking is the cosine order itself (``source="retrieval"`` is not used; items carry
+    ``source="cosine"``). With one, ``candidates`` items are retrieved and reranked, and the first ``k`` returned.
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        encoder: Encoder | None = None,
+        retriever: Retriever | None = None,
+        reranker: Reranker | RerankConfig | None = None,
+        strategy: UserVectorStrategy = "mean",
+        history_length: int | None = None,
+        threshold: float | None = None,
+        text_template: ItemTextTemplate | None = None,
+        candidates: int | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.retriever = retriever or Retriever(
+            catalog, encoder if encoder is not None else default_encoder(), text_template=text_template
+        )
+        if isinstance(reranker, RerankConfig):
+            reranker = Reranker(reranker, catalog=catalog)
+        self.reranker = reranker
+        self.strategy: UserVectorStrategy = strategy
+        self.history_length = history_length
+        self.threshold = threshold
+        self.candidates = candidates if candidates is not None else (reranker.config.candidates if reranker else None)
+
+    def resolve_history(self, history: HistoryInput) -> History:
+        """Accept a History, or ids / titles as a user would type them (titles resolved with suggestions)."""
+        if history is None:
+            return History()
+        if isinstance(history, History):
+            for event in history.interactions:
+                self.catalog.index_of(event.item_id)
+            return history
+        return History(interactions=[Interaction(item_id=self.catalog.resolve(key)) for key in history])
+
+    def recommend(self, history: HistoryInput = None, *, profile: ProfileInput = None, k: int = 10) -> Ranking:
+        """Rank the items this user most likely wants next (see class docstring for the two stages)."""
+        resolved, user_profile = self._prepare(history, profile, k)
+        start = time.perf_counter()
+        pool = max(k, self.candidates or k) if self.reranker else k
+        pool = min(pool, self._rankable(resolved))
+        candidates = self.retriever.retrieve(
+            resolved,
+            user_profile,
+            k=pool,
+            strategy=self.strategy,
+            threshold=self.threshold,
+            history_length=self.history_length,
+        )
+        retrieve_s = time.perf_counter() - start
+        if self.reranker is None:
+            ranking = Ranking(
+                items=[
+                    RankedItem(id=c.item_id, title=self.catalog.get(c.item_id).title, score=c.score, source="cosine")
+                    for c in candidates
+                ]
+            )
+        else:
+            ranking = self.reranker.rerank(resolved, candidates, profile=user_profile)
+        return _truncate(ranking, k, retrieve_s)
+
+    def recommend_batch(self, requests: Sequence[Request], *, k: int = 10) -> list[Ranking]:
+        """Many users at once: retrieval in one matrix pass, reranking concurrently where the backend allows."""
+        prepared = [self._prepare(r.history, r.profile, k) for r in requests]
+        start = time.perf_counter()
+        pools = []
+        for resolved, _ in prepared:
+            pool = max(k, self.candidates or k) if self.reranker else k
+            pools.append(min(pool, self._rankable(resolved)))
+        candidate_lists = self.retriever.retrieve_batch(
+            [(h, p) for h, p in prepared],
+            k=max(pools),
+            strategy=self.strategy,
+            threshold=self.threshold,
+            history_length=self.history_length,
+        )
+        candidate_lists = [c[:pool] for c, pool in zip(candidate_lists, pools, strict=True)]
+        retrieve_s = (time.perf_counter() - start) / max(len(requests), 1)
+        if self.reranker is None:
+            rankings = [
+                Ranking(
+                    items=[
+                        RankedItem(
+                            id=c.item_id, title=self.catalog.get(c.item_id).title, score=c.score, source="cosine"
+                        )
+                        for c in cands
+                    ]
+                )
+                for cands in candidate_lists
+            ]
+        else:
+            rankings = self.reranker.rerank_many(
+                [(h, c, p) for (h, p), c in zip(prepared, candidate_lists, strict=True)]
+            )
+        return [_truncate(r, k, retrieve_s) for r in rankings]
+
+    def _prepare(self, history: HistoryInput, profile: ProfileInput, k: int) -> tuple[History, Profile | None]:
+        resolved = self.resolve_history(history)
+        user_profile = Profile(text=profile) if isinstance(profile, str) else profile
+        if len(resolved) == 0 and user_profile is None:
+            raise EmptyHistoryError("give a history (item ids or titles) or a profile text")
+        if k < 1:
+            raise InvalidKError(f"k must be at least 1, got {k}")
+        rankable = self._rankable(resolved)
+        if k > rankable:
+            raise InvalidKError(f"k={k} is larger than the {rankable} items this user has not seen")
+        return resolved, user_profile
+
+    def _rankable(self, history: History) -> int:
+        return len(self.catalog) - len(set(history.item_ids))
+
+
+def _truncate(ranking: Ranking, k: int, retrieve_s: float) -> Ranking:
+    timings = {"retrieve_s": retrieve_s, **ranking.timings}
+    return ranking.model_copy(update={"items": ranking.items[:k], "timings": timings})
