@@ -1,0 +1,354 @@
+"""Fusion, the fusion config, weight tuning on the validation split, and the fused scorer end to end."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from zsgen.catalog import Catalog
+from zsgen.errors import ConfigError
+from zsgen.interactions import Interactions
+from zsgen.score import PopularityScorer, TrainData, UserQuery, mask_history, top_k
+from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
+from zsgen.score.cooccurrence import CooccurrenceScorer
+from zsgen.score.fusion import FusedScorer, combine, fuse, normalise, reciprocal_rank_fusion
+from zsgen.score.tuning import (
+    history_mask,
+    sample_candidates,
+    target_ranks,
+    tune_on_validation,
+    tune_weights,
+    validation_split,
+)
+from zsgen.score.userfilter import UserFilteringScorer
+from zsgen.types import Item
+
+# -- a synthetic log where the validation and the test targets follow different signals --------------------------
+N_ITEMS = 40
+POPULAR = [0, 1, 2, 3, 4]
+
+
+def two_regime_log(seed: int = 0, n_users: int = 80) -> Interactions:
+    """Per user: pairs (a, a+1) with popular items mixed in; the validation target is the partner of the item
+    before it (a sequential signal finds it); the test target is an unseen popular item (popularity finds it).
+
+    Tuning on validation must prefer the sequential signal; tuning on the test targets would prefer popularity.
+    """
+    rng = np.random.default_rng(seed)
+    users: list[int] = []
+    items: list[int] = []
+    for user in range(n_users):
+        firsts = rng.choice(np.arange(10, 38, 2), size=5, replace=False)
+        popular = rng.choice(POPULAR, size=2, replace=False)
+        body = [int(x) for a in firsts[:4] for x in (a, a + 1)]
+        for p in popular:
+            body.insert(int(rng.integers(0, len(body) + 1)), int(p))
+        unseen_popular = [p for p in POPULAR if p not in popular]
+        seq = [*body, int(firsts[4]), int(firsts[4]) + 1, int(rng.choice(unseen_popular))]
+        users += [user] * len(seq)
+        items += seq
+    order = rng.permutation(len(items))  # file order is shuffled; timestamps give the sequence order
+    stamps = np.concatenate([np.arange(np.sum(np.array(users) == u)) for u in range(n_users)]).astype(float)
+    return Interactions(
+        user_ids=[f"u{u}" for u in range(n_users)],
+        user_index=np.array(users, dtype=np.int64)[order],
+        item_index=np.array(items, dtype=np.int64)[order],
+        timestamp=(stamps + 1000.0 * np.array(users))[order],
+        rating=np.full(len(items), np.nan),
+    )
+
+
+def corrupt_test_events(interactions: Interactions, seed: int) -> Interactions:
+    """The same log with every user's last (test) event replaced by another random item."""
+    rng = np.random.default_rng(seed)
+    items = interactions.item_index.copy()
+    for positions in interactions.event_order_by_user():
+        items[positions[-1]] = int(rng.integers(0, N_ITEMS))
+    return Interactions(
+        user_ids=interactions.user_ids,
+        user_index=interactions.user_index,
+        item_index=items,
+        timestamp=interactions.timestamp,
+        rating=interactions.rating,
+    )
+
+
+def catalog(n: int = N_ITEMS) -> Catalog:
+    return Catalog([Item(id=str(k), title=f"Item {k}") for k in range(n)])
+
+
+TWO_SIGNALS = FusionConfig(
+    signals={
+        "popularity": SignalConfig(kind="popularity"),
+        "sequential": SignalConfig(
+            kind="cooccurrence", params={"window": 1, "recent": 1, "backward": 0.0, "normalise": "none"}
+        ),
+    },
+    normalisation="zscore",
+    search=SearchSpace(default_values=[0.0, 0.25, 1.0, 4.0], max_trials=50),
+)
+
+
+# -- normalisation and fusion ---------------------------------------------------------------------------------------
+def test_normalisations_follow_their_definitions() -> None:
+    scores = np.array([[3.0, 1.0, 3.0, 0.0, 2.0], [5.0, 5.0, 5.0, 5.0, 5.0]])
+    rank = normalise(scores, "rank")
+    np.testing.assert_allclose(rank[0], [1.0, 0.25, 1.0, 0.0, 0.5])  # ties share the best rank; n-1 = 4
+    np.testing.assert_allclose(rank[1], [1.0] * 5)
+    z = normalise(scores, "zscore")
+    np.testing.assert_allclose(z[0], (scores[0] - scores[0].mean()) / scores[0].std())
+    assert np.all(z[1] == 0.0)  # a constant row carries no information
+    np.testing.assert_allclose(normalise(scores, "minmax")[0], [1.0, 1 / 3, 1.0, 0.0, 2 / 3])
+    with pytest.raises(Exception, match="finite"):
+        normalise(np.array([[1.0, -np.inf]]), "zscore")
+
+
+def test_reciprocal_rank_fusion_matches_formula() -> None:
+    a = np.array([[0.9, 0.1, 0.5]])
+    b = np.array([[1.0, 2.0, 3.0]])
+    fused = reciprocal_rank_fusion({"a": a, "b": b}, {"a": 2.0, "b": 1.0}, k=10)
+    np.testing.assert_allclose(fused[0], [2 / 11 + 1 / 13, 2 / 13 + 1 / 12, 2 / 12 + 1 / 11])
+
+
+def real_signals() -> tuple[dict[str, np.ndarray], list[UserQuery]]:
+    """Real scorer outputs (with many ties: popularity, user filtering) on the synthetic log, plus noise."""
+    inter = two_regime_log(1)
+    train = TrainData.from_interactions(inter, holdout=1, n_items=N_ITEMS)
+    queries = [UserQuery(history=s[:-1], user=u) for u, s in enumerate(inter.item_sequences())]
+    signals = {
+        "popularity": PopularityScorer(),
+        "cooccurrence": CooccurrenceScorer(window=2),
+        "user_filtering": UserFilteringScorer(neighbours=5),
+    }
+    out = {name: s.fit(catalog(), train).score(queries) for name, s in signals.items()}
+    out["noise"] = np.random.default_rng(2).normal(size=out["popularity"].shape)
+    return out, queries
+
+
+@pytest.mark.parametrize("how", ["rank", "zscore", "minmax", "none", "rrf"])
+def test_one_nonzero_weight_reproduces_that_signal_exactly(how: str) -> None:
+    signals, queries = real_signals()
+    for name, scores in signals.items():
+        weights = {other: 0.0 for other in signals} | {name: 0.37}
+        fused = (
+            reciprocal_rank_fusion(signals, weights) if how == "rrf" else fuse(signals, weights, normalisation=how)  # type: ignore[arg-type]
+        )
+        for masked in (False, True):
+            left = mask_history(fused, queries) if masked else fused
+            right = mask_history(scores, queries) if masked else scores
+            assert np.array_equal(top_k(left, N_ITEMS), top_k(right, N_ITEMS)), (name, masked)
+
+
+def test_fuse_rejects_bad_weights() -> None:
+    signals = {"a": np.zeros((2, 3)), "b": np.ones((2, 3))}
+    with pytest.raises(ConfigError, match="zero"):
+        fuse(signals, {"a": 0.0})
+    with pytest.raises(ConfigError, match=">= 0"):
+        fuse(signals, {"a": -1.0, "b": 1.0})
+    with pytest.raises(ConfigError, match="without scores"):
+        fuse(signals, {"c": 1.0})
+
+
+# -- the config -----------------------------------------------------------------------------------------------------
+def test_fusion_config_round_trips_through_toml_and_json(tmp_path: Path) -> None:
+    config = TWO_SIGNALS.model_copy(
+        update={"weights": {"popularity": 0.25, "sequential": 1.0}, "method": "rrf", "rrf_k": 30.0}
+    )
+    assert FusionConfig.from_toml(config.to_toml()) == config
+    assert FusionConfig.from_json(config.to_json()) == config
+    for suffix in (".toml", ".json"):
+        path = tmp_path / f"fusion{suffix}"
+        config.save(path)
+        assert FusionConfig.load(path) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[signals.a]\nkind = "popularity"\n[weights]\nb = 1.0\n', "unknown signals"),
+        ('[signals.a]\nkind = "popularity"\n[weights]\na = -1.0\n', ">= 0"),
+        ('[signals.a]\nkind = "telepathy"\n', "signals.a.kind"),
+        ('[signals.a]\nkind = "popularity"\ncolour = 3\n', "signals.a.colour"),
+        ("[signals.a\n", "not valid TOML"),
+    ],
+)
+def test_fusion_config_errors_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        FusionConfig.from_toml(text, source="fusion.toml")
+
+
+def test_bad_signal_parameter_is_a_config_error() -> None:
+    config = FusionConfig(signals={"p": SignalConfig(kind="popularity", params={"windw": 3.0})}, weights={"p": 1.0})
+    with pytest.raises(ConfigError, match="bad parameters"):
+        FusedScorer(config).fit(catalog(), TrainData.from_interactions(two_regime_log(), n_items=N_ITEMS))
+
+
+# -- tuning ---------------------------------------------------------------------------------------------------------
+def test_tune_weights_finds_the_informative_signal_within_budget() -> None:
+    rng = np.random.default_rng(0)
+    n_users, n_items = 200, 30
+    targets = rng.integers(0, n_items, size=n_users)
+    informative = rng.normal(size=(n_users, n_items))
+    informative[np.arange(n_users), targets] += 2.5
+    noise = {f"noise{k}": rng.normal(size=(n_users, n_items)) for k in range(4)}
+    space = SearchSpace(samples=10, seed=3, max_trials=40, rounds=5)
+    result = tune_weights({"good": informative, **noise}, targets, metric="hr@5", search=space)
+    assert len(result.trials) <= 40
+    assert result.weights["good"] > 0
+    assert result.weights["good"] >= 2 * max(result.weights[n] for n in noise)
+    # the reported value is the metric of the chosen weights, recomputed independently
+    fused = fuse({"good": informative, **noise}, result.weights)
+    assert result.val_metric == pytest.approx(float((target_ranks(fused, targets, None) < 5).mean()), abs=1e-9)
+
+
+def test_tune_weights_enumerates_a_small_grid_and_respects_fixed_weights() -> None:
+    rng = np.random.default_rng(1)
+    scores = {"a": rng.normal(size=(20, 8)), "b": rng.normal(size=(20, 8))}
+    targets = rng.integers(0, 8, size=20)
+    space = SearchSpace(default_values=[0.0, 1.0, 2.0], max_trials=100)
+    result = tune_weights(scores, targets, search=space)
+    # the 3x3 grid has 5 distinct directions: (1,0) (0,1) (1,1) (1,2) (2,1); scaled copies and all-zero are skipped
+    assert sorted(tuple(t.weights.values()) for t in result.trials) == [
+        (0.0, 1.0),
+        (1.0, 0.0),
+        (1.0, 1.0),
+        (1.0, 2.0),
+        (2.0, 1.0),
+    ]
+    held = tune_weights(scores, targets, search=space, fixed={"a": 2.0})
+    assert all(t.weights["a"] == 2.0 for t in held.trials)
+
+
+def test_validation_split_never_reads_the_last_event() -> None:
+    inter = two_regime_log()
+    split = validation_split(inter, n_items=N_ITEMS)
+    sequences = inter.item_sequences()
+    assert split.targets.tolist() == [int(s[-2]) for s in sequences]
+    assert [q.history.tolist() for q in split.queries] == [s[:-2].tolist() for s in sequences]
+    assert [s.tolist() for s in split.train.sequences] == [s[:-2].tolist() for s in sequences]
+    corrupted = validation_split(corrupt_test_events(inter, 5), n_items=N_ITEMS)
+    assert corrupted.targets.tolist() == split.targets.tolist()
+
+
+def test_tuning_never_reads_the_test_targets() -> None:
+    inter = two_regime_log()
+    tuned, result = tune_on_validation(TWO_SIGNALS, catalog(), inter, metric="ndcg@10")
+    # The validation targets are sequential partners: the sequential signal must carry the fusion.
+    assert result.weights["sequential"] > result.weights["popularity"]
+    assert tuned.weights == result.weights and tuned.tuned is not None and tuned.tuned.split == "validation"
+    # Control: had the search seen the test targets, it would have chosen popularity — so a leak would show.
+    train = TrainData.from_interactions(inter, holdout=1, n_items=N_ITEMS)
+    queries = [UserQuery(history=s[:-1], user=u) for u, s in enumerate(inter.item_sequences())]
+    test_targets = np.array([s[-1] for s in inter.item_sequences()])
+    scores = FusedScorer(TWO_SIGNALS, signals=["popularity", "sequential"]).fit(catalog(), train).score_signals(queries)
+    leaked = tune_weights(scores, test_targets, history_mask(queries, N_ITEMS), search=TWO_SIGNALS.search)
+    assert leaked.weights["popularity"] > leaked.weights["sequential"]
+    # Replacing every test item changes nothing the tuner sees: same weights, same value, same trials.
+    for seed in (1, 2):
+        _, again = tune_on_validation(TWO_SIGNALS, catalog(), corrupt_test_events(inter, seed), metric="ndcg@10")
+        assert again.weights == result.weights
+        assert again.val_metric == result.val_metric
+        assert [t.value for t in again.trials] == [t.value for t in result.trials]
+
+
+def test_sampled_candidates_hold_the_target_and_no_history() -> None:
+    inter = two_regime_log()
+    split = validation_split(inter, n_items=N_ITEMS)
+    lists, positions = sample_candidates(split.queries, split.targets, N_ITEMS, 8, seed=4)
+    again, _ = sample_candidates(split.queries, split.targets, N_ITEMS, 8, seed=4)
+    assert np.array_equal(lists, again)
+    assert np.array_equal(lists[np.arange(len(lists)), positions], split.targets)
+    assert len(set(positions.tolist())) > 1  # the target is not always in the same slot
+    for row, query in enumerate(split.queries):
+        assert len(set(lists[row].tolist())) == 8
+        assert not set(lists[row].tolist()) & set(query.history.tolist())
+    tuned, result = tune_on_validation(TWO_SIGNALS, catalog(), inter, protocol="sampled", n_candidates=8)
+    assert result.weights["sequential"] > 0 and tuned.tuned is not None
+
+
+# -- the fused scorer -----------------------------------------------------------------------------------------------
+def test_fused_scorer_reuses_tuned_weights_after_a_round_trip(tmp_path: Path) -> None:
+    inter = two_regime_log()
+    tuned, _ = tune_on_validation(TWO_SIGNALS, catalog(), inter)
+    path = tmp_path / "resolved.toml"
+    tuned.save(path)
+    reloaded = FusionConfig.load(path)
+    assert reloaded == tuned
+    train = TrainData.from_interactions(inter, holdout=1, n_items=N_ITEMS)
+    queries = [UserQuery(history=s[:-1], user=u) for u, s in enumerate(inter.item_sequences())]
+    first = FusedScorer(tuned).fit(catalog(), train)
+    second = FusedScorer(reloaded).fit(catalog(), train)
+    np.testing.assert_array_equal(first.score(queries), second.score(queries))
+    np.testing.assert_array_equal(first.score(queries), combine(first.score_signals(queries), tuned))
+    assert set(first.scorers) == set(tuned.active())
+
+
+def test_llm_signal_scores_the_top_of_the_other_signals() -> None:
+    inter = two_regime_log()
+    train = TrainData.from_interactions(inter, holdout=1, n_items=N_ITEMS)
+    queries = [UserQuery(history=s[:-1], user=u) for u, s in enumerate(inter.item_sequences())][:10]
+    calls: list[list[int]] = []
+
+    def reverse(query: UserQuery, candidates: np.ndarray) -> np.ndarray:
+        calls.append(candidates.tolist())
+        return np.arange(candidates.size, dtype=float)  # prefers the generator's last candidate
+
+    config = TWO_SIGNALS.model_copy(
+        update={
+            "signals": {**TWO_SIGNALS.signals, "llm": SignalConfig(kind="llm", params={"n_candidates": 5})},
+            "weights": {"popularity": 0.5, "sequential": 1.0, "llm": 1.0},
+        }
+    )
+    fused = FusedScorer(config, llm=reverse).fit(catalog(), train)
+    scores = fused.score_signals(queries)
+    base = combine({k: v for k, v in scores.items() if k != "llm"}, config)
+    expected_lists = top_k(mask_history(base, queries), 5)
+    assert calls == expected_lists.tolist()
+    for row in range(len(queries)):
+        assert np.argmax(scores["llm"][row]) == expected_lists[row, -1]
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Iterator[Any]:
+    from zsgen.embed import default_encoder
+
+    yield default_encoder()
+
+
+@pytest.mark.slow
+def test_text_only_catalog_works_end_to_end(encoder: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The demo catalog has no log: log signals drop out, text carries the ranking with the real MiniLM."""
+    from zsgen.loaders import load_demo, load_demo_user
+
+    dataset = load_demo()
+    assert dataset.interactions is None
+    demo_catalog = dataset.catalog
+    config = FusionConfig(
+        signals={
+            "text": SignalConfig(kind="text", params={"strategy": "mean", "history_length": 5}),
+            "popularity": SignalConfig(kind="popularity"),
+            "cooccurrence": SignalConfig(kind="cooccurrence"),
+        },
+        weights={"text": 1.0, "popularity": 0.5, "cooccurrence": 2.0},
+    )
+    with caplog.at_level(logging.WARNING):
+        fused = FusedScorer(config, encoder=encoder).fit(demo_catalog, None)
+    assert set(fused.scorers) == {"text"} and "leaving out" in caplog.text
+    user = load_demo_user()
+    history = np.array(demo_catalog.indices_of(user.history.item_ids), dtype=np.int64)
+    queries = [UserQuery(history=history), UserQuery(history=np.zeros(0, dtype=np.int64), profile=user.profile.text)]
+    scores = mask_history(fused.score(queries), queries)
+    text_only = mask_history(fused.scorers["text"].score(queries), queries)
+    assert np.array_equal(top_k(scores, 20), top_k(text_only, 20))
+    liked = {g for i in history for g in demo_catalog[int(i)].genres}
+    for row in top_k(scores, 10):
+        shared = sum(bool(liked & set(demo_catalog[int(i)].genres)) for i in row)
+        assert shared >= 7, [demo_catalog[int(i)].title for i in row]
+    only_logs = config.model_copy(update={"weights": {"popularity": 1.0}})
+    with pytest.raises(ConfigError, match="need interaction logs"):
+        FusedScorer(only_logs, encoder=encoder).fit(demo_catalog, None)

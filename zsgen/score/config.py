@@ -1,0 +1,223 @@
+"""The fusion configuration: which signals, their parameters, their weights and how scores are combined.
+
+It is a pydantic model that round-trips through TOML and JSON, so the weights chosen on a validation split can be
+written into a resolved config and reused unchanged by ``zsgen recommend``. Python's ``tomllib`` only reads TOML;
+the writer here covers exactly the shapes this model has (tables of scalars and lists of scalars).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from zsgen.errors import ConfigError
+
+SignalKind = Literal["text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm"]
+Normalisation = Literal["rank", "zscore", "minmax", "none"]
+Method = Literal["weighted", "rrf"]
+ParamValue = str | int | float | bool
+
+#: Signals that cannot be computed without interaction logs (``llm`` depends on what generates its candidates).
+LOG_KINDS: frozenset[str] = frozenset({"popularity", "cooccurrence", "user_filtering", "item_filtering"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignalConfig(_Strict):
+    """One signal: its kind and the keyword arguments of its scorer class (see :mod:`zsgen.score`).
+
+    Parameters cannot be null (TOML has no null): leave a key out to get the class default.
+    """
+
+    kind: SignalKind
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+
+
+class SearchSpace(_Strict):
+    """A bounded weight search: never more than ``max_trials`` evaluated weight vectors.
+
+    Trials, in order until the budget is spent: each signal alone; ``samples`` random vectors (each weight drawn
+    from that signal's values, seeded); then coordinate ascent from the best so far — for each signal in turn,
+    every value with the others fixed — for up to ``rounds`` passes or until a pass improves nothing. When the full
+    grid fits the budget it is enumerated instead of the random and coordinate steps.
+    """
+
+    values: dict[str, list[float]] = Field(default_factory=dict, description="per-signal weight values")
+    default_values: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0])
+    samples: int = Field(default=0, ge=0)
+    seed: int = 0
+    max_trials: int = Field(default=400, ge=1, le=100_000)
+    rounds: int = Field(default=3, ge=0)
+
+    @model_validator(mode="after")
+    def _non_negative(self) -> SearchSpace:
+        for name, values in [*self.values.items(), ("default_values", self.default_values)]:
+            if not values or any(v < 0 or not math.isfinite(v) for v in values):
+                raise ValueError(f"weight values for {name!r} must be a non-empty list of finite numbers >= 0")
+        return self
+
+    def values_for(self, signal: str) -> list[float]:
+        return sorted(set(self.values.get(signal, self.default_values)))
+
+
+class TuningRecord(_Strict):
+    """Where the weights came from, written beside them so a reader knows they were not chosen on the test."""
+
+    split: Literal["validation"] = "validation"
+    metric: str
+    value: float
+    trials: int
+    users: int
+    source: str | None = None
+
+
+class FusionConfig(_Strict):
+    """Signals by name, their weights, and the combination.
+
+    ``method="weighted"``: ``Σ weight · normalise(score)`` per user, with ``normalisation`` one of ``rank``
+    (``1 - (r-1)/(n-1)``, r the 1-based rank, ties sharing the best rank), ``zscore`` (minus the user's mean over
+    all items, divided by the standard deviation), ``minmax`` (to [0, 1]) or ``none``. ``method="rrf"``:
+    weighted reciprocal-rank fusion ``Σ weight / (rrf_k + r)``. Statistics are over every catalog item, the user's
+    history included (scorers do not mask it). A signal missing from ``weights`` has weight 0.
+    """
+
+    signals: dict[str, SignalConfig]
+    weights: dict[str, float] = Field(default_factory=dict)
+    normalisation: Normalisation = "zscore"
+    method: Method = "weighted"
+    rrf_k: float = Field(default=60.0, gt=0)
+    search: SearchSpace = Field(default_factory=SearchSpace)
+    tuned: TuningRecord | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FusionConfig:
+        if not self.signals:
+            raise ValueError("at least one signal is required")
+        unknown = sorted(set(self.weights) - set(self.signals))
+        if unknown:
+            raise ValueError(f"weights name unknown signals {unknown}; signals are {sorted(self.signals)}")
+        bad = {k: v for k, v in self.weights.items() if v < 0 or not math.isfinite(v)}
+        if bad:
+            raise ValueError(f"weights must be finite and >= 0; got {bad}")
+        unknown = sorted(set(self.search.values) - set(self.signals))
+        if unknown:
+            raise ValueError(f"search.values name unknown signals {unknown}")
+        return self
+
+    def weight(self, signal: str) -> float:
+        return float(self.weights.get(signal, 0.0))
+
+    def active(self) -> list[str]:
+        """Signals with a positive weight, in config order."""
+        return [name for name in self.signals if self.weight(name) > 0]
+
+    def with_weights(self, weights: Mapping[str, float], tuned: TuningRecord | None = None) -> FusionConfig:
+        data = self.model_dump()
+        data["weights"] = {name: float(weights.get(name, 0.0)) for name in self.signals}
+        data["tuned"] = None if tuned is None else tuned.model_dump()
+        return FusionConfig.model_validate(data)
+
+    # -- serialisation --------------------------------------------------------------------------------------------
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2)
+
+    def to_toml(self) -> str:
+        return dumps_toml(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<fusion config>") -> FusionConfig:
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            problems = "; ".join(
+                ".".join(str(p) for p in e.get("loc", ()))
+                + ": "
+                + str(e.get("msg", "invalid")).removeprefix("Value error, ")
+                for e in exc.errors()
+            )
+            raise ConfigError(f"{source}: invalid fusion config: {problems}") from None
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<fusion config>") -> FusionConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        return cls.from_mapping(data, source=source)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "<fusion config>") -> FusionConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: a fusion config must be a JSON object")
+        return cls.from_mapping(data, source=source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> FusionConfig:
+        """Read ``.toml`` or ``.json`` (by suffix)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read fusion config ({exc.strerror})") from None
+        if path.suffix.lower() == ".json":
+            return cls.from_json(text, source=str(path))
+        return cls.from_toml(text, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.write_text(self.to_json() if path.suffix.lower() == ".json" else self.to_toml(), encoding="utf-8")
+
+
+# -- a small TOML writer ------------------------------------------------------------------------------------------
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "-_" for c in key):
+        return key
+    return json.dumps(key)
+
+
+def _toml_value(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: TOML cannot hold {value}")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
+    raise ConfigError(f"{where}: cannot write {type(value).__name__} to TOML")
+
+
+def dumps_toml(data: Mapping[str, Any], *, _prefix: str = "") -> str:
+    """TOML for nested mappings of scalars and scalar lists. ``None`` values are omitted (TOML has no null)."""
+    lines: list[str] = []
+    tables: list[tuple[str, Mapping[str, Any]]] = []
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value, _prefix + key)}")
+    out = "\n".join(lines)
+    for key, table in tables:
+        name = f"{_prefix}{_toml_key(key)}"
+        body = dumps_toml(table, _prefix=name + ".")
+        header = f"[{name}]"
+        out += ("\n\n" if out else "") + header + ("\n" + body if body else "")
+    return out + ("\n" if not _prefix else "")

@@ -1,0 +1,227 @@
+"""Combining signals: per-user normalisation, weighted sums, reciprocal-rank fusion, and the fused scorer.
+
+Raw scores live on unrelated scales (log counts, cosines, summed similarities), so each signal's row is first put
+on a common per-user scale (see :class:`~zsgen.score.config.FusionConfig` for the definitions), then the rows are
+summed with non-negative weights. Every transform is monotone and maps ties to ties, so a fusion with a single
+non-zero weight ranks exactly as that signal does. Reciprocal-rank fusion is the same weighted sum over the transform
+``1 / (k + rank)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from scipy.stats import rankdata
+
+from zsgen.catalog import Catalog
+from zsgen.errors import ConfigError, DataError
+from zsgen.score.base import ScoreMatrix, Scorer, TrainData, UserQuery, not_fitted
+from zsgen.score.config import FusionConfig, Method, Normalisation, SignalConfig
+from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
+from zsgen.score.llm import CandidateScoreFn, LLMScorer
+from zsgen.score.popularity import PopularityScorer
+from zsgen.score.text import TextCosineScorer
+from zsgen.score.userfilter import UserFilteringScorer
+
+logger = logging.getLogger(__name__)
+
+NORMALISATIONS: tuple[Normalisation, ...] = ("rank", "zscore", "minmax", "none")
+
+
+def _check(scores: npt.ArrayLike, name: str) -> ScoreMatrix:
+    matrix = np.asarray(scores, dtype=np.float64)
+    if matrix.ndim != 2:
+        raise DataError(f"signal {name!r}: scores must be (users, items), got shape {matrix.shape}")
+    if not np.isfinite(matrix).all():
+        raise DataError(f"signal {name!r}: scores must be finite (mask history after fusing, not before)")
+    return matrix
+
+
+def competition_ranks(scores: ScoreMatrix) -> ScoreMatrix:
+    """1-based rank of each item within its row, best = 1; tied items share the best rank of their group."""
+    return np.asarray(rankdata(-scores, method="min", axis=1), dtype=np.float64)
+
+
+def normalise(scores: npt.ArrayLike, how: Normalisation, *, name: str = "scores") -> ScoreMatrix:
+    """Put each row on a common scale (see :class:`~zsgen.score.config.FusionConfig`); constant rows become 0."""
+    matrix = _check(scores, name)
+    if how == "none":
+        return matrix
+    if how == "rank":
+        n = matrix.shape[1]
+        return np.asarray(1.0 - (competition_ranks(matrix) - 1.0) / max(n - 1, 1), dtype=np.float64)
+    if how == "zscore":
+        centred = matrix - matrix.mean(axis=1, keepdims=True)
+        spread = matrix.std(axis=1, keepdims=True)
+        return np.asarray(np.divide(centred, spread, out=np.zeros_like(centred), where=spread > 0), dtype=np.float64)
+    if how == "minmax":
+        low = matrix.min(axis=1, keepdims=True)
+        span = matrix.max(axis=1, keepdims=True) - low
+        return np.asarray(np.divide(matrix - low, span, out=np.zeros_like(matrix), where=span > 0), dtype=np.float64)
+    raise ConfigError(f"normalisation must be one of {', '.join(NORMALISATIONS)}; got {how!r}")
+
+
+def transform(
+    scores: npt.ArrayLike, method: Method, normalisation: Normalisation, rrf_k: float, *, name: str
+) -> ScoreMatrix:
+    """What a signal contributes per unit of weight under ``method``."""
+    if method == "rrf":
+        return 1.0 / (rrf_k + competition_ranks(_check(scores, name)))
+    return normalise(scores, normalisation, name=name)
+
+
+def _weights(score_matrices: Mapping[str, Any], weights: Mapping[str, float]) -> dict[str, float]:
+    unknown = sorted(set(weights) - set(score_matrices))
+    if unknown:
+        raise ConfigError(f"weights name signals without scores: {unknown}")
+    bad = {k: v for k, v in weights.items() if not np.isfinite(v) or v < 0}
+    if bad:
+        raise ConfigError(f"weights must be finite and >= 0; got {bad}")
+    used = {k: float(v) for k, v in weights.items() if v > 0}
+    if not used:
+        raise ConfigError("every weight is zero: nothing to fuse")
+    return used
+
+
+def _weighted_sum(parts: Mapping[str, ScoreMatrix], used: Mapping[str, float]) -> ScoreMatrix:
+    shapes = {parts[k].shape for k in used}
+    if len(shapes) != 1:
+        raise DataError(f"signals disagree on the score shape: {sorted(shapes)}")
+    total = np.zeros(next(iter(shapes)), dtype=np.float64)
+    for name, weight in used.items():
+        total += weight * parts[name]
+    return total
+
+
+def fuse(
+    score_matrices: Mapping[str, npt.ArrayLike],
+    weights: Mapping[str, float],
+    *,
+    normalisation: Normalisation = "zscore",
+) -> ScoreMatrix:
+    """``Σ weight · normalise(scores)``; signals with weight 0 (or absent from ``weights``) are not even read."""
+    used = _weights(score_matrices, weights)
+    parts = {k: normalise(score_matrices[k], normalisation, name=k) for k in used}
+    return _weighted_sum(parts, used)
+
+
+def reciprocal_rank_fusion(
+    score_matrices: Mapping[str, npt.ArrayLike],
+    weights: Mapping[str, float] | None = None,
+    *,
+    k: float = 60.0,
+) -> ScoreMatrix:
+    """``Σ weight / (k + rank)`` with 1-based per-user ranks; all weights 1 when ``weights`` is ``None``."""
+    if k <= 0:
+        raise ConfigError(f"rrf k must be positive, got {k}")
+    used = _weights(score_matrices, weights if weights is not None else dict.fromkeys(score_matrices, 1.0))
+    parts = {name: transform(score_matrices[name], "rrf", "none", k, name=name) for name in used}
+    return _weighted_sum(parts, used)
+
+
+def combine(score_matrices: Mapping[str, npt.ArrayLike], config: FusionConfig) -> ScoreMatrix:
+    """Fuse the way ``config`` says (method, normalisation, weights)."""
+    weights = {name: config.weight(name) for name in score_matrices if config.weight(name) > 0}
+    if config.method == "rrf":
+        return reciprocal_rank_fusion(score_matrices, weights, k=config.rrf_k)
+    return fuse(score_matrices, weights, normalisation=config.normalisation)
+
+
+# -- building scorers from a config ---------------------------------------------------------------------------------
+def build_signal(
+    name: str,
+    signal: SignalConfig,
+    *,
+    encoder: Any | None = None,
+    item_vectors: npt.ArrayLike | None = None,
+    llm: CandidateScoreFn | None = None,
+    llm_candidates: Scorer | None = None,
+) -> Scorer:
+    """An unfitted scorer for one configured signal. Text takes the shared encoder or item vectors; the LLM signal
+    takes the candidate-scoring callable and the scorer that generates its candidates."""
+    params = dict(signal.params)
+    try:
+        if signal.kind == "text":
+            return TextCosineScorer(encoder=encoder, item_vectors=item_vectors, name=name, **params)  # type: ignore[arg-type]
+        if signal.kind == "popularity":
+            return PopularityScorer(name=name, **params)  # type: ignore[arg-type]
+        if signal.kind == "cooccurrence":
+            return CooccurrenceScorer(name=name, **params)  # type: ignore[arg-type]
+        if signal.kind == "user_filtering":
+            return UserFilteringScorer(name=name, **params)  # type: ignore[arg-type]
+        if signal.kind == "item_filtering":
+            return ItemFilteringScorer(name=name, **params)  # type: ignore[arg-type]
+        if llm is None:
+            raise ConfigError(f"signal {name!r} is an LLM signal, but no LLM candidate scorer was given")
+        return LLMScorer(llm, llm_candidates, name=name, **params)  # type: ignore[arg-type]
+    except TypeError as exc:  # an unknown or misspelt parameter
+        raise ConfigError(f"signal {name!r} ({signal.kind}): bad parameters {sorted(params)}: {exc}") from None
+
+
+class FusedScorer:
+    """A :class:`~zsgen.score.base.Scorer` that fuses the configured signals with the configured weights.
+
+    Signals with weight 0 are neither fitted nor scored. With no logs (``train=None``), log-based signals are left
+    out with a warning and the text signals carry the ranking; if nothing is left, ``fit`` raises. The LLM signal's
+    candidates are the top items of the fusion of all the other weighted signals.
+    """
+
+    def __init__(
+        self,
+        config: FusionConfig,
+        *,
+        encoder: Any | None = None,
+        item_vectors: npt.ArrayLike | None = None,
+        llm: CandidateScoreFn | None = None,
+        name: str = "fused",
+        signals: Sequence[str] | None = None,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self._resources: dict[str, Any] = {"encoder": encoder, "item_vectors": item_vectors, "llm": llm}
+        wanted = list(signals) if signals is not None else config.active()
+        self._wanted = [s for s in wanted if s in config.signals]
+        self.needs_logs = all(self._kind_needs_logs(s) for s in self._wanted)
+        self.scorers: dict[str, Scorer] = {}
+
+    def _kind_needs_logs(self, signal: str) -> bool:
+        kind = self.config.signals[signal].kind
+        if kind == "llm":
+            return all(self._kind_needs_logs(s) for s in self._others(signal)) if self._others(signal) else False
+        return kind not in ("text",)
+
+    def _others(self, signal: str) -> list[str]:
+        return [s for s in self._wanted if s != signal and self.config.signals[s].kind != "llm"]
+
+    def fit(self, catalog: Catalog, train: TrainData | None) -> FusedScorer:
+        self.scorers = {}
+        usable = [s for s in self._wanted if train is not None or not self._kind_needs_logs(s)]
+        dropped = sorted(set(self._wanted) - set(usable))
+        if dropped:
+            logger.warning("no interaction log: leaving out log-based signals %s", dropped)
+        if not usable:
+            raise ConfigError(f"no usable signal: {sorted(self._wanted)} all need interaction logs, and there are none")
+        for signal in usable:
+            config = self.config.signals[signal]
+            candidates: Scorer | None = None
+            if config.kind == "llm":
+                base = [s for s in usable if s != signal and self.config.signals[s].kind != "llm"]
+                if not base:
+                    raise ConfigError(f"LLM signal {signal!r} needs another weighted signal to generate candidates")
+                candidates = FusedScorer(self.config, **self._resources, name=f"{signal}_candidates", signals=base)
+            scorer = build_signal(signal, config, llm_candidates=candidates, **self._resources)
+            self.scorers[signal] = scorer.fit(catalog, train)
+        return self
+
+    def score_signals(self, queries: Sequence[UserQuery]) -> dict[str, ScoreMatrix]:
+        """Every fitted signal's raw scores (for tuning, ablations and explanations)."""
+        if not self.scorers:
+            raise not_fitted(self.name)
+        return {name: scorer.score(queries) for name, scorer in self.scorers.items()}
+
+    def score(self, queries: Sequence[UserQuery]) -> ScoreMatrix:
+        return combine(self.score_signals(queries), self.config)
