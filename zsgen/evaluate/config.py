@@ -1,0 +1,318 @@
+"""What an evaluation run does, as a validated pydantic model read from TOML, and the resolved copy written beside it.
+
+A config names the dataset, the protocol, the candidate generator, the rankers, the history length the prompt sees,
+the user sample and the seed. A *protocol* is a named preset from the literature that fills in the candidate
+generator and the history length; anything the file sets explicitly wins over the preset:
+
+- ``full_catalog``: every item the user has not seen is a candidate.
+- ``nir``: NIR's user-filtering candidates (12 neighbours including the user, top 19), history 8.
+- ``llmrank``: LLMRank's target + 19 random unseen items, shuffled per user, history 50.
+- ``custom``: no preset; the file must say which generator to use.
+
+Relative paths (the dataset, a template folder, a response cache) are resolved against the folder of the config
+file first; if nothing exists there, against the current directory. The resolved config that a run writes holds
+absolute paths, so it documents exactly what was read.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from zsgen.errors import ConfigError
+from zsgen.evaluate.metrics import DEFAULT_KS
+
+GeneratorName = Literal["embedding", "user_filtering", "item_filtering", "popularity", "random", "full_catalog"]
+RankerKind = Literal["random", "popularity", "generator", "cosine", "llm"]
+
+#: Presets; nested tables merge key by key under what the file says.
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "full_catalog": {"history_length": 10, "candidates": {"generator": "full_catalog"}},
+    "nir": {"history_length": 8, "candidates": {"generator": "user_filtering", "n": 19, "neighbours": 12}},
+    "llmrank": {"history_length": 50, "candidates": {"generator": "random", "n": 20}},
+    "custom": {},
+}
+
+#: LLM rankers are for short lists; a longer one is almost surely a config mistake (e.g. full catalog).
+MAX_LLM_CANDIDATES = 100
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    """The dataset folder or file, loaded with :func:`zsgen.loaders.load_dataset`."""
+
+    path: str
+    format: str | None = None
+    interactions: str | None = Field(default=None, description="separate log for a JSONL/CSV catalog")
+
+
+class CandidateConfig(_Strict):
+    """The first stage. ``n`` is the length of the shown list (for ``random`` the target plus ``n - 1`` items)."""
+
+    generator: GeneratorName
+    n: int = Field(default=20, ge=1)
+    neighbours: int = Field(default=12, ge=1, description="user/item filtering neighbourhood size")
+    include_self: bool = Field(default=True, description="user filtering counts the user among the neighbours")
+    strategy: str | None = Field(default=None, description="embedding: user-vector strategy")
+    history_length: int | None = Field(
+        default=None, ge=1, description="embedding: recent items in the user vector; item_filtering: items used"
+    )
+
+
+class RankerConfig(_Strict):
+    """One ranker. ``kind="llm"`` takes a ``rerank`` table that becomes a :class:`zsgen.rerank.RerankConfig`."""
+
+    name: str = Field(min_length=1)
+    kind: RankerKind
+    strategy: str | None = Field(default=None, description="cosine: user-vector strategy")
+    history_length: int | None = Field(default=None, ge=1, description="cosine: recent items in the user vector")
+    rerank: dict[str, Any] | None = None
+    cost_per_million_prompt_tokens: float = Field(default=0.0, ge=0.0)
+    cost_per_million_completion_tokens: float = Field(default=0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _rerank_only_for_llm(self) -> RankerConfig:
+        if self.kind == "llm" and self.rerank is None:
+            raise ValueError(f"ranker {self.name!r} of kind 'llm' needs a [rankers.rerank] table")
+        if self.kind != "llm" and self.rerank is not None:
+            raise ValueError(f"ranker {self.name!r}: a rerank table is only for kind 'llm', not {self.kind!r}")
+        return self
+
+
+class MetricsConfig(_Strict):
+    ks: list[int] = Field(default_factory=lambda: list(DEFAULT_KS))
+    bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples for the 95% intervals (0: none)")
+    baseline: str | None = Field(default=None, description="ranker the paired comparison is against")
+
+    @model_validator(mode="after")
+    def _positive_ks(self) -> MetricsConfig:
+        if not self.ks or any(k <= 0 for k in self.ks):
+            raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+        self.ks = sorted(set(self.ks))
+        return self
+
+
+class EvalConfig(_Strict):
+    """A whole run. See the module docstring for protocols and path resolution."""
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    protocol: Literal["full_catalog", "nir", "llmrank", "custom"]
+    dataset: DatasetConfig
+    split: Literal["test", "validation"] = "test"
+    history_length: int = Field(ge=1, description="most recent history items the prompt sees")
+    min_history: int = Field(default=1, ge=0, description="users with fewer earlier events are not evaluated")
+    users: int | None = Field(default=None, ge=1, description="seeded sample size; all users when omitted")
+    seed: int = 0
+    batch_users: int = Field(default=32, ge=1, description="users scored together between writes to the log")
+    candidates: CandidateConfig
+    rankers: list[RankerConfig] = Field(min_length=1)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_protocol(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        protocol = data.get("protocol")
+        if protocol is None:
+            raise ValueError(f"protocol is required; one of {sorted(PROTOCOLS)}")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(PROTOCOLS)}")
+        return _merge(PROTOCOLS[protocol], data)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvalConfig:
+        names = [r.name for r in self.rankers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"ranker names must be unique; repeated: {duplicates}")
+        if self.metrics.baseline is not None and self.metrics.baseline not in names:
+            raise ValueError(f"metrics.baseline {self.metrics.baseline!r} is not a ranker; rankers are {names}")
+        llm = [r.name for r in self.rankers if r.kind == "llm"]
+        if llm and self.candidates.generator == "full_catalog":
+            raise ValueError(f"LLM rankers {llm} cannot rank the full catalog; use a candidate generator")
+        if llm and self.candidates.n > MAX_LLM_CANDIDATES:
+            raise ValueError(f"LLM rankers {llm} get at most {MAX_LLM_CANDIDATES} candidates, n is {self.candidates.n}")
+        if self.candidates.generator == "random" and self.candidates.n < 2:
+            raise ValueError("the random generator needs n >= 2 (the target and at least one other item)")
+        return self
+
+    @property
+    def baseline(self) -> str | None:
+        """The paired-comparison baseline: the configured one, else the first cosine-order ranker."""
+        if self.metrics.baseline is not None:
+            return self.metrics.baseline
+        return next((r.name for r in self.rankers if r.kind == "cosine"), None)
+
+    def fingerprint(self) -> str:
+        """A digest of everything that decides the results, to refuse resuming into another run's folder."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
+    """``value`` as an absolute path: against ``base_dir`` (the config's folder) if it exists there, else the cwd."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    if base_dir is not None:
+        beside = (base_dir / path).resolve()
+        if beside.exists() or not (Path.cwd() / path).exists():
+            return beside
+    return (Path.cwd() / path).resolve()
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """Every problem of a config on its own line, located by its dotted key (``rankers.2.kind``)."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        extra = ""
+        if error.get("type") == "extra_forbidden":
+            message = "unknown key"
+        elif error.get("type") == "literal_error":
+            extra = f" (got {error.get('input')!r})"
+        lines.append(f"{where}: {message}{extra}" if where else f"{message}{extra}")
+    return f"{source}: invalid evaluation config:\n  " + "\n  ".join(lines)
+
+
+def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "<config>") -> EvalConfig:
+    """Validate a config given as a dict (the Python form of the TOML file); relative paths resolve as documented."""
+    data = {k: v for k, v in data.items() if k != "provenance"}  # a resolved config reads back as it ran
+    try:
+        config = EvalConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+    _check_rerank_tables(config, source)
+    config.dataset.path = str(resolve_path(config.dataset.path, base_dir))
+    if config.dataset.interactions is not None:
+        config.dataset.interactions = str(resolve_path(config.dataset.interactions, base_dir))
+    for ranker in config.rankers:
+        if ranker.rerank is None:
+            continue
+        for key in ("template_dir", "cache"):
+            if ranker.rerank.get(key):
+                ranker.rerank[key] = str(resolve_path(str(ranker.rerank[key]), base_dir))
+    return config
+
+
+def _check_rerank_tables(config: EvalConfig, source: str) -> None:
+    """Validate LLM rankers' rerank tables now, so a typo fails before the dataset and models are loaded."""
+    from zsgen.rerank import RerankConfig
+
+    for number, ranker in enumerate(config.rankers):
+        if ranker.rerank is None:
+            continue
+        try:
+            RerankConfig.model_validate(ranker.rerank)
+        except ValidationError as exc:
+            text = format_validation_error(exc, source).replace("\n  ", f"\n  rankers.{number}.rerank.")
+            raise ConfigError(text.replace("invalid evaluation config", f"ranker {ranker.name!r}")) from None
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> EvalConfig:
+    """Read and validate a TOML config; ``overrides`` replace top-level keys (nested tables merge) before validation."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"evaluation config not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    if overrides:
+        data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    return config_from_dict(data, base_dir=path.resolve().parent, source=str(path))
+
+
+# -- TOML writing (tomllib only reads) ----------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str | Path):
+        # A JSON string is a valid TOML basic string: both escape quotes, backslashes and control characters.
+        return json.dumps(str(value), ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{ " + inner + " }" if inner else "{}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
+    return key if bare else json.dumps(key)
+
+
+def _is_table_array(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
+
+
+def _write_table(lines: list[str], table: Mapping[str, Any], prefix: str) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping) and not _is_table_array(v)}
+    for key, value in scalars.items():
+        if value is not None:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in table.items():
+        name = f"{prefix}{_toml_key(key)}"
+        if isinstance(value, Mapping):
+            lines.append("")
+            lines.append(f"[{name}]")
+            _write_table(lines, value, f"{name}.")
+        elif _is_table_array(value):
+            for entry in value:
+                lines.append("")
+                lines.append(f"[[{name}]]")
+                _write_table(lines, entry, f"{name}.")
+
+
+def dumps_toml(data: Mapping[str, Any], *, header: str = "") -> str:
+    """TOML text for nested dicts/lists of plain values (``None`` is omitted: TOML has no null)."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    if lines:
+        lines.append("")
+    _write_table(lines, data, "")
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def write_resolved(config: EvalConfig, path: Path, provenance: Mapping[str, Any]) -> None:
+    """The config as run (presets applied, paths absolute) plus a ``[provenance]`` table (versions, models, hashes)."""
+    data = config.model_dump(mode="json")
+    data["provenance"] = dict(provenance)
+    text = dumps_toml(data, header="Resolved evaluation config, written by zsgen evaluate.\nRe-run it as is.")
+    path.write_text(text, encoding="utf-8")

@@ -1,0 +1,202 @@
+"""Candidate generators: the list of items every ranker of a run reorders.
+
+Rankers are compared on identical candidates (DESIGN.md §2, lesson 2), so the generator runs once per user and its
+output is shared. Score-based generators (embedding retrieval, NIR's user and item filtering, popularity) take a
+scorer from :mod:`zsgen.score`, drop the user's history and keep the top ``n`` with ties going to the lower catalog
+index. LLMRank's generator is the target plus random unseen items, shuffled with a per-user seed so that every ranker
+and every rerun sees the same list. The full-catalog generator lists every unseen item in catalog order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from zsgen.catalog import Catalog
+from zsgen.errors import ConfigError
+from zsgen.evaluate.config import CandidateConfig
+from zsgen.evaluate.split import IndexArray, UserCase, user_rng
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class CandidateList:
+    """One user's candidates in the generator's order (the order shown to rankers), with the generator's scores."""
+
+    items: IndexArray
+    scores: FloatArray
+
+    def __len__(self) -> int:
+        return int(self.items.shape[0])
+
+    def position_of(self, item: int) -> int | None:
+        """Where ``item`` stands in the shown list (0-based), or None when the generator missed it."""
+        hits = np.flatnonzero(self.items == item)
+        return int(hits[0]) if hits.size else None
+
+
+#: Scores are compared after rounding to this many decimals. Summing the same weights in another order changes the
+#: last bits (NIR's user filtering gives 5/17 as 0.29411764705882354 for one item and 0.2941176470588235 for
+#: another), and float noise must not decide a tie that the "lower catalog index first" rule is meant to decide.
+TIE_DECIMALS = 10
+
+
+def tie_safe(scores: npt.ArrayLike) -> FloatArray:
+    """Scores with float noise below :data:`TIE_DECIMALS` removed, so equal scores compare equal."""
+    return np.round(np.asarray(scores, dtype=np.float64), TIE_DECIMALS)
+
+
+class CandidateGenerator(Protocol):
+    name: str
+
+    def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]: ...
+
+
+def queries_for(cases: Sequence[UserCase]) -> list[Any]:
+    """Scorer queries for cases: the whole visible history, and the user's row in the training data."""
+    from zsgen.score.base import UserQuery
+
+    return [UserQuery(history=case.history, user=case.user) for case in cases]
+
+
+class ScorerGenerator:
+    """Top ``n`` unseen items by a fitted :class:`zsgen.score.base.Scorer`."""
+
+    def __init__(self, scorer: Any, n: int, *, name: str) -> None:
+        self.scorer = scorer
+        self.n = n
+        self.name = name
+
+    def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]:
+        from zsgen.score.base import mask_history, top_k
+
+        if not cases:
+            return []
+        queries = queries_for(cases)
+        scores = mask_history(tie_safe(self.scorer.score(queries)), queries)
+        top = top_k(scores, self.n)
+        out = []
+        for row, items in enumerate(top):
+            values = scores[row, items]
+            keep = np.isfinite(values)  # fewer unseen items than n: masked ones must not sneak in
+            out.append(CandidateList(items=items[keep].astype(np.int64), scores=values[keep]))
+        return out
+
+
+class RandomGenerator:
+    """LLMRank's list: the target and ``n - 1`` items the user has not seen, in a per-user seeded shuffle.
+
+    The target is always in the list (even a re-consumed one), as in LLMRank; the scores only encode the shuffled
+    order (strictly decreasing), so "generator order" on this list is a random ranking.
+    """
+
+    name = "random"
+
+    def __init__(self, n_items: int, n: int, seed: int) -> None:
+        if n < 2:
+            raise ConfigError("the random generator needs n >= 2")
+        self.n_items = n_items
+        self.n = n
+        self.seed = seed
+
+    def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]:
+        out = []
+        for case in cases:
+            rng = user_rng(self.seed, case.user_id, "candidates")
+            excluded = np.union1d(case.history, [case.target])
+            pool = np.setdiff1d(np.arange(self.n_items, dtype=np.int64), excluded, assume_unique=False)
+            negatives = rng.choice(pool, size=min(self.n - 1, pool.size), replace=False)
+            items = rng.permutation(np.concatenate([[case.target], negatives]).astype(np.int64))
+            scores = (items.size - np.arange(items.size, dtype=np.float64)) / items.size
+            out.append(CandidateList(items=items, scores=scores))
+        return out
+
+
+class FullCatalogGenerator:
+    """Every item not in the history, in catalog order (scores all 0: the order carries no information)."""
+
+    name = "full_catalog"
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items = n_items
+
+    def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]:
+        everything = np.arange(self.n_items, dtype=np.int64)
+        out = []
+        for case in cases:
+            items = np.setdiff1d(everything, case.history)
+            out.append(CandidateList(items=items.astype(np.int64), scores=np.zeros(items.size)))
+        return out
+
+
+class ScorerFactory:
+    """Builds and fits scorers for one run, encoding the catalog's text once for every cosine scorer.
+
+    ``item_vectors`` (unit rows in catalog order) skips encoding altogether, e.g. with vectors computed elsewhere.
+    """
+
+    def __init__(self, catalog: Catalog, train: Any, *, encoder: Any = None, item_vectors: Any = None) -> None:
+        self.catalog = catalog
+        self.train = train
+        self.encoder = encoder
+        self._item_vectors: Any = item_vectors
+
+    def fitted(
+        self,
+        kind: str,
+        *,
+        neighbours: int = 12,
+        include_self: bool = True,
+        strategy: str | None = None,
+        history_length: int | None = None,
+    ) -> Any:
+        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine)."""
+        if kind == "popularity":
+            from zsgen.score import PopularityScorer
+
+            scorer: Any = PopularityScorer()
+        elif kind == "user_filtering":
+            from zsgen.score import UserFilteringScorer
+
+            scorer = UserFilteringScorer(neighbours=neighbours, include_self=include_self)
+        elif kind == "item_filtering":
+            from zsgen.score import ItemFilteringScorer
+
+            scorer = ItemFilteringScorer(neighbours=neighbours, recent=history_length)
+        elif kind in ("embedding", "cosine"):
+            from zsgen.score import TextCosineScorer
+
+            options: dict[str, Any] = {"encoder": self.encoder, "item_vectors": self._item_vectors}
+            if strategy is not None:
+                options["strategy"] = strategy
+            if history_length is not None:
+                options["history_length"] = history_length
+            scorer = TextCosineScorer(**options)
+        else:
+            raise ConfigError(f"no scorer for {kind!r}")
+        scorer.fit(self.catalog, self.train)
+        if kind in ("embedding", "cosine") and self._item_vectors is None:
+            self._item_vectors = scorer.item_vectors
+        return scorer
+
+
+def build_generator(config: CandidateConfig, factory: ScorerFactory, *, seed: int) -> CandidateGenerator:
+    """The configured generator; score-based ones get a scorer fitted on the training data (targets removed)."""
+    n_items = len(factory.catalog)
+    if config.generator == "random":
+        return RandomGenerator(n_items, config.n, seed)
+    if config.generator == "full_catalog":
+        return FullCatalogGenerator(n_items)
+    scorer = factory.fitted(
+        config.generator,
+        neighbours=config.neighbours,
+        include_self=config.include_self,
+        strategy=config.strategy,
+        history_length=config.history_length,
+    )
+    return ScorerGenerator(scorer, config.n, name=config.generator)

@@ -1,0 +1,157 @@
+"""Rankers: each reorders the same candidate lists, so differences between them are differences of ranking alone.
+
+Baselines (random, popularity, generator order, cosine order) work on whole batches of users; LLM rankers go through
+:class:`zsgen.rerank.Reranker` one user at a time, exactly as the library's users call it, and report what the LLM
+stage cost and whether it fell back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from zsgen.catalog import Catalog
+from zsgen.evaluate.generators import CandidateList, queries_for, tie_safe
+from zsgen.evaluate.split import IndexArray, UserCase, derive_seed, user_rng
+from zsgen.interactions import Interactions
+from zsgen.types import Candidate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LLMStats:
+    """What one reranking call cost and how its answer was read."""
+
+    fallback: bool
+    fallback_reason: str | None
+    parse_status: str
+    repairs: int
+    prompt_tokens: int
+    completion_tokens: int
+    calls: int
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class RankOutcome:
+    """Positions into the candidate list, best first (a permutation of ``range(len(candidates))``)."""
+
+    order: IndexArray
+    llm: LLMStats | None = field(default=None)
+
+
+class Ranker(Protocol):
+    name: str
+    kind: str
+
+    def rank(self, cases: Sequence[UserCase], lists: Sequence[CandidateList]) -> list[RankOutcome]: ...
+
+
+def order_by_scores(scores: np.ndarray) -> IndexArray:
+    """Descending score; ties keep generator order (a stable sort on the negated score)."""
+    return np.argsort(-tie_safe(scores), kind="stable").astype(np.int64)
+
+
+class RandomRanker:
+    """A uniformly random order per user, seeded by (seed, user): the floor every ranker must clear."""
+
+    kind = "random"
+
+    def __init__(self, name: str, seed: int) -> None:
+        self.name = name
+        self.seed = seed
+
+    def rank(self, cases: Sequence[UserCase], lists: Sequence[CandidateList]) -> list[RankOutcome]:
+        return [
+            RankOutcome(order=user_rng(self.seed, case.user_id, f"ranker:{self.name}").permutation(len(c)))
+            for case, c in zip(cases, lists, strict=True)
+        ]
+
+
+class GeneratorOrderRanker:
+    """The candidates as the generator listed them."""
+
+    kind = "generator"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def rank(self, cases: Sequence[UserCase], lists: Sequence[CandidateList]) -> list[RankOutcome]:
+        return [RankOutcome(order=np.arange(len(c), dtype=np.int64)) for c in lists]
+
+
+class ScorerRanker:
+    """Reorders candidates by a fitted scorer (popularity, cosine similarity of the user vector)."""
+
+    def __init__(self, name: str, kind: str, scorer: Any) -> None:
+        self.name = name
+        self.kind = kind
+        self.scorer = scorer
+
+    def rank(self, cases: Sequence[UserCase], lists: Sequence[CandidateList]) -> list[RankOutcome]:
+        if not cases:
+            return []
+        scores = tie_safe(self.scorer.score(queries_for(cases)))
+        return [RankOutcome(order=order_by_scores(scores[row, c.items])) for row, c in enumerate(lists)]
+
+
+class LLMRanker:
+    """One :meth:`Reranker.rerank` call per user, shown the most recent ``history_length`` items of the config."""
+
+    kind = "llm"
+
+    def __init__(
+        self,
+        name: str,
+        reranker: Any,
+        *,
+        catalog: Catalog,
+        interactions: Interactions,
+        seed: int,
+    ) -> None:
+        self.name = name
+        self.reranker = reranker
+        self.catalog = catalog
+        self.interactions = interactions
+        self.history_length = int(reranker.config.history_length)
+        self.seed = seed
+
+    def rank(self, cases: Sequence[UserCase], lists: Sequence[CandidateList]) -> list[RankOutcome]:
+        return [self.rank_one(case, c) for case, c in zip(cases, lists, strict=True)]
+
+    def rank_one(self, case: UserCase, candidates: CandidateList) -> RankOutcome:
+        history = case.history_model(self.interactions, self.catalog, self.history_length)
+        shown = [
+            Candidate(item_id=self.catalog[int(i)].id, score=float(s))
+            for i, s in zip(candidates.items, candidates.scores, strict=True)
+        ]
+        seed = derive_seed(self.seed, "rerank", case.user_id) % (2**31)
+        start = time.perf_counter()
+        ranking = self.reranker.rerank(history, shown, seed=seed)
+        latency = time.perf_counter() - start
+        position = {c.item_id: p for p, c in enumerate(shown)}
+        order = [position[i] for i in ranking.item_ids if i in position]
+        repairs = len(ranking.repairs)
+        if len(set(order)) != len(shown):
+            # The reranker promises a permutation; if it ever breaks that, keep the evaluation well-defined and say so.
+            seen = set(order)
+            order = list(dict.fromkeys(order)) + [p for p in range(len(shown)) if p not in seen]
+            repairs += 1
+            logger.warning("ranker %s returned no permutation for user %s; completed it", self.name, case.user_id)
+        stats = LLMStats(
+            fallback=bool(ranking.fallback),
+            fallback_reason=ranking.fallback_reason,
+            parse_status=str(ranking.parse_status),
+            repairs=repairs,
+            prompt_tokens=int(ranking.usage.prompt_tokens),
+            completion_tokens=int(ranking.usage.completion_tokens),
+            calls=int(ranking.usage.calls),
+            latency_s=latency,
+        )
+        return RankOutcome(order=np.asarray(order, dtype=np.int64), llm=stats)

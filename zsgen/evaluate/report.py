@@ -1,0 +1,195 @@
+"""``report.md`` and its plots, written from a :class:`Summary` alone (so a report can be rebuilt from summary data).
+
+Plots use matplotlib's Agg backend: evaluation runs on servers and in CI, where there is no display.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from zsgen.evaluate.metrics import Interval
+from zsgen.evaluate.summary import RankerSummary, Summary
+
+METRICS_PLOT = "metrics.png"
+POSITION_PLOT = "position.png"
+REPORT_NAME = "report.md"
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _cell(interval: Interval) -> str:
+    if math.isnan(interval.mean):
+        return "–"
+    if interval.low == interval.high == interval.mean:
+        return _num(interval.mean)
+    return f"{_num(interval.mean)} ({_num(interval.low)}–{_num(interval.high)})"
+
+
+def _diff_cell(interval: Interval) -> str:
+    if math.isnan(interval.mean):
+        return "–"
+    mark = " *" if interval.low > 0 or interval.high < 0 else ""
+    return f"{interval.mean:+.3f} ({interval.low:+.3f} to {interval.high:+.3f}){mark}"
+
+
+def _metric_table(rankers: list[RankerSummary], which: str, columns: list[str]) -> list[str]:
+    lines = ["| ranker | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for ranker in rankers:
+        values = getattr(ranker, which)
+        lines.append(f"| {ranker.name} | " + " | ".join(_cell(values[c]) for c in columns) + " |")
+    return lines
+
+
+def render_markdown(summary: Summary) -> str:
+    """The report text; numbers are means with 95% bootstrap intervals over users."""
+    k = summary.headline_k
+    hr_cols = [f"HR@{x}" for x in summary.ks]
+    ndcg_cols = [f"NDCG@{x}" for x in summary.ks] + ["MRR"]
+    out: list[str] = [f"# {summary.name}", ""]
+    if summary.description:
+        out += [summary.description.strip(), ""]
+    out += [
+        f"- dataset: `{summary.dataset}` ({summary.split} split: leave-one-out by time)",
+        f"- protocol: {summary.protocol}; candidates: {summary.generator} "
+        f"(mean list length {summary.mean_candidates:.1f}); prompt history: last {summary.history_length} items",
+        f"- users: {summary.users}; seed {summary.seed}; {summary.bootstrap} bootstrap resamples",
+        f"- candidate recall (target among the candidates): {_num(summary.candidate_recall)} "
+        f"({summary.users_with_target} of {summary.users} users)",
+        "",
+        "## All users",
+        "",
+        "A target the generator did not list counts as a miss. Means with 95% bootstrap intervals.",
+        "",
+        *_metric_table(summary.rankers, "all_users", ndcg_cols),
+        "",
+        *_metric_table(summary.rankers, "all_users", hr_cols),
+        "",
+        f"## Users whose target is among the candidates ({summary.users_with_target})",
+        "",
+        *_metric_table(summary.rankers, "target_in_candidates", ndcg_cols),
+        "",
+        *_metric_table(summary.rankers, "target_in_candidates", hr_cols),
+        "",
+    ]
+    if summary.baseline is not None:
+        cols = [f"HR@{k}", f"NDCG@{k}", "MRR"]
+        out += [
+            f"## Paired comparison against `{summary.baseline}`",
+            "",
+            "Difference of means over the same users and candidates (all users), with a paired bootstrap interval; "
+            "`*` marks intervals that exclude 0.",
+            "",
+            "| ranker | " + " | ".join(f"Δ{c}" for c in cols) + " |",
+            "|---|" + "---|" * len(cols),
+        ]
+        for ranker in summary.rankers:
+            if ranker.vs_baseline is not None:
+                out.append(f"| {ranker.name} | " + " | ".join(_diff_cell(ranker.vs_baseline[c]) for c in cols) + " |")
+        out.append("")
+    llm = [r for r in summary.rankers if r.llm is not None]
+    if llm:
+        out += [
+            "## LLM rankers",
+            "",
+            "| ranker | fallback rate | repair rate | prompt tokens | completion tokens | calls "
+            "| latency mean / p95 (s) | cost |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for ranker in llm:
+            s = ranker.llm
+            assert s is not None
+            out.append(
+                f"| {ranker.name} | {s.fallback_rate:.3f} | {s.repair_rate:.3f} | {s.prompt_tokens:,} | "
+                f"{s.completion_tokens:,} | {s.calls:,} | {s.latency_mean_s:.2f} / {s.latency_p95_s:.2f} | "
+                f"${s.cost:.4f} |"
+            )
+        reasons = [f"{r.name}: {r.llm.fallback_reasons}" for r in llm if r.llm is not None and r.llm.fallback_reasons]
+        if reasons:
+            out += ["", "Fallback reasons: " + "; ".join(reasons)]
+        out.append("")
+    if summary.rankers and summary.rankers[0].by_position:
+        buckets = summary.rankers[0].by_position
+        out += [
+            f"## NDCG@{k} by the position of the target in the shown list",
+            "",
+            "Position in the list as the generator produced it (and as LLM rankers were shown it); users whose "
+            "target was not listed are left out.",
+            "",
+            "| position | users | " + " | ".join(r.name for r in summary.rankers) + " |",
+            "|---|---|" + "---|" * len(summary.rankers),
+        ]
+        for i, bucket in enumerate(buckets):
+            label = str(bucket.first) if bucket.first == bucket.last else f"{bucket.first}–{bucket.last}"
+            values = " | ".join(_num(r.by_position[i].ndcg) for r in summary.rankers)
+            out.append(f"| {label} | {bucket.users} | {values} |")
+        out.append("")
+    out += ["## Plots", "", f"![metrics by ranker]({METRICS_PLOT})", "", f"![by target position]({POSITION_PLOT})", ""]
+    return "\n".join(out)
+
+
+def plot_metrics(summary: Summary, path: Path) -> None:
+    """Headline HR and NDCG per ranker with their intervals, over all users and over users with the target listed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = summary.headline_k
+    names = [r.name for r in summary.rankers]
+    panels = [("all_users", "all users"), ("target_in_candidates", "target among candidates")]
+    fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.4 * len(names) + 3), 4.2), sharey=False)
+    width = 0.38
+    for ax, (which, title) in zip(axes, panels, strict=True):
+        for offset, metric in ((-width / 2, f"HR@{k}"), (width / 2, f"NDCG@{k}")):
+            values = [getattr(r, which)[metric] for r in summary.rankers]
+            means = [0.0 if math.isnan(v.mean) else v.mean for v in values]
+            low = [0.0 if math.isnan(v.mean) else v.mean - v.low for v in values]
+            high = [0.0 if math.isnan(v.mean) else v.high - v.mean for v in values]
+            xs = [i + offset for i in range(len(names))]
+            ax.bar(xs, means, width, yerr=[low, high], capsize=3, label=metric)
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=30, ha="right")
+        ax.set_title(title)
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"{summary.name} ({summary.users} users, 95% bootstrap intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_positions(summary: Summary, path: Path) -> None:
+    """Headline NDCG by the target's position in the shown list (LLMRank's position-bias view)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = summary.headline_k
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for ranker in summary.rankers:
+        xs = [(b.first + b.last) / 2 for b in ranker.by_position if b.users]
+        ys = [b.ndcg for b in ranker.by_position if b.users]
+        ax.plot(xs, ys, marker="o", markersize=3, label=ranker.name)
+    ax.set_xlabel("position of the target in the shown list (1 = first)")
+    ax.set_ylabel(f"NDCG@{k}")
+    ax.set_title(f"{summary.name}: NDCG@{k} by target position")
+    ax.grid(alpha=0.3)
+    if summary.rankers:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(summary: Summary, out_dir: Path) -> Path:
+    """Write ``report.md`` and both plots into ``out_dir``; returns the report's path."""
+    plot_metrics(summary, out_dir / METRICS_PLOT)
+    plot_positions(summary, out_dir / POSITION_PLOT)
+    path = out_dir / REPORT_NAME
+    path.write_text(render_markdown(summary), encoding="utf-8")
+    return path

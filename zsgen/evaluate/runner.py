@@ -1,0 +1,368 @@
+"""Runs an evaluation: split, candidates, every ranker on the same lists, one log line per user, then the summary.
+
+``per_user.jsonl`` is the run's log and its resume point. Each finished user is appended as one JSON line holding
+every ranker's result and flushed to disk (``fsync``) before the next user starts. A restarted run reads the log,
+drops a trailing partial line (the process died mid-write), skips the users already there and appends the rest, so
+no row is lost or written twice. The summary is always computed from the log, in the split's user order, which makes
+a resumed run's summary identical to an uninterrupted one's. LLM answers also go through the response cache in the
+output folder, so even the user that was in flight is not asked again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from zsgen.catalog import Catalog
+from zsgen.errors import ConfigError, DataError
+from zsgen.evaluate.config import EvalConfig, RankerConfig, write_resolved
+from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
+from zsgen.evaluate.rankers import (
+    GeneratorOrderRanker,
+    LLMRanker,
+    RandomRanker,
+    Ranker,
+    RankOutcome,
+    ScorerRanker,
+)
+from zsgen.evaluate.split import UserCase, holdout_events, leave_one_out, sample_users
+from zsgen.evaluate.summary import Summary, summarize
+from zsgen.interactions import Dataset, Interactions
+
+logger = logging.getLogger(__name__)
+
+LOG_NAME = "per_user.jsonl"
+CONFIG_NAME = "config.toml"
+SUMMARY_NAME = "summary.json"
+CACHE_NAME = "llm_cache.sqlite"
+TOP_IDS = 10
+
+
+# -- the log ------------------------------------------------------------------------------------------------------
+
+
+def read_log(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any]]:
+    """Finished users by id. A trailing line without its newline is a write the process did not finish: with
+    ``repair`` it is cut off the file (so appends start on a clean line), without it is ignored. Any other bad line,
+    or a user logged twice, is an error: the log would no longer be trustworthy.
+    """
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        logger.info("%s: dropping an unfinished last line (%d bytes)", path, len(data) - complete)
+        if repair:
+            with path.open("r+b") as handle:
+                handle.truncate(complete)
+                handle.flush()
+                os.fsync(handle.fileno())
+    records: dict[str, dict[str, Any]] = {}
+    for number, raw in enumerate(data[:complete].split(b"\n")[:-1], start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+            user_id = str(record["user_id"])
+        except (ValueError, KeyError, TypeError):
+            raise DataError("not a per-user result line", path=path, line=number) from None
+        if user_id in records:
+            raise DataError(f"user {user_id!r} is logged twice", path=path, line=number)
+        records[user_id] = record
+    return records
+
+
+class _LogWriter:
+    """Appends one line per user and makes it durable before returning."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = path.open("a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+# -- building the parts -------------------------------------------------------------------------------------------
+
+
+def load_eval_dataset(config: EvalConfig) -> tuple[Catalog, Interactions]:
+    """The dataset with its interaction log (evaluation needs one)."""
+    from zsgen.loaders import load_dataset
+
+    path = Path(config.dataset.path)
+    if not path.exists():
+        raise DataError("unknown dataset: no such file or folder", path=path, field="dataset.path")
+    interactions = resolve_interactions(config)
+    dataset: Dataset = load_dataset(path, format=config.dataset.format, interactions=interactions)
+    if dataset.interactions is None or len(dataset.interactions) == 0:
+        raise DataError("the dataset has no interaction log, so there is nothing to evaluate", path=path)
+    return dataset.catalog, dataset.interactions
+
+
+def resolve_interactions(config: EvalConfig) -> Path | None:
+    """The separate interaction log of a JSONL/CSV catalog, if the config names one; it must exist."""
+    if config.dataset.interactions is None:
+        return None
+    path = Path(config.dataset.interactions)
+    if not path.exists():
+        raise DataError("interaction log not found", path=path, field="dataset.interactions")
+    return path
+
+
+def build_rankers(
+    config: EvalConfig,
+    catalog: Catalog,
+    interactions: Interactions,
+    factory: ScorerFactory,
+    out_dir: Path,
+) -> list[Ranker]:
+    """Every configured ranker, fitted; LLM rankers share the response cache in ``out_dir`` unless one is set."""
+    rankers: list[Ranker] = []
+    for spec in config.rankers:
+        if spec.kind == "random":
+            rankers.append(RandomRanker(spec.name, config.seed))
+        elif spec.kind == "generator":
+            rankers.append(GeneratorOrderRanker(spec.name))
+        elif spec.kind in ("popularity", "cosine"):
+            scorer = factory.fitted(spec.kind, strategy=spec.strategy, history_length=spec.history_length)
+            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
+        else:
+            rankers.append(
+                LLMRanker(
+                    spec.name,
+                    build_reranker(spec, config, catalog, out_dir),
+                    catalog=catalog,
+                    interactions=interactions,
+                    seed=config.seed,
+                )
+            )
+    return rankers
+
+
+def rerank_settings(spec: RankerConfig, config: EvalConfig, out_dir: Path) -> dict[str, Any]:
+    """The ranker's rerank table with what the run decides: history length, list size, seed, cache file."""
+    settings = dict(spec.rerank or {})
+    settings.setdefault("history_length", config.history_length)
+    settings.setdefault("candidates", config.candidates.n)
+    settings.setdefault("seed", config.seed)
+    settings.setdefault("cache", str(out_dir / CACHE_NAME))
+    return settings
+
+
+def build_reranker(spec: RankerConfig, config: EvalConfig, catalog: Catalog, out_dir: Path) -> Any:
+    from pydantic import ValidationError
+
+    from zsgen.rerank import RerankConfig, Reranker
+
+    try:
+        rerank_config = RerankConfig(**rerank_settings(spec, config, out_dir))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {str(e.get('msg')).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"ranker {spec.name!r}: invalid rerank settings: {problems}") from None
+    return Reranker(rerank_config, catalog=catalog)
+
+
+def provenance(config: EvalConfig, rankers: Sequence[Ranker], fingerprint: str) -> dict[str, Any]:
+    """Versions and the models and templates each LLM ranker used, for the resolved config."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions: dict[str, str] = {"python": platform.python_version()}
+    for package in ("zsgen", "numpy", "scipy", "torch", "transformers", "openai"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            continue
+    models: dict[str, Any] = {}
+    for ranker in rankers:
+        if isinstance(ranker, LLMRanker):
+            reranker = ranker.reranker
+            models[ranker.name] = {
+                "model": str(getattr(reranker, "model_name", None) or "default"),
+                "backend": str(reranker.config.backend),
+                "strategy": str(reranker.config.strategy),
+                "template": str(getattr(reranker, "template_name", "")),
+                "template_hash": str(getattr(reranker, "template_hash", "")),
+            }
+    return {"fingerprint": fingerprint, "versions": versions, "llm": models}
+
+
+def run_fingerprint(config: EvalConfig, rankers: Sequence[Ranker]) -> str:
+    """The config's digest plus the template hashes: an edited template must not resume into old results."""
+    import hashlib
+
+    hashes = [str(getattr(r.reranker, "template_hash", "")) for r in rankers if isinstance(r, LLMRanker)]
+    return hashlib.sha256("|".join([config.fingerprint(), *hashes]).encode()).hexdigest()[:16]
+
+
+def check_resumable(out_dir: Path, fingerprint: str) -> None:
+    """Refuse to append to a log that another config (or template) wrote."""
+    log = out_dir / LOG_NAME
+    if not log.exists() or log.stat().st_size == 0:
+        return
+    config_path = out_dir / CONFIG_NAME
+    if not config_path.exists():
+        raise ConfigError(f"{out_dir} holds {LOG_NAME} without {CONFIG_NAME}; choose an empty output folder")
+    try:
+        previous = tomllib.loads(config_path.read_text(encoding="utf-8")).get("provenance", {}).get("fingerprint")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        previous = None
+    if previous != fingerprint:
+        raise ConfigError(
+            f"{out_dir} holds results of a different config or template (fingerprint {previous}, this run "
+            f"{fingerprint}); choose another --out, or delete that folder to start over"
+        )
+
+
+# -- the run ------------------------------------------------------------------------------------------------------
+
+
+def _batches(cases: Sequence[UserCase], size: int) -> Iterator[Sequence[UserCase]]:
+    for start in range(0, len(cases), size):
+        yield cases[start : start + size]
+
+
+def user_record(
+    case: UserCase, candidates: CandidateList, catalog: Catalog, outcomes: Mapping[str, RankOutcome]
+) -> dict[str, Any]:
+    """The log line of one user: the target's place in the shown list and in every ranker's order."""
+    position = candidates.position_of(case.target)
+    results: dict[str, Any] = {}
+    for name, outcome in outcomes.items():
+        items = candidates.items[outcome.order]
+        rank = None
+        if position is not None:
+            rank = int(next(i for i, p in enumerate(outcome.order) if int(p) == position))
+        entry: dict[str, Any] = {"rank": rank, "top": [catalog[int(i)].id for i in items[:TOP_IDS]]}
+        if outcome.llm is not None:
+            stats = outcome.llm
+            entry.update(
+                fallback=stats.fallback,
+                fallback_reason=stats.fallback_reason,
+                parse_status=stats.parse_status,
+                repairs=stats.repairs,
+                prompt_tokens=stats.prompt_tokens,
+                completion_tokens=stats.completion_tokens,
+                calls=stats.calls,
+                latency_s=round(stats.latency_s, 4),
+            )
+        results[name] = entry
+    return {
+        "user_id": case.user_id,
+        "target": catalog[case.target].id,
+        "history_length": int(case.history.size),
+        "n_candidates": len(candidates),
+        "target_position": position,
+        "rankers": results,
+    }
+
+
+class _Counters:
+    """Running LLM totals for the progress bar."""
+
+    def __init__(self, specs: Sequence[RankerConfig]) -> None:
+        self.prices = {s.name: (s.cost_per_million_prompt_tokens, s.cost_per_million_completion_tokens) for s in specs}
+        self.tokens = 0
+        self.cost = 0.0
+        self.fallbacks = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        for name, entry in record["rankers"].items():
+            if "prompt_tokens" not in entry:
+                continue
+            prompt, completion = int(entry["prompt_tokens"]), int(entry["completion_tokens"])
+            self.tokens += prompt + completion
+            price_in, price_out = self.prices.get(name, (0.0, 0.0))
+            self.cost += (prompt * price_in + completion * price_out) / 1e6
+            self.fallbacks += int(bool(entry["fallback"]))
+
+    def postfix(self) -> dict[str, str]:
+        return {"tokens": f"{self.tokens:,}", "cost": f"${self.cost:.4f}", "fallbacks": str(self.fallbacks)}
+
+
+def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | None = None) -> Summary:
+    """Run (or resume) ``config`` into ``out_dir`` and write every artefact; returns the summary.
+
+    ``progress=None`` shows the bar only on a terminal.
+    """
+    from tqdm.auto import tqdm
+
+    from zsgen.evaluate.report import write_report
+    from zsgen.score.base import TrainData
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    catalog, interactions = load_eval_dataset(config)
+    cases = sample_users(
+        leave_one_out(interactions, config.split, min_history=config.min_history), config.users, config.seed
+    )
+    if not cases:
+        raise DataError(
+            f"no user has the {config.min_history + holdout_events(config.split)} events this split needs",
+            path=config.dataset.path,
+        )
+    train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
+    factory = ScorerFactory(catalog, train)
+    rankers = build_rankers(config, catalog, interactions, factory, out)
+    fingerprint = run_fingerprint(config, rankers)
+    check_resumable(out, fingerprint)
+    log_path = out / LOG_NAME
+    done = read_log(log_path, repair=True)
+    wanted = {case.user_id for case in cases}
+    stray = sorted(set(done) - wanted)
+    if stray:
+        raise DataError(f"the log has users this run does not evaluate (e.g. {stray[:3]})", path=log_path)
+    todo = [case for case in cases if case.user_id not in done]
+    if done:
+        logger.info("resuming: %d of %d users already done", len(done), len(cases))
+    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint))
+
+    generator = build_generator(config.candidates, factory, seed=config.seed)
+    batch_rankers = [r for r in rankers if not isinstance(r, LLMRanker)]
+    llm_rankers = [r for r in rankers if isinstance(r, LLMRanker)]
+    counters = _Counters(config.rankers)
+    for record in done.values():
+        counters.add(record)
+    writer = _LogWriter(log_path)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=len(cases), initial=len(done), unit="user", desc=config.name, disable=not show)
+    try:
+        for batch in _batches(todo, config.batch_users):
+            lists = generator.generate(batch)
+            outcomes = {r.name: r.rank(batch, lists) for r in batch_rankers}
+            for row, case in enumerate(batch):
+                per_user = {name: results[row] for name, results in outcomes.items()}
+                for ranker in llm_rankers:
+                    per_user[ranker.name] = ranker.rank_one(case, lists[row])
+                ordered = {spec.name: per_user[spec.name] for spec in config.rankers}
+                record = user_record(case, lists[row], catalog, ordered)
+                writer.write(record)
+                counters.add(record)
+                bar.update(1)
+                if llm_rankers:
+                    bar.set_postfix(counters.postfix(), refresh=False)
+    finally:
+        writer.close()
+        bar.close()
+
+    # Rewritten now that backends are loaded: model ids are the ones actually used.
+    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint))
+    records = read_log(log_path)
+    summary = summarize(config, [records[case.user_id] for case in cases])
+    (out / SUMMARY_NAME).write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    write_report(summary, out)
+    return summary
