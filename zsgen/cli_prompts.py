@@ -1,0 +1,163 @@
+"""``zsgen prompts list | show | render | check``: look at, try out and validate prompt templates.
+
+Rendering a template against real catalog items before a run is the cheapest way to see what the model will be
+asked, and ``check`` is meant for CI on a folder of edited templates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from zsgen.catalog import Catalog
+from zsgen.errors import ConfigError, ZsgenError
+from zsgen.labels import make_labels
+from zsgen.prompts import PromptLibrary, check_dir
+
+
+def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``prompts`` and its actions; each action sets ``args.func``."""
+    parser = subparsers.add_parser("prompts", help="list, show, render and check prompt templates")
+    actions = parser.add_subparsers(dest="prompts_action", required=True)
+
+    def with_dir(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--template-dir", type=Path, help="folder whose *.jinja files override packaged templates")
+
+    p = actions.add_parser("list", help="templates with their output format and description")
+    with_dir(p)
+    p.set_defaults(func=_cmd_list)
+
+    p = actions.add_parser("show", help="print a template's source")
+    p.add_argument("name")
+    with_dir(p)
+    p.set_defaults(func=_cmd_show)
+
+    p = actions.add_parser("render", help="render a template with catalog items and print the chat messages")
+    p.add_argument("name")
+    p.add_argument("--history", nargs="*", default=[], metavar="ID", help="history item ids or titles, oldest first")
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        required=True,
+        metavar="ID",
+        help="candidate item ids or titles (a pointwise template shows the first)",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--catalog", type=Path, help="catalog file or dataset folder")
+    source.add_argument("--demo", action="store_true", help="use the packaged demo catalog")
+    p.add_argument("--profile", help="free-text profile (cold-start users)")
+    p.add_argument("--n", type=int, help="how many labels to ask for (default: all candidates)")
+    p.add_argument("--labels", choices=("letters", "numbers"), default="letters", help="label style")
+    p.add_argument("--preferences", default="(the answer of NIR step 1)", help="text for NIR's `preferences`")
+    p.add_argument("--representative", default="(the answer of NIR step 2)", help="text for NIR's `representative`")
+    p.add_argument("--json", action="store_true", help="print the messages as JSON")
+    with_dir(p)
+    p.set_defaults(func=_cmd_render)
+
+    p = actions.add_parser("check", help="validate every *.jinja file in a folder (exit 1 on any problem)")
+    p.add_argument("directory", type=Path)
+    p.set_defaults(func=_cmd_check)
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _guard(fn: Handler) -> Handler:
+    """Turn a ZsgenError into one line on stderr and exit status 1 (the top-level CLI does the same)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except ZsgenError as exc:
+            print(f"zsgen prompts: error: {exc}", file=sys.stderr)
+            return 1
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+@_guard
+def _cmd_list(args: argparse.Namespace) -> int:
+    library = PromptLibrary(args.template_dir)
+    rows: list[tuple[str, str, str]] = []
+    for name in library.names():
+        marker = "*" if library.origin(name) == "user" else " "
+        try:
+            template = library.get(name)
+            rows.append((f"{marker}{name}", template.output, _first_sentence(template.description)))
+        except ZsgenError as exc:
+            rows.append((f"{marker}{name}", "BROKEN", str(exc)))
+    width = max(len(r[0]) for r in rows)
+    for name, output, description in rows:
+        print(f"{name.ljust(width)}  {output.ljust(12)}  {description}")
+    if any(r[0].startswith("*") for r in rows):
+        print(f"(* = from {library.user_dir}, overriding or adding to the packaged templates)")
+    return 0
+
+
+def _first_sentence(text: str) -> str:
+    head, dot, _ = text.partition(". ")
+    return head + dot.strip()
+
+
+@_guard
+def _cmd_show(args: argparse.Namespace) -> int:
+    library = PromptLibrary(args.template_dir)
+    template = library.get(args.name)
+    print(f"# {template.path}  (hash {template.hash})")
+    sys.stdout.write(template.source if template.source.endswith("\n") else template.source + "\n")
+    return 0
+
+
+def _load_catalog(args: argparse.Namespace) -> Catalog:
+    from zsgen.loaders import load_dataset, load_demo
+
+    return load_demo().catalog if args.demo else load_dataset(args.catalog).catalog
+
+
+@_guard
+def _cmd_render(args: argparse.Namespace) -> int:
+    from zsgen.rerank import item_view  # the reranker's own view of an item, so the render matches a real run
+
+    template = PromptLibrary(args.template_dir).get(args.name)
+    catalog = _load_catalog(args)
+    history = [item_view(catalog.get(catalog.resolve(key))) for key in args.history]
+    candidates = []
+    for label, key in zip(make_labels(len(args.candidates), args.labels), args.candidates, strict=True):
+        view = item_view(catalog.get(catalog.resolve(key)))
+        view["label"] = label
+        candidates.append(view)
+    n = len(candidates) if args.n is None else args.n
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    variables: dict[str, Any] = {
+        "history": history,
+        "candidates": candidates,
+        "candidate": candidates[0],  # pointwise templates: the first candidate
+        "n": n,
+        "profile": args.profile,
+        "preferences": args.preferences,
+        "representative": args.representative,
+    }
+    messages = template.render(**variables)
+    if args.json:
+        print(json.dumps(messages, indent=2, ensure_ascii=False))
+    else:
+        for message in messages:
+            print(f"----- {message['role']} -----")
+            print(message["content"])
+    return 0
+
+
+@_guard
+def _cmd_check(args: argparse.Namespace) -> int:
+    problems = check_dir(args.directory)
+    for problem in problems:
+        print(problem)
+    if not problems:
+        print(f"{args.directory}: all templates OK")
+    return 1 if problems else 0

@@ -1,0 +1,551 @@
+"""Reading an LLM's answer as a ranking of the candidates it was shown.
+
+Models answer in many shapes even when asked for one: JSON (bare, fenced, wrapped in prose, cut off), numbered lists,
+``C > A > B`` chains, lines of labels, titles instead of labels. :func:`parse_ranking` tries the structured readings
+first and loose scanning of prose last, because loose scanning is where the article "A" or the pronoun "I" could be
+mistaken for a label. Whatever it reads is repaired the same way: unknown labels and duplicates are dropped, missing
+candidates are appended in the caller's fallback order, and every repair is reported. The result is always a
+permutation of the candidates, or :class:`~zsgen.errors.ParseError` when nothing usable was said.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from zsgen.catalog import normalise_title
+from zsgen.errors import ParseError
+
+Format = Literal["json", "list", "chain", "labels", "titles"]
+
+#: Keys under which models put the ranked list, most specific first.
+_RANKING_KEYS = (
+    "ranking",
+    "ranked",
+    "rankings",
+    "recommendations",
+    "recommended",
+    "order",
+    "labels",
+    "items",
+    "answer",
+    "result",
+    "results",
+    "candidates",
+    "movies",
+    "picks",
+)
+_LABEL_KEYS = ("label", "letter", "option", "candidate", "choice", "id", "index", "rank_label")
+_TITLE_KEYS = ("title", "name", "item", "movie")
+_FUZZY_CUTOFF = 0.8
+_MIN_SCAN_TITLE = 4  # shorter titles ("Up", "It", "M") are ordinary words in prose
+_MAX_JSON_STARTS = 400
+
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
+_MARKUP = re.compile(r"\*\*|__|`+")
+_PREFIX_WORDS = re.compile(r"^(?:option|candidate|label|item|choice|movie|number|no\.?|#)\s*", re.IGNORECASE)
+_LIST_LINE = re.compile(
+    r"^\s*(?:\d{1,3}\s*[.):]|[-*•+]|#\s*\d{1,3}\s*[.):]?|(?:rank|top)\s*\d{1,3}\s*[.:)\-])\s*(?P<rest>\S.*?)\s*$",
+    re.IGNORECASE,
+)
+_STRING_OR_NUMBER = re.compile(r'"((?:[^"\\]|\\.)*)"|(?<![\w.])(\d{1,4})(?![\w.])')
+_TRUNCATED_JSON = re.compile(r'(?:"[A-Za-z_]+"\s*:\s*|\A\s*)\[(?P<rest>[^\]]*)\Z', re.DOTALL)
+# After a bare capital letter in prose, these words still read as "the label ... ": "C is", "A and B", "B then".
+_LABEL_FOLLOWERS = frozenset(
+    {"and", "or", "then", "is", "was", "as", "comes", "followed", "because", "since", "seems", "would", "should",
+     "might", "may", "fits", "matches", "has", "over", "before", "after", "vs", "ranks", "looks", "stands"}
+)  # fmt: skip
+
+
+class ParsedRanking(BaseModel):
+    """A validated reading of one answer.
+
+    ``order`` is always a permutation of ``range(len(labels))``; its first ``from_llm`` positions are what the model
+    said, the rest were appended in fallback order.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    order: list[int]
+    from_llm: int
+    status: Literal["ok", "repaired"]
+    repairs: list[str]
+    format: Format
+    raw_text: str
+
+
+@dataclass
+class _Extraction:
+    format: Format
+    elements: list[str | int]
+    notes: list[str] = field(default_factory=list)
+    loose: bool = False  # scanned from prose: unknown tokens and repeats are ordinary words, not faults
+
+
+@dataclass
+class _Reading:
+    picked: list[int]
+    notes: list[str]
+
+
+class _Candidates:
+    """Looks up labels, 1-based positions and titles of the shown candidates."""
+
+    def __init__(self, labels: Sequence[str], titles: Sequence[str] | None) -> None:
+        self.labels = [str(label) for label in labels]
+        self.n = len(self.labels)
+        self.index = {label: i for i, label in enumerate(self.labels)}
+        self.letters = all(len(label) == 1 and label.isascii() and label.isalpha() for label in self.labels)
+        self.upper_index = {label.upper(): i for i, label in enumerate(self.labels)} if self.letters else {}
+        self.numeric = all(label.isdigit() for label in self.labels)
+        self.titles = [str(t) for t in titles] if titles is not None else [""] * self.n
+        self.norm_titles = [normalise_title(t) for t in self.titles]
+        self.by_title: dict[str, list[int]] = {}
+        for i, norm in enumerate(self.norm_titles):
+            if norm:
+                self.by_title.setdefault(norm, []).append(i)
+        specific = "|".join(re.escape(label) for label in sorted(self.labels, key=len, reverse=True) if label)
+        self.token = f"(?:{specific}|[A-Za-z]|\\d{{1,4}})" if specific else r"(?:[A-Za-z]|\d{1,4})"
+        self.whole_token = re.compile(rf"^[\[(<{{]?\s*(?P<tok>{self.token})\s*[\])>}}]?[.:)]?$")
+        self.leading_bracketed = re.compile(
+            rf"^[\[(]\s*(?P<tok>{self.token})\s*[\])]\s*[.:\-–—]?\s*(?P<rest>.+)$", re.DOTALL
+        )
+        self.leading_punctuated = re.compile(rf"^(?P<tok>{self.token})\s*[.):\-–—]\s+(?P<rest>.+)$", re.DOTALL)
+        self.trailing_bracketed = re.compile(rf"^(?P<rest>.+?)\s*[\[(]\s*(?P<tok>{self.token})\s*[\])]$", re.DOTALL)
+
+    def label(self, token: str, *, strict_case: bool = False) -> int | None:
+        if token in self.index:
+            return self.index[token]
+        if not strict_case and self.letters:
+            return self.upper_index.get(token.upper())
+        return None
+
+
+class _Resolver:
+    """Turns extracted elements into candidate indices, collecting the repairs it had to make."""
+
+    def __init__(self, cands: _Candidates) -> None:
+        self.c = cands
+        self.picked: list[int] = []
+        self.taken: set[int] = set()
+        self.notes: list[str] = []
+        self.used_positions = False
+
+    def note(self, message: str) -> None:
+        if message not in self.notes:
+            self.notes.append(message)
+
+    def take(self, index: int, *, loose: bool) -> None:
+        if index in self.taken:
+            if not loose:
+                self.note(f"dropped duplicate label {self.c.labels[index]}")
+            return
+        self.taken.add(index)
+        self.picked.append(index)
+
+    def number(self, value: int, *, loose: bool) -> int | None:
+        as_label = self.c.label(str(value))
+        if as_label is not None:
+            return as_label
+        if self.c.numeric:
+            if not loose:
+                self.note(f"dropped unknown label {value}")
+            return None
+        if 1 <= value <= self.c.n:
+            self.used_positions = True
+            return value - 1
+        if not loose:
+            self.note(f"dropped out-of-range position {value}")
+        return None
+
+    def token(self, tok: str, *, loose: bool) -> int | None:
+        found = self.c.label(tok, strict_case=loose)
+        if found is not None:
+            return found
+        if tok.isdigit():
+            return self.number(int(tok), loose=loose)
+        if not loose:
+            self.note(f"dropped unknown label {tok}")
+        return None
+
+    def title(self, text: str) -> int | None:
+        norm = normalise_title(text)
+        if not norm:
+            return None
+        exact = self.c.by_title.get(norm)
+        if exact:
+            free = [i for i in exact if i not in self.taken]
+            return free[0] if free else exact[0]
+        close = difflib.get_close_matches(norm, list(self.c.by_title), n=1, cutoff=_FUZZY_CUTOFF)
+        if not close:  # "Toy Story (1995) - a family film": the longest title that starts the text
+            prefixes = [t for t in self.c.by_title if len(t) >= _MIN_SCAN_TITLE and norm.startswith(t + " ")]
+            close = sorted(prefixes, key=len, reverse=True)[:1]
+        if close:
+            index = self.c.by_title[close[0]][0]
+            self.note(f"matched title {_short(text)!r} fuzzily to {self.c.titles[index]!r}")
+            return index
+        return None
+
+    def element(self, element: str | int, *, loose: bool = False) -> None:
+        """Resolve one element: a label in any dress, a number, or a title."""
+        if isinstance(element, int):
+            found = self.number(element, loose=loose)
+            if found is not None:
+                self.take(found, loose=loose)
+            return
+        text = _MARKUP.sub("", element).strip().strip("\"'“”‘’").strip()
+        text = text.rstrip(",;").strip()
+        if not text:
+            return
+        bare = _PREFIX_WORDS.sub("", text) if len(text) <= 20 else text
+        c = self.c
+        whole = c.whole_token.match(bare)
+        if whole:
+            found = self.token(whole.group("tok"), loose=loose)
+            if found is not None:
+                self.take(found, loose=loose)
+            return
+        for pattern in (c.leading_bracketed, c.leading_punctuated):
+            lead = pattern.match(text)
+            if not lead:
+                continue
+            tok = lead.group("tok")
+            labelled = c.label(tok)
+            if labelled is not None:
+                self.take(labelled, loose=loose)
+                return
+            if tok.isdigit():  # "3. Heat" with letter labels: a rank, or a position if the title is unknown
+                by_title = self.title(lead.group("rest"))
+                found = by_title if by_title is not None else self.number(int(tok), loose=loose)
+                if found is not None:
+                    self.take(found, loose=loose)
+                return
+        trail = c.trailing_bracketed.match(text)  # "Toy Story (A)"; never "Heat (1995)"
+        trailing = c.label(trail.group("tok"), strict_case=True) if trail and trail.group("tok").isalpha() else None
+        if trailing is not None:
+            self.take(trailing, loose=loose)
+            return
+        found = self.title(text)
+        if found is not None:
+            self.take(found, loose=loose)
+        elif not loose:
+            self.note(f"dropped unknown title {_short(text)!r}")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _strip_thinking(text: str) -> str:
+    text = _THINK.sub("", text)
+    if "</think>" in text.lower():  # the opening tag was part of the prompt
+        text = text[text.lower().rfind("</think>") + len("</think>") :]
+    if "<think>" in text.lower():  # ran out of tokens while thinking: nothing after it is an answer
+        text = text[: text.lower().find("<think>")]
+    return text.strip()
+
+
+# -- extractors: each finds one kind of structure, or returns None -------------------------------------------------
+
+
+def _json_values(text: str) -> Iterator[tuple[Any, bool]]:
+    """Decoded JSON values in the text, each with whether it stood alone (whole answer or a fenced block)."""
+    blocks = [m.group(1).strip() for m in _FENCE.finditer(text)]
+    for block in [text.strip(), *blocks]:
+        try:
+            value = json.loads(block)
+        except ValueError:
+            continue
+        yield value, True
+    decoder = json.JSONDecoder()
+    starts = [m.start() for m in re.finditer(r"[\[{]", text)][:_MAX_JSON_STARTS]
+    end = -1
+    for start in starts:
+        if start < end:
+            continue
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        yield value, False
+
+
+def _json_list(value: Any, depth: int = 0) -> list[Any] | str | None:
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict) and depth < 2:
+        lowered = {str(k).lower(): v for k, v in value.items()}
+        for key in _RANKING_KEYS:
+            if isinstance(lowered.get(key), list | str):
+                found: list[Any] | str = lowered[key]
+                return found
+        lists = [v for v in value.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            return lists[0]
+        for inner in value.values():
+            nested = _json_list(inner, depth + 1)
+            if nested is not None:
+                return nested
+    return None
+
+
+def _json_element(value: Any) -> str | int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        lowered = {str(k).lower(): v for k, v in value.items()}
+        for key in (*_LABEL_KEYS, *_TITLE_KEYS):
+            inner = lowered.get(key)
+            if isinstance(inner, str | int) and not isinstance(inner, bool):
+                return inner
+    return None
+
+
+def _from_json(text: str, c: _Candidates) -> _Extraction | None:
+    for value, alone in _json_values(text):
+        found = _json_list(value)
+        if isinstance(found, str):  # {"ranking": "C, A, B"}
+            line = _from_label_line(found, c)
+            if line is not None:
+                return _Extraction("json", line.elements)
+            return _Extraction("json", [found])
+        if found is None or not found:
+            continue
+        if isinstance(value, list) and not alone and len(found) < 2:
+            continue  # "[3]" inside prose is a bracketed label, not a JSON answer
+        elements: list[str | int] = []
+        unreadable = 0
+        for item in found:
+            element = _json_element(item)
+            if element is None:
+                unreadable += 1
+            else:
+                elements.append(element)
+        notes = [f"dropped {unreadable} unreadable JSON element{'s' if unreadable != 1 else ''}"] if unreadable else []
+        return _Extraction("json", elements, notes)
+    salvage = _TRUNCATED_JSON.search(_FENCE.sub(lambda m: m.group(1), text))
+    if salvage:
+        elements = []
+        for m in _STRING_OR_NUMBER.finditer(salvage.group("rest")):
+            if m.group(1) is not None:
+                try:
+                    elements.append(json.loads(f'"{m.group(1)}"'))
+                except ValueError:
+                    elements.append(m.group(1))
+            else:
+                elements.append(int(m.group(2)))
+        if elements:
+            return _Extraction("json", elements, ["salvaged truncated JSON"])
+    return None
+
+
+def _from_chain(text: str, c: _Candidates) -> _Extraction | None:
+    tok = rf"(?:\[\s*{c.token}\s*\]|\(\s*{c.token}\s*\)|(?<![\w'’]){c.token}(?![\w'’]))"
+    chain = re.compile(rf"{tok}(?:\s*(?:->|→|>>?)\s*{tok})+")
+    best = max((m.group(0) for m in chain.finditer(text)), key=lambda s: len(re.split(r"->|→|>>?", s)), default=None)
+    if best is None:
+        return None
+    parts = [p.strip() for p in re.split(r"->|→|>>?", best)]
+    return _Extraction("chain", [p for p in parts if p])
+
+
+def _from_list(text: str, c: _Candidates) -> _Extraction | None:
+    elements: list[str | int] = []
+    for line in text.splitlines():
+        match = _LIST_LINE.match(line)
+        if match:
+            elements.append(match.group("rest"))
+        elif c.leading_bracketed.match(line.strip()) or c.leading_punctuated.match(line.strip()):
+            elements.append(line.strip())  # "(B) Toy Story" / "B. Toy Story" lines
+    return _Extraction("list", elements) if elements else None
+
+
+def _from_label_line(text: str, c: _Candidates) -> _Extraction | None:
+    """Lines made only of labels ("C, A, B", "Answer: C A B"); consecutive such lines read as one answer."""
+    shape = re.compile(rf"^[\[(]?\s*{c.token}\s*[\])]?[.)]?$")
+    best: list[str] = []
+    run: list[str] = []
+    for line in [*text.splitlines(), ""]:
+        body = _MARKUP.sub("", line).strip()
+        if ":" in body:
+            body = body.rsplit(":", 1)[1]
+        tokens = [t for t in re.split(r"[,;|/\s]+|>|\band\b|\bthen\b", body.strip().rstrip(".")) if t]
+        if tokens and all(shape.match(t) for t in tokens):
+            run.extend(tokens)
+            continue
+        if len(run) > len(best):
+            best = run
+        run = []
+    return _Extraction("labels", list(best)) if best else None
+
+
+def _from_loose_labels(text: str, c: _Candidates) -> _Extraction | None:
+    """Labels mentioned in prose: bracketed ones anywhere, bare capitals only where they cannot be words."""
+    found: list[str | int] = []
+    pattern = re.compile(
+        rf"[\[(]\s*(?P<br>{c.token})\s*[\])]"
+        rf"|\b(?:option|candidate|label|choice)\s+(?P<named>{c.token})\b"
+        rf"|(?<![\w'’.\-])(?P<bare>[A-Z])(?![\w'’\-])",
+        re.IGNORECASE,
+    )
+    for m in pattern.finditer(text):
+        if m.group("br"):
+            tok = m.group("br")
+            if tok.isalpha() and tok != tok.upper():
+                continue  # "(a)" in prose is an enumeration, not label A
+            found.append(int(tok) if tok.isdigit() and not c.numeric else tok)
+            continue
+        tok = m.group("named") or m.group("bare")
+        if tok.isdigit():
+            found.append(tok if c.numeric else int(tok))
+            continue
+        if tok != tok.upper() or not c.letters or _reads_as_word(tok, text[m.end() :]):
+            continue
+        found.append(tok)
+    return _Extraction("labels", found, ["read labels from free text"], loose=True) if found else None
+
+
+def _reads_as_word(letter: str, after: str) -> bool:
+    """Whether a capital letter in prose is more likely a word ("A great film", "I think") than a label."""
+    if re.match(r"\.[A-Za-z]", after):  # "E.T." and other abbreviations
+        return True
+    word = re.match(r"\s+([a-z]+)", after)
+    return word is not None and (letter == "I" or word.group(1) not in _LABEL_FOLLOWERS)
+
+
+def _from_title_scan(text: str, c: _Candidates) -> _Extraction | None:
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    haystack = " " + re.sub(r"[^0-9a-zA-Z]+", " ", folded).lower() + " "
+    hits: list[tuple[int, int, int]] = []
+    for norm, indices in c.by_title.items():
+        if len(norm) < _MIN_SCAN_TITLE:
+            continue
+        pos = haystack.find(f" {norm} ")
+        if pos >= 0:
+            hits.append((pos, -len(norm), indices[0]))
+    hits.sort()
+    covered_until = -1
+    order: list[str | int] = []
+    for pos, neg_len, index in hits:
+        if pos < covered_until:
+            continue  # "Toy Story" inside "Toy Story 2"
+        covered_until = pos - neg_len
+        order.append(c.titles[index])
+    return _Extraction("titles", order, ["read titles from free text"], loose=True) if order else None
+
+
+_Extractor = Callable[[str, _Candidates], _Extraction | None]
+#: Tried group by group; within a group the reading that names the most candidates wins.
+_EXTRACTOR_GROUPS: tuple[tuple[_Extractor, ...], ...] = (
+    (_from_json,),
+    (_from_chain, _from_list, _from_label_line),
+    (_from_loose_labels,),
+    (_from_title_scan,),
+)
+
+
+def _resolve(extraction: _Extraction, c: _Candidates) -> _Reading:
+    resolver = _Resolver(c)
+    for element in extraction.elements:
+        resolver.element(element, loose=extraction.loose)
+    notes = [*extraction.notes, *resolver.notes]
+    if resolver.used_positions:
+        notes.append("read numbers as 1-based positions")
+    return _Reading(resolver.picked, notes)
+
+
+def _read(text: str, c: _Candidates) -> tuple[_Extraction, _Reading]:
+    """The best reading of an answer: JSON if any, else the richest structured one, else loose scans of prose."""
+    body = _strip_thinking(text)
+    if not body:
+        raise ParseError("the answer is empty", raw_text=text)
+    failures: list[str] = []
+    for group in _EXTRACTOR_GROUPS:
+        readings: list[tuple[_Extraction, _Reading]] = []
+        for extractor in group:
+            extraction = extractor(body, c)
+            if extraction is None:
+                continue
+            reading = _resolve(extraction, c)
+            if reading.picked:
+                readings.append((extraction, reading))
+            else:
+                failures.append(f"{extraction.format}: {'; '.join(reading.notes) or 'nothing usable'}")
+        if readings:  # max keeps the first of equals, so ties go to the earlier (more structured) reading
+            return max(readings, key=lambda pair: len(pair[1].picked))
+    detail = f" ({' | '.join(failures)})" if failures else ""
+    raise ParseError(f"no candidate label or title found in the answer{detail}", raw_text=text)
+
+
+def parse_ranking(
+    text: str,
+    labels: Sequence[str],
+    titles: Sequence[str],
+    *,
+    fallback_order: Sequence[int] | None = None,
+    expected: int | None = None,
+) -> ParsedRanking:
+    """Read ``text`` as a ranking of the candidates labelled ``labels`` (titles in the same order).
+
+    ``fallback_order`` decides where candidates the model left out go (default: shown order). ``expected`` is how
+    many labels the prompt asked for: once the model gave that many, appending the rest is not counted as a repair.
+    Raises :class:`ParseError` when the answer names no candidate at all.
+    """
+    n = len(labels)
+    if n == 0:
+        raise ValueError("parse_ranking needs at least one candidate label")
+    if len(titles) != n:
+        raise ValueError(f"{n} labels but {len(titles)} titles")
+    if len({str(label) for label in labels}) != n:
+        raise ValueError("candidate labels must be distinct")
+    fallback = list(range(n)) if fallback_order is None else [int(i) for i in fallback_order]
+    if sorted(fallback) != list(range(n)):
+        raise ValueError("fallback_order must be a permutation of range(len(labels))")
+    raw = text if isinstance(text, str) else ""
+    extraction, reading = _read(raw, _Candidates(labels, titles))
+    taken = set(reading.picked)
+    rest = [i for i in fallback if i not in taken]
+    repairs = list(reading.notes)
+    if rest and (expected is None or len(reading.picked) < min(expected, n)):
+        repairs.append(f"appended {len(rest)} missing candidate{'s' if len(rest) != 1 else ''}")
+    return ParsedRanking(
+        order=[*reading.picked, *rest],
+        from_llm=len(reading.picked),
+        status="repaired" if repairs else "ok",
+        repairs=repairs,
+        format=extraction.format,
+        raw_text=raw,
+    )
+
+
+def parse_single_label(text: str, labels: Sequence[str]) -> int:
+    """The index of the one label a verbalizer-style answer gives ("C", " (C)", "C. Toy Story", "The answer is C")."""
+    if not labels:
+        raise ValueError("parse_single_label needs at least one label")
+    raw = text if isinstance(text, str) else ""
+    c = _Candidates(labels, None)
+    body = _strip_thinking(raw)
+    lead = re.match(rf"^\W{{0,3}}(?P<tok>{c.token})(?![\w'’])", body)
+    if lead:
+        tok, after = lead.group("tok"), body[lead.end() :]
+        alone = not after.strip(" .)]:")
+        found = c.label(tok, strict_case=not alone)
+        if found is not None and (alone or not _reads_as_word(tok, after)):
+            return found
+    _, reading = _read(raw, c)
+    return reading.picked[0]

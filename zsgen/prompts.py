@@ -1,0 +1,504 @@
+"""Prompt templates: user-editable Jinja2 files that turn a user and candidates into chat messages.
+
+A template file starts with a header comment that says what it is for, which variables it reads and what kind of
+answer it asks for::
+
+    {#- zsgen
+    description: one listwise call; the model returns the best labels in order
+    variables: history, candidates, n, profile
+    output: labels
+    answer: JSON object {"ranking": ["C", "A", ...]}
+    -#}
+    <<system>>
+    ...
+    <<user>>
+    ...
+
+Lines that hold only ``<<system>>``, ``<<user>>`` or ``<<assistant>>`` start a new chat message. They are recognised
+in the template *source*, before rendering, and turned into a private separator that variables can never contain, so
+an item description cannot open a message of its own however it is worded. Item text is further flattened to one line
+and any role-marker look-alike in it is defused, so what the model sees cannot pass for a marker either.
+
+Templates are user input: they render in Jinja2's immutable sandbox with ``StrictUndefined``, so a template can neither
+reach Python internals nor silently print an unknown name as nothing. Every fault becomes a
+:class:`~zsgen.errors.TemplateError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import re
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import BaseModel, ConfigDict
+
+from zsgen.errors import ConfigError, TemplateError
+from zsgen.labels import make_labels
+from zsgen.paths import prompts_dir
+
+#: What the model is asked to produce, so the reranker knows how to read it.
+#: ``labels``: a ranked list of candidate labels; ``text``: free text that feeds a later chain step;
+#: ``label_logits``: one label, read from the next-token logits; ``yes_no``: "Yes"/"No" about one candidate.
+OutputFormat = Literal["labels", "text", "label_logits", "yes_no"]
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
+
+#: The variables the reranker can supply. A template declares the subset it reads.
+KNOWN_VARIABLES: dict[str, str] = {
+    "history": "list of items the user consumed, oldest first: {id, title, year, genres, description}",
+    "candidates": "list of items to rank, in shown order: {label, id, title, year, genres, description}",
+    "candidate": "one item of the same shape (pointwise templates)",
+    "n": "how many labels to ask for",
+    "profile": "free text about the user, or None (cold-start users have only this)",
+    "preferences": "NIR step 1's answer",
+    "representative": "NIR step 2's answer",
+}
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
+TEMPLATE_SUFFIX = ".jinja"
+
+_HEADER = re.compile(r"\A\ufeff?\s*\{#-?[ \t]*zsgen[ \t]*:?[ \t]*\n(?P<body>.*?)-?#\}", re.DOTALL)
+_HEADER_KEYS = ("description", "variables", "output", "answer")
+_REQUIRED_KEYS = ("description", "variables", "output")
+_MARKER_LINE = re.compile(r"^[ \t]*<<(system|user|assistant)>>[ \t]*$", re.MULTILINE)
+# A private-use character: variables never keep it (_clean_text strips it), so only the template source can produce
+# the separator. It must not be whitespace, or Jinja's "-%}" / "-#}" trimming would eat it.
+_SEP = "\ue000"
+_SPLIT = re.compile(f"{_SEP}{_SEP}(system|user|assistant){_SEP}{_SEP}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\x85]")
+_MARKER_LOOKALIKE = re.compile(r"<<\s*(system|user|assistant)\s*>>", re.IGNORECASE)
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Guards against a template that multiplies its way to gigabytes (the sandbox already caps ``range``).
+_MAX_REPEAT = 1_000_000
+_MAX_EXPONENT = 4096
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, plus size limits on ``*`` and ``**``."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        if op == "*":
+            for seq, count in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > _MAX_REPEAT:
+                    raise SecurityError(f"repetition would build more than {_MAX_REPEAT} elements")
+            return operator.mul(left, right)
+        if op == "**":
+            if isinstance(right, int | float) and abs(right) > _MAX_EXPONENT:
+                raise SecurityError(f"exponent larger than {_MAX_EXPONENT}")
+            return operator.pow(left, right)
+        return super().call_binop(context, op, left, right)
+
+
+def _environment() -> _Sandbox:
+    return _Sandbox(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+
+
+_ENV = _environment()
+
+
+class TemplateProblem(BaseModel):
+    """One thing wrong with a template file, located as precisely as Jinja2 allows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    line: int | None = None
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line is not None else f"{self.file}: {self.message}"
+
+
+class _Header(BaseModel):
+    description: str
+    variables: tuple[str, ...]
+    output: OutputFormat
+    answer: str | None = None
+    line: int  # where the header starts (for messages)
+
+
+def _parse_header(source: str, where: str) -> _Header:
+    """Read the ``{#- zsgen ... -#}`` comment that must open every template."""
+    match = _HEADER.match(source)
+    if not match:
+        raise TemplateError(
+            "missing header: the file must start with a '{#- zsgen' comment whose following lines give "
+            "description, variables and output",
+            template=where,
+            line=1,
+        )
+    first_line = source.count("\n", 0, match.start("body")) + 1
+    fields: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    current: str | None = None
+    for offset, raw in enumerate(match.group("body").splitlines()):
+        line_no = first_line + offset
+        if not raw.strip():
+            continue
+        if raw[:1] in (" ", "\t") and current is not None:  # continuation of the previous value
+            fields[current] = f"{fields[current]} {raw.strip()}".strip()
+            continue
+        key, sep, value = raw.partition(":")
+        key = key.strip()
+        if not sep or not _VARIABLE_NAME.match(key):
+            raise TemplateError(f"header line is not 'key: value': {raw.strip()!r}", template=where, line=line_no)
+        if key not in _HEADER_KEYS:
+            raise TemplateError(
+                f"unknown header key {key!r} (known: {', '.join(_HEADER_KEYS)})", template=where, line=line_no
+            )
+        if key in fields:
+            raise TemplateError(f"header key {key!r} given twice", template=where, line=line_no)
+        fields[key] = value.strip()
+        lines[key] = line_no
+        current = key
+    for key in _REQUIRED_KEYS:
+        if not fields.get(key):
+            raise TemplateError(f"header lacks {key!r}", template=where, line=first_line)
+    output = fields["output"]
+    if output not in OUTPUT_FORMATS:
+        raise TemplateError(
+            f"output {output!r} is not one of {', '.join(OUTPUT_FORMATS)}", template=where, line=lines["output"]
+        )
+    names = [v for v in re.split(r"[\s,]+", fields["variables"].strip().strip("[]")) if v]
+    for name in names:
+        if not _VARIABLE_NAME.match(name):
+            raise TemplateError(f"bad variable name {name!r} in header", template=where, line=lines["variables"])
+    if len(set(names)) != len(names):
+        raise TemplateError("a variable is listed twice in the header", template=where, line=lines["variables"])
+    return _Header(
+        description=fields["description"],
+        variables=tuple(names),
+        output=output,  # checked against OUTPUT_FORMATS above; pydantic validates it again
+        answer=fields.get("answer"),
+        line=first_line,
+    )
+
+
+def _mark_roles(source: str) -> str:
+    """Replace role-marker lines by the private separator; the line count stays the same, so line numbers hold."""
+    return _MARKER_LINE.sub(lambda m: f"{_SEP}{_SEP}{m.group(1)}{_SEP}{_SEP}", source)
+
+
+def _clean_text(text: str, *, flatten: bool) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub(" ", text).replace(_SEP, "")
+    text = _MARKER_LOOKALIKE.sub(lambda m: f"[{m.group(1).lower()}]", text)
+    if flatten:
+        text = " ".join(text.split())
+    return text
+
+
+def _sanitise(value: Any, name: str, depth: int = 0) -> Any:
+    """A plain-data copy of a variable with every string made safe to embed.
+
+    Strings inside items (depth > 0) are flattened to one line: an item can then never start a line of the prompt,
+    so it cannot pose as another candidate's line or as a marker. Top-level texts (profile, earlier chain answers)
+    keep their line breaks but lose control characters and role-marker look-alikes.
+    """
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return _clean_text(value, flatten=depth > 0)
+    if isinstance(value, BaseModel):
+        return _sanitise(value.model_dump(), name, depth)
+    if isinstance(value, Mapping):
+        return {str(k): _sanitise(v, name, depth + 1) for k, v in value.items()}
+    if isinstance(value, Sequence):  # str was handled above
+        return [_sanitise(v, name, depth + 1) for v in value]
+    raise TemplateError(f"variable {name!r} holds a {type(value).__name__}; templates only get plain data")
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    """The template line of a runtime error: Jinja2 rewrites tracebacks so template frames carry template lines."""
+    line = getattr(exc, "lineno", None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    return line if isinstance(line, int) else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SecurityError):
+        return f"unsafe operation blocked by the sandbox: {exc}"
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined: {exc}"
+    if isinstance(exc, jinja2.TemplateError):
+        return str(exc.message or exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _split_messages(text: str, where: str) -> list[dict[str, str]]:
+    parts = _SPLIT.split(text)
+    if len(parts) == 1:
+        content = text.strip()
+        if not content:
+            raise TemplateError("the template rendered no text", template=where)
+        return [{"role": "user", "content": content}]
+    if parts[0].strip():
+        raise TemplateError(f"text before the first role marker: {parts[0].strip()[:60]!r}", template=where)
+    messages: list[dict[str, str]] = []
+    for role, content in zip(parts[1::2], parts[2::2], strict=True):
+        content = content.strip()
+        if not content:
+            continue
+        if messages and messages[-1]["role"] == role:  # many chat templates reject two turns of one role in a row
+            messages[-1]["content"] = f"{messages[-1]['content']}\n\n{content}"
+        else:
+            messages.append({"role": role, "content": content})
+    if not messages:
+        raise TemplateError("the template rendered only empty messages", template=where)
+    return messages
+
+
+class PromptTemplate:
+    """One parsed and compiled template file.
+
+    ``hash`` is the first 16 hex digits of the SHA-256 of the file's source; results and caches record it so that
+    an edited template is never confused with the original.
+    """
+
+    def __init__(self, name: str, source: str, path: Path | None = None) -> None:
+        self.name = name
+        self.source = source
+        self.path = path
+        self.hash = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+        self._where = str(path) if path is not None else name
+        header = _parse_header(source, self._where)
+        self.description = header.description
+        self.variables: tuple[str, ...] = header.variables
+        self.output: OutputFormat = header.output
+        self.answer = header.answer
+        self.header_line = header.line
+        self._filename = self._where if path is not None else f"<prompt {name}>"
+        try:
+            code = _ENV.compile(_mark_roles(source), name=name, filename=self._filename)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"syntax error: {exc.message}", template=self._where, line=exc.lineno) from None
+        self._template = _ENV.template_class.from_code(_ENV, code, _ENV.make_globals(None))
+
+    @classmethod
+    def from_file(cls, path: Path) -> PromptTemplate:
+        try:
+            source = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TemplateError(f"cannot read template: {exc.strerror or exc}", template=str(path)) from None
+        except UnicodeDecodeError:
+            raise TemplateError("template is not UTF-8 text", template=str(path)) from None
+        return cls(path.name.removesuffix(TEMPLATE_SUFFIX), source, path)
+
+    def __repr__(self) -> str:
+        return f"PromptTemplate({self.name!r}, output={self.output!r}, hash={self.hash!r})"
+
+    def render(self, **variables: Any) -> list[dict[str, str]]:
+        """Chat messages ``[{"role": ..., "content": ...}]`` for these variables.
+
+        Only the variables the header declares are passed in (others are ignored), so a template cannot come to
+        depend on a name that ``check_dir`` did not see; a declared one that is missing is an error.
+        """
+        missing = [name for name in self.variables if name not in variables]
+        if missing:
+            raise TemplateError(f"missing variables: {', '.join(missing)}", template=self._where)
+        context = {name: _sanitise(variables[name], name) for name in self.variables}
+        try:
+            text = self._template.render(context)
+        except Exception as exc:  # any fault inside a user template is a template error
+            raise TemplateError(_describe(exc), template=self._where, line=_template_line(exc, self._filename)) from exc
+        return _split_messages(text, self._where)
+
+
+class PromptLibrary:
+    """Templates by name: the files in ``user_dir`` override the packaged defaults of the same name."""
+
+    def __init__(self, user_dir: Path | str | None = None) -> None:
+        self.packaged_dir = prompts_dir()
+        self.user_dir = Path(user_dir) if user_dir is not None else None
+        if self.user_dir is not None and not self.user_dir.is_dir():
+            raise ConfigError(f"template directory {self.user_dir} does not exist or is not a directory")
+        self._cache: dict[Path, tuple[tuple[int, int], PromptTemplate]] = {}
+
+    def _files(self, folder: Path | None) -> dict[str, Path]:
+        if folder is None:
+            return {}
+        found = sorted(p for p in folder.glob(f"*{TEMPLATE_SUFFIX}") if p.is_file())
+        return {p.name.removesuffix(TEMPLATE_SUFFIX): p for p in found}
+
+    def names(self) -> list[str]:
+        return sorted({*self._files(self.packaged_dir), *self._files(self.user_dir)})
+
+    def path(self, name: str) -> Path:
+        found = self._files(self.user_dir).get(name) or self._files(self.packaged_dir).get(name)
+        if found is None:
+            raise TemplateError(f"no template named {name!r}; available: {', '.join(self.names())}")
+        return found
+
+    def origin(self, name: str) -> Literal["user", "packaged"]:
+        self.path(name)  # unknown names raise, listing the available ones
+        return "user" if name in self._files(self.user_dir) else "packaged"
+
+    def overrides(self, name: str) -> bool:
+        """Whether a user file hides a packaged template of the same name."""
+        return name in self._files(self.user_dir) and name in self._files(self.packaged_dir)
+
+    def get(self, name: str) -> PromptTemplate:
+        path = self.path(name)
+        stat = path.stat()
+        version = (stat.st_mtime_ns, stat.st_size)  # an edited file is read again
+        cached = self._cache.get(path)
+        if cached is None or cached[0] != version:
+            cached = (version, PromptTemplate.from_file(path))
+            self._cache[path] = cached
+        return cached[1]
+
+
+# -- validation ---------------------------------------------------------------------------------------------------
+
+
+def _sample_item(i: int, title: str, genres: list[str]) -> dict[str, Any]:
+    return {
+        "id": f"sample-{i}",
+        "title": title,
+        "year": 1990 + i,
+        "genres": genres,
+        "description": f"A sample description of {title}.",
+    }
+
+
+def sample_variables(*, cold_start: bool = False) -> dict[str, Any]:
+    """Made-up variables with every name the reranker supplies, for test renders.
+
+    ``cold_start`` gives an empty history and a profile, which every template must also handle.
+    """
+    history = [
+        _sample_item(1, "Sample Heist Picture", ["Crime", "Thriller"]),
+        _sample_item(2, "Sample Space Opera", ["Sci-Fi", "Adventure"]),
+        _sample_item(3, "Sample Courtroom Drama", ["Drama"]),
+    ]
+    titles = ["Candidate Film Alpha", "Candidate Film Bravo", "Candidate Film Charlie", "Candidate Film Delta"]
+    labels = make_labels(len(titles))
+    candidates = [
+        {"label": label, **_sample_item(10 + i, title, ["Comedy"] if i % 2 else ["Drama", "War"])}
+        for i, (label, title) in enumerate(zip(labels, titles, strict=True))
+    ]
+    candidates[1]["year"] = None  # unknown years and descriptions occur in real catalogs
+    candidates[2]["description"] = ""
+    return {
+        "history": [] if cold_start else history,
+        "candidates": candidates,
+        "candidate": candidates[0],
+        "n": 3,
+        "profile": "Sample profile: enjoys slow-burning mysteries and old westerns." if cold_start else None,
+        "preferences": "Sample preferences: likes tense crime stories.",
+        "representative": "Sample representative items: Sample Heist Picture.",
+    }
+
+
+def _first_use(ast: nodes.Template, name: str) -> int | None:
+    lines = [node.lineno for node in ast.find_all(nodes.Name) if node.name == name and node.ctx == "load"]
+    return min(lines) if lines else None
+
+
+def _bare(exc: TemplateError) -> str:
+    """The message without its "file:line: " prefix (a TemplateProblem carries those separately)."""
+    where = exc.template or ""
+    return str(exc).removeprefix(f"{where}:{exc.line}: ").removeprefix(f"{where}: ")
+
+
+def check_template_file(path: Path) -> list[TemplateProblem]:
+    """Everything wrong with one template file: header, syntax, variables, and a test render with sample data."""
+    where = str(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [TemplateProblem(file=where, message=f"cannot read as UTF-8 text: {exc}")]
+    problems: list[TemplateProblem] = []
+
+    def add(message: str, line: int | None) -> None:
+        problem = TemplateProblem(file=where, line=line, message=message)
+        if problem not in problems:
+            problems.append(problem)
+
+    header: _Header | None = None
+    try:
+        header = _parse_header(source, where)
+    except TemplateError as exc:
+        add(_bare(exc), exc.line)
+    try:
+        ast = _ENV.parse(_mark_roles(source))
+    except jinja2.TemplateSyntaxError as exc:
+        add(f"syntax error: {exc.message}", exc.lineno)
+        return problems
+    if header is None:
+        return problems
+
+    declared = set(header.variables)
+    for name in header.variables:
+        if name not in KNOWN_VARIABLES:
+            add(
+                f"declares {name!r}, which the reranker never supplies (known: {', '.join(KNOWN_VARIABLES)})",
+                header.line,
+            )
+    for name in sorted(meta.find_undeclared_variables(ast) - declared):
+        add(f"uses variable {name!r}, which the header does not declare", _first_use(ast, name))
+    needs = {"labels": "candidates", "label_logits": "candidates", "yes_no": "candidate"}.get(header.output)
+    if needs is not None and needs not in declared:
+        add(f"output {header.output!r} needs the variable {needs!r}", header.line)
+    if problems:
+        return problems
+
+    try:
+        template = PromptTemplate(path.name.removesuffix(TEMPLATE_SUFFIX), source, path)
+    except TemplateError as exc:
+        add(_bare(exc), exc.line)
+        return problems
+    for cold_start in (False, True):
+        variables = sample_variables(cold_start=cold_start)
+        scenario = "with an empty history and a profile" if cold_start else "with sample data"
+        try:
+            messages = template.render(**variables)
+        except TemplateError as exc:
+            add(f"fails to render {scenario}: {_bare(exc)}", exc.line)
+            continue
+        text = "\n".join(m["content"] for m in messages)
+        if messages[-1]["role"] == "system":
+            add(f"renders {scenario} a conversation that ends with a system message", None)
+        shown: list[dict[str, Any]] = []
+        if needs == "candidates":
+            shown = variables["candidates"]
+        elif needs == "candidate":
+            shown = [variables["candidate"]]
+        for item in shown:
+            if item["title"] not in text:
+                add(f"does not show candidate title {item['title']!r} when rendered {scenario}", None)
+        if cold_start and "profile" in declared and variables["profile"] not in text:
+            add("does not show the profile when the history is empty", None)
+    return problems
+
+
+def check_dir(directory: Path | str) -> list[TemplateProblem]:
+    """Problems in every ``*.jinja`` file of ``directory`` (an empty list means all are usable)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ConfigError(f"template directory {folder} does not exist or is not a directory")
+    files = sorted(p for p in folder.glob(f"*{TEMPLATE_SUFFIX}") if p.is_file())
+    if not files:
+        return [TemplateProblem(file=str(folder), message=f"no *{TEMPLATE_SUFFIX} templates found")]
+    problems: list[TemplateProblem] = []
+    for path in files:
+        problems.extend(check_template_file(path))
+    return problems
