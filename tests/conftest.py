@@ -1,0 +1,38 @@
+"""Fixtures shared across the suite. Heavy things (models, servers) are session-scoped: loaded once per run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access here; fail fast instead of hanging on the network
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whatever pytest's import mode
+
+from servers import ScriptedServer, transformers_serve
+
+
+@pytest.fixture(scope="session")
+def local_model_dir() -> Path:
+    """The packaged SmolLM2 as a plain HF folder (converted once into the zsgen cache on first use)."""
+    from zsgen.llm.models import default_local_model_dir
+
+    return default_local_model_dir()
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[ScriptedServer]:
+    """A fresh scripted OpenAI-compatible server on loopback for one test."""
+    with ScriptedServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def transformers_server(local_model_dir: Path) -> Iterator[str]:
+    """A real ``transformers serve`` process with the local model; yields its OpenAI base URL."""
+    with transformers_serve(local_model_dir) as base_url:
+        yield base_url

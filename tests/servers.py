@@ -1,0 +1,263 @@
+"""Real HTTP servers on loopback for backend tests and benchmarks.
+
+The openai SDK ≥ 3 sends through httpx2, which request-mocking libraries do not intercept, so faults are produced by
+a real server that answers from a script: each chat request takes the next scripted reply (status, headers, body,
+delay, or a dropped connection). Every request is recorded, so a test can count retries and inspect exactly what the
+client sent instead of timing sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``body`` is JSON-encoded unless it is bytes (sent as is, e.g. a malformed body)."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    content_type: str = "application/json"
+    drop: bool = False  # close the connection without answering
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    received_at: float
+
+
+def completion_body(
+    text: str | None = "ok",
+    *,
+    finish_reason: str | None = "stop",
+    model: str = "scripted-model",
+    refusal: str | None = None,
+    prompt_tokens: int = 11,
+    completion_tokens: int = 3,
+    choices: bool = True,
+) -> dict[str, Any]:
+    """A chat.completion body as OpenAI-compatible servers send it."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if refusal is not None:
+        message["refusal"] = refusal
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}] if choices else [],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class ScriptedServer:
+    """An OpenAI-compatible server on 127.0.0.1 (free port) whose chat answers come from a queue.
+
+    When the queue is empty the ``default`` reply is used; without one the server answers 418, which the client
+    does not retry, so an under-scripted test fails fast and visibly.
+    """
+
+    def __init__(self, *, models: tuple[str, ...] = ("scripted-model",), default: Reply | None = None) -> None:
+        self.models = models
+        self.default = default
+        self.requests: list[RecordedRequest] = []
+        self.in_flight = 0
+        self.max_in_flight = 0  # most chat requests being answered at the same moment
+        self._queue: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="scripted-server", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self._queue.extend(replies)
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def close(self) -> None:
+        self._stopping.set()  # releases handlers that are stalling on a scripted delay
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- request handling ------------------------------------------------------------------------------------------
+
+    def _next_reply(self) -> Reply:
+        with self._lock:
+            if self._queue:
+                return self._queue.popleft()
+        if self.default is not None:
+            return self.default
+        return Reply(status=418, body={"error": {"message": "script exhausted", "type": "test"}})
+
+    def _record(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
+        with self._lock:
+            self.requests.append(
+                RecordedRequest(
+                    method=handler.command,
+                    path=handler.path,
+                    headers={k.lower(): v for k, v in handler.headers.items()},
+                    body=body,
+                    received_at=time.monotonic(),
+                )
+            )
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _send(self, reply: Reply) -> None:
+                if reply.delay and server._stopping.wait(reply.delay):
+                    return
+                if reply.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", reply.content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): nothing to answer
+
+            def do_GET(self) -> None:
+                server._record(self, None)
+                if self.path.rstrip("/").endswith("/models"):
+                    data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]
+                    self._send(Reply(body={"object": "list", "data": data}))
+                elif self.path.rstrip("/") == "/health":
+                    self._send(Reply(body={"status": "ok"}))
+                else:
+                    self._send(Reply(status=404, body={"error": {"message": "not found"}}))
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw
+                server._record(self, body)
+                if self.path.rstrip("/").endswith("/chat/completions"):
+                    with server._lock:
+                        server.in_flight += 1
+                        server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    try:
+                        self._send(server._next_reply())
+                    finally:
+                        with server._lock:
+                            server.in_flight -= 1
+                else:
+                    self._send(Reply(status=404, body={"error": {"message": "not found"}}))
+
+        return Handler
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def transformers_serve(model_dir: Path, *, startup_deadline: float = 300.0) -> Iterator[str]:
+    """Run ``transformers serve`` on a free loopback port; yield its OpenAI base URL; stop it afterwards.
+
+    Readiness is detected by polling ``/health`` until a deadline: that is the synchronisation, not a guess of
+    how long start-up takes. The server log goes to a file and is shown if start-up fails.
+    """
+    port = free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    command = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with tempfile.TemporaryFile(mode="w+") as log_file:
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            deadline = time.monotonic() + startup_deadline
+            while True:
+                if proc.poll() is not None:
+                    log_file.seek(0)
+                    raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{log_file.read()[-4000:]}")
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    log_file.seek(0)
+                    raise RuntimeError(
+                        f"transformers serve not healthy after {startup_deadline} s:\n{log_file.read()[-4000:]}"
+                    )
+                time.sleep(0.25)  # poll interval of the health check
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)

@@ -1,0 +1,387 @@
+"""OpenAIChatBackend against real loopback servers: a scripted one for faults, ``transformers serve`` end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import Reply, ScriptedServer, completion_body
+
+from zsgen.cache import ResponseCache
+from zsgen.errors import BackendError, ConfigError
+from zsgen.llm import Completion, OpenAIChatBackend
+from zsgen.llm.openai_chat import parse_retry_after
+
+MESSAGES = [{"role": "system", "content": "Rank the movies."}, {"role": "user", "content": "(A) Heat (B) Fargo"}]
+SCHEMA: dict[str, Any] = {
+    "title": "Ranking",
+    "type": "object",
+    "properties": {"ranking": {"type": "array", "items": {"type": "string"}}},
+    "required": ["ranking"],
+    "additionalProperties": False,
+}
+# Much shorter than any Retry-After used below, so a wait of >= 1 s can only come from the header.
+FAST = {"backoff_initial": 0.01, "backoff_max": 0.02}
+
+
+def backend(server: ScriptedServer, **kwargs: Any) -> OpenAIChatBackend:
+    options: dict[str, Any] = {"api_key": "sk-test", "max_retries": 3, "timeout": 10.0, **FAST}
+    options.update(kwargs)
+    return OpenAIChatBackend(server.base_url, **options)
+
+
+def fail(server: ScriptedServer, **kwargs: Any) -> BackendError:
+    with pytest.raises(BackendError) as info:
+        backend(server, **kwargs).chat(MESSAGES)
+    return info.value
+
+
+# -- happy path and request shape -----------------------------------------------------------------------------------
+
+
+def test_model_is_discovered_once_and_completion_is_read(scripted_server: ScriptedServer) -> None:
+    scripted_server.models = ("first-model", "second-model")
+    scripted_server.script(
+        Reply(body=completion_body("B, A", model="first-model", prompt_tokens=21, completion_tokens=4)),
+        Reply(body=completion_body("A, B", model="first-model")),
+    )
+    client = backend(scripted_server)
+    first = client.chat(MESSAGES)
+    second = client.chat(MESSAGES, max_tokens=7)
+
+    assert first == Completion(
+        text="B, A",
+        finish_reason="stop",
+        usage={"prompt_tokens": 21, "completion_tokens": 4, "calls": 1},
+        model="first-model",
+    )
+    assert second.text == "A, B"
+    assert client.model == "first-model"
+    model_lookups = [r for r in scripted_server.requests if r.path.endswith("/models")]
+    assert len(model_lookups) == 1
+    sent = [r.body for r in scripted_server.chat_requests]
+    assert [b["model"] for b in sent] == ["first-model", "first-model"]
+    assert sent[0]["messages"] == MESSAGES
+    assert sent[0]["temperature"] == 0
+    assert [b["max_tokens"] for b in sent] == [256, 7]
+
+
+def test_explicit_model_skips_discovery(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(Reply(body=completion_body("x")))
+    backend(scripted_server, model="chosen").chat(MESSAGES)
+    assert [r.path for r in scripted_server.requests] == ["/v1/chat/completions"]
+    assert scripted_server.chat_requests[0].body["model"] == "chosen"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("none", None),
+        ("json_object", {"type": "json_object"}),
+        ("json_schema", {"type": "json_schema", "json_schema": {"name": "Ranking", "schema": SCHEMA, "strict": True}}),
+    ],
+)
+def test_structured_mode_sets_response_format(scripted_server: ScriptedServer, mode: str, expected: Any) -> None:
+    scripted_server.script(Reply(body=completion_body('{"ranking": ["A"]}')))
+    backend(scripted_server, model="m", structured=mode).chat(MESSAGES, json_schema=SCHEMA)
+    assert scripted_server.chat_requests[0].body.get("response_format") == expected
+
+
+def test_no_response_format_without_a_schema(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(Reply(body=completion_body("A")))
+    backend(scripted_server, model="m", structured="json_schema").chat(MESSAGES)
+    assert "response_format" not in scripted_server.chat_requests[0].body
+
+
+def test_extra_body_is_sent(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(Reply(body=completion_body("A")))
+    backend(scripted_server, model="m", extra_body={"top_k": 1}).chat(MESSAGES)
+    assert scripted_server.chat_requests[0].body["top_k"] == 1
+
+
+# -- retries ---------------------------------------------------------------------------------------------------------
+
+
+def test_429_waits_as_long_as_retry_after_says(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(status=429, headers={"Retry-After": "1"}, body={"error": {"message": "slow down"}}),
+        Reply(body=completion_body("done")),
+    )
+    assert backend(scripted_server, model="m").chat(MESSAGES).text == "done"
+    first, second = scripted_server.chat_requests
+    assert second.received_at - first.received_at >= 0.9  # the header, not the 10-20 ms backoff, set the wait
+
+
+def test_retry_after_is_capped(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(status=503, headers={"Retry-After": "3600"}, body={"error": {"message": "busy"}}),
+        Reply(body=completion_body("done")),
+    )
+    client = backend(scripted_server, model="m", retry_after_cap=0.05)
+    # A bound that turns an uncapped 1-hour wait into a failure instead of a hang.
+    completion = asyncio.run(asyncio.wait_for(client.achat(MESSAGES), timeout=20))
+    assert completion.text == "done"
+    assert len(scripted_server.chat_requests) == 2
+
+
+@pytest.mark.parametrize("status", [409, 429, 500, 502, 503])
+def test_transient_statuses_are_retried(scripted_server: ScriptedServer, status: int) -> None:
+    scripted_server.script(
+        Reply(status=status, body={"error": {"message": "transient"}}), Reply(body=completion_body("ok"))
+    )
+    assert backend(scripted_server, model="m").chat(MESSAGES).text == "ok"
+    assert len(scripted_server.chat_requests) == 2
+
+
+def test_500_500_then_success(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(status=500, body={"error": {"message": "boom"}}),
+        Reply(status=500, body={"error": {"message": "boom"}}),
+        Reply(body=completion_body("third time")),
+    )
+    assert backend(scripted_server, model="m", max_retries=3).chat(MESSAGES).text == "third time"
+    assert len(scripted_server.chat_requests) == 3
+
+
+def test_persistent_500_gives_server_error_after_bounded_attempts(scripted_server: ScriptedServer) -> None:
+    scripted_server.default = Reply(status=500, body={"error": {"message": "down"}})
+    error = fail(scripted_server, model="m", max_retries=2)
+    assert error.reason == "server_error"
+    assert error.attempts == 3
+    assert len(scripted_server.chat_requests) == 3
+
+
+def test_429_forever_is_rate_limited(scripted_server: ScriptedServer) -> None:
+    scripted_server.default = Reply(status=429, body={"error": {"message": "quota"}})
+    error = fail(scripted_server, model="m", max_retries=1)
+    assert (error.reason, error.attempts, len(scripted_server.chat_requests)) == ("rate_limited", 2, 2)
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_errors_are_not_retried(scripted_server: ScriptedServer, status: int) -> None:
+    scripted_server.default = Reply(status=status, body={"error": {"message": "bad request"}})
+    error = fail(scripted_server, model="m")
+    assert error.reason == f"http_{status}"
+    assert error.attempts == 1
+    assert len(scripted_server.chat_requests) == 1
+
+
+def test_stall_past_timeout_is_a_timeout(scripted_server: ScriptedServer) -> None:
+    scripted_server.default = Reply(delay=60, body=completion_body("too late"))
+    client = backend(scripted_server, model="m", timeout=0.3, max_retries=1)
+    with pytest.raises(BackendError) as info:
+        asyncio.run(asyncio.wait_for(client.achat(MESSAGES), timeout=20))
+    assert info.value.reason == "timeout"
+    assert info.value.attempts == 2
+    assert len(scripted_server.chat_requests) == 2
+
+
+def test_dropped_connection_is_retried(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(Reply(drop=True), Reply(body=completion_body("ok")))
+    assert backend(scripted_server, model="m").chat(MESSAGES).text == "ok"
+    assert len(scripted_server.chat_requests) == 2
+
+
+def test_nothing_listening_is_a_connection_error() -> None:
+    with ScriptedServer() as server:
+        url = server.base_url
+    client = OpenAIChatBackend(url, model="m", api_key="k", max_retries=1, timeout=5, **FAST)
+    with pytest.raises(BackendError) as info:
+        client.chat(MESSAGES)
+    assert (info.value.reason, info.value.attempts) == ("connection", 2)
+
+
+# -- unusable answers ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(body=b'{"choices": [{"message": '),
+        Reply(body=b"<html>gateway</html>", content_type="text/html"),
+        Reply(body={"error": "no completion here"}),
+    ],
+    ids=["truncated-json", "html", "wrong-shape"],
+)
+def test_malformed_answers_are_not_retried(scripted_server: ScriptedServer, reply: Reply) -> None:
+    scripted_server.default = reply
+    error = fail(scripted_server, model="m")
+    assert error.reason == "malformed_response"
+    assert len(scripted_server.chat_requests) == 1
+
+
+def test_cut_off_answer_is_returned_with_length_finish_reason(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(Reply(body=completion_body("C, A, B, D,", finish_reason="length")))
+    completion = backend(scripted_server, model="m").chat(MESSAGES, max_tokens=5)
+    assert completion.finish_reason == "length"
+    assert completion.text == "C, A, B, D,"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (completion_body("", finish_reason="length"), "truncated"),
+        (completion_body(choices=False), "empty"),
+        (completion_body(None), "empty"),
+        (completion_body("   "), "empty"),
+        (completion_body(None, refusal="I can't help with that."), "refusal"),
+        (completion_body(None, finish_reason="content_filter"), "refusal"),
+    ],
+    ids=["length-no-text", "no-choices", "null-content", "blank", "refusal", "content-filter"],
+)
+def test_unusable_answers_have_reasons(scripted_server: ScriptedServer, body: dict[str, Any], reason: str) -> None:
+    scripted_server.default = Reply(body=body)
+    error = fail(scripted_server, model="m")
+    assert error.reason == reason
+    assert len(scripted_server.chat_requests) == 1
+
+
+def test_empty_model_list_is_an_error(scripted_server: ScriptedServer) -> None:
+    scripted_server.models = ()
+    error = fail(scripted_server)
+    assert error.reason == "empty"
+    assert scripted_server.chat_requests == []
+
+
+# -- concurrency and event loops -------------------------------------------------------------------------------------
+
+
+def test_concurrency_is_bounded_and_order_kept(scripted_server: ScriptedServer) -> None:
+    scripted_server.default = Reply(delay=0.2, body=completion_body("same"))
+    client = backend(scripted_server, model="m", concurrency=3)
+    conversations = [[{"role": "user", "content": f"user {i}"}] for i in range(9)]
+    results = client.chat_many(conversations)
+    assert all(isinstance(r, Completion) and r.text == "same" for r in results)
+    assert scripted_server.max_in_flight == 3
+    sent = [r.body["messages"][0]["content"] for r in scripted_server.chat_requests]
+    assert sorted(sent) == sorted(f"user {i}" for i in range(9))
+
+
+def test_many_returns_errors_in_place(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(body=completion_body("one")),
+        Reply(status=400, body={"error": {"message": "bad"}}),
+        Reply(body=completion_body("three")),
+    )
+    results = backend(scripted_server, model="m", concurrency=1).chat_many([MESSAGES, MESSAGES, MESSAGES])
+    assert isinstance(results[0], Completion) and results[0].text == "one"
+    assert isinstance(results[1], BackendError) and results[1].reason == "http_400"
+    assert isinstance(results[2], Completion) and results[2].text == "three"
+
+
+def test_sync_chat_works_inside_a_running_loop_and_across_loops(scripted_server: ScriptedServer) -> None:
+    scripted_server.default = Reply(body=completion_body("ok"))
+    client = backend(scripted_server)  # model discovered on whichever loop asks first
+
+    async def inside_loop() -> list[str]:
+        blocking = client.chat(MESSAGES)  # must not deadlock on the loop this thread runs
+        awaited = await client.achat(MESSAGES)
+        await client.aclose()
+        return [blocking.text, awaited.text]
+
+    assert asyncio.run(inside_loop()) == ["ok", "ok"]
+    assert asyncio.run(client.achat(MESSAGES)).text == "ok"  # a second loop gets its own HTTP client
+    assert client.chat(MESSAGES).text == "ok"
+    assert len([r for r in scripted_server.requests if r.path.endswith("/models")]) == 1
+
+
+# -- keys and cache --------------------------------------------------------------------------------------------------
+
+
+def test_api_key_is_sent_but_never_logged_cached_or_shown(
+    scripted_server: ScriptedServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-test-SECRET-4f9a2c"
+    scripted_server.script(
+        Reply(status=500, body={"error": {"message": "flaky"}}),
+        Reply(body=completion_body("ok")),
+        Reply(status=401, body={"error": {"message": "bad key"}}),
+    )
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    client = OpenAIChatBackend(scripted_server.base_url, api_key=secret, cache=cache, **FAST)
+    with caplog.at_level(logging.DEBUG):
+        client.chat(MESSAGES)
+        with pytest.raises(BackendError) as info:
+            client.chat([{"role": "user", "content": "another"}])
+    cache.close()
+
+    assert scripted_server.chat_requests[0].headers["authorization"] == f"Bearer {secret}"
+    assert secret not in caplog.text
+    assert "retrying" in caplog.text  # the retry was logged, without the key
+    assert secret not in repr(client)
+    assert secret not in str(info.value)
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"ok" in stored
+    assert secret.encode() not in stored
+
+
+def test_key_from_environment_and_missing_key(scripted_server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    scripted_server.script(Reply(body=completion_body("ok")))
+    OpenAIChatBackend(scripted_server.base_url, model="m").chat(MESSAGES)
+    assert scripted_server.chat_requests[0].headers["authorization"] == "Bearer sk-from-env"
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ConfigError):
+        OpenAIChatBackend(model="gpt-x")  # the hosted API needs a key
+    OpenAIChatBackend(scripted_server.base_url, model="m")  # a local server gets a placeholder
+
+
+def test_cache_answers_repeated_requests(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script(Reply(body=completion_body("first")), Reply(body=completion_body("second")))
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    client = backend(scripted_server, model="m", cache=cache)
+    fresh = client.chat(MESSAGES)
+    again = client.chat(MESSAGES)
+    other = client.chat(MESSAGES, max_tokens=9)  # a different request is not served from the cache
+
+    assert (fresh.text, fresh.cached) == ("first", False)
+    assert (again.text, again.cached) == ("first", True)
+    assert again.usage == fresh.usage
+    assert (other.text, other.cached) == ("second", False)
+    assert len(scripted_server.chat_requests) == 2
+
+
+def test_failures_are_not_cached(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    scripted_server.script(Reply(status=400, body={"error": {"message": "bad"}}), Reply(body=completion_body("ok")))
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    client = backend(scripted_server, model="m", cache=cache)
+    with pytest.raises(BackendError):
+        client.chat(MESSAGES)
+    assert client.chat(MESSAGES).text == "ok"
+    assert len(cache) == 1
+
+
+# -- Retry-After parsing ---------------------------------------------------------------------------------------------
+
+
+def test_parse_retry_after_forms() -> None:
+    now = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+    in_five = format_datetime(now + timedelta(seconds=5), usegmt=True)
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after": "0.5"}) == 0.5
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert parse_retry_after({"retry-after": in_five}, now=now.timestamp()) == pytest.approx(5.0)
+    assert parse_retry_after({"retry-after": in_five}, now=now.timestamp() + 60) == 0.0  # a date in the past
+    assert parse_retry_after({"retry-after": "-3"}) == 0.0
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+# -- end to end ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_transformers_serve_end_to_end(transformers_server: str, local_model_dir: Path) -> None:
+    client = OpenAIChatBackend(transformers_server, max_retries=1, timeout=120)
+    completion = client.chat([{"role": "user", "content": "Name one fruit."}], max_tokens=12)
+    assert client.model == str(local_model_dir)
+    assert completion.text.strip()
+    assert completion.usage.prompt_tokens > 0
+    assert 0 < completion.usage.completion_tokens <= 12
+    assert completion.finish_reason in {"stop", "length"}

@@ -1,0 +1,122 @@
+"""A response cache for LLM calls, shared safely by several processes.
+
+Evaluation runs repeat the same prompts (reruns, parameter sweeps, several workers): answering them from disk makes
+reruns cheap and repeatable. Payloads are JSON in stdlib sqlite3 — never pickle, whose loading can execute code from
+a tampered cache file. The key is a hash of everything that determines the answer and nothing secret: API keys and
+base URLs with credentials are never part of a key or a payload.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from zsgen.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Bump when the payload layout or the meaning of a key changes, so stale entries are simply never hit again.
+CACHE_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    payload TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def request_key(**canonical: Any) -> str:
+    """A stable hash of the request fields that decide the answer.
+
+    Callers pass backend, model, messages, sampling settings, schema and template hash; the cache version is added
+    here. Keys are sorted so that argument order never changes the hash. Values must be JSON-serialisable, which
+    keeps accidental objects (clients, keys wrapped in objects) out of keys.
+    """
+    if any("api_key" in name.lower() for name in canonical):
+        raise ConfigError("API keys must never be part of a cache key")
+    body = {"cache_version": CACHE_VERSION, **canonical}
+    try:
+        text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"cache key fields must be plain JSON values: {exc}") from exc
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Key → JSON payload, in one sqlite file that several processes and threads may use at once.
+
+    WAL mode lets readers proceed while one process writes; every write is one short transaction and
+    ``INSERT OR REPLACE`` makes concurrent writers of the same key harmless (same request, same answer). A busy
+    timeout makes writers wait for the lock instead of failing.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connect()
+        with conn:
+            conn.execute(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # One connection per thread: sqlite3 connections must not be shared across threads.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.DatabaseError as exc:
+                raise ConfigError(f"{self.path}: cannot open response cache: {exc}") from exc
+            self._local.conn = conn
+        return conn
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The payload stored under ``key``, or None. A corrupt entry counts as a miss (and is logged)."""
+        row = self._connect().execute("SELECT payload FROM responses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            payload = json.loads(row[0])
+        except json.JSONDecodeError:
+            log.warning("response cache %s: entry %s is not valid JSON; ignoring it", self.path, key[:12])
+            return None
+        return payload if isinstance(payload, dict) else None
+
+    def put(self, key: str, payload: dict[str, Any]) -> None:
+        text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO responses (key, payload, created) VALUES (?, ?, ?)",
+                (key, text, time.time()),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def __len__(self) -> int:
+        row = self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def __repr__(self) -> str:
+        return f"ResponseCache({str(self.path)!r})"

@@ -1,0 +1,92 @@
+"""The backend contract every reranking strategy talks to.
+
+A backend turns chat messages into one completion and knows nothing about recommendation. Faults leave a backend
+only as :class:`zsgen.errors.BackendError` with a machine-readable ``reason``, so the recommender can record why it
+fell back to cosine order without parsing messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from zsgen.cache import ResponseCache
+from zsgen.types import Usage
+
+#: One chat turn, ``{"role": "system" | "user" | "assistant", "content": "..."}``.
+ChatMessage = dict[str, str]
+
+#: Every value :attr:`zsgen.errors.BackendError.reason` can take, in one place for callers that switch on it.
+#: ``http_<status>`` stands for any other HTTP error status (``http_400``, ``http_422``...).
+BACKEND_ERROR_REASONS = (
+    "timeout",
+    "rate_limited",
+    "server_error",
+    "http_<status>",
+    "connection",
+    "empty",
+    "truncated",
+    "refusal",
+    "malformed_response",
+)
+
+
+class Completion(BaseModel):
+    """One answer of a chat model.
+
+    ``finish_reason == "length"`` means the answer hit the token cap: it is still returned (the caller may be able to
+    salvage a partial ranking); only an answer that is cut off *and* empty raises ``BackendError("truncated")``.
+    ``cached`` is true when the answer came from the response cache instead of the model.
+    """
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    model: str
+    cached: bool = False
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """A chat model that answers greedily (temperature 0): reranking must be repeatable."""
+
+    name: str
+
+    @property
+    def model(self) -> str: ...
+
+    async def achat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int = 256,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion: ...
+
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int = 256,
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion: ...
+
+
+def completion_from_cache(cache: ResponseCache | None, key: str) -> Completion | None:
+    """A cached completion marked ``cached=True``, or None on a miss or an entry that no longer validates."""
+    if cache is None:
+        return None
+    payload = cache.get(key)
+    if payload is None:
+        return None
+    try:
+        completion = Completion.model_validate(payload)
+    except ValidationError:
+        return None
+    return completion.model_copy(update={"cached": True})
+
+
+def store_completion(cache: ResponseCache | None, key: str, completion: Completion) -> None:
+    if cache is not None:
+        cache.put(key, completion.model_dump(mode="json", exclude={"cached"}))
