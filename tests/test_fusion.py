@@ -340,8 +340,8 @@ def test_text_only_catalog_works_end_to_end(encoder: Any, caplog: pytest.LogCapt
         fused = FusedScorer(config, encoder=encoder).fit(demo_catalog, None)
     assert set(fused.scorers) == {"text"} and "leaving out" in caplog.text
     user = load_demo_user()
-    history = np.array(demo_catalog.indices_of(user.history.item_ids), dtype=np.int64)
-    queries = [UserQuery(history=history), UserQuery(history=np.zeros(0, dtype=np.int64), profile=user.profile.text)]
+    history = np.array(demo_catalog.indices_of(user.history), dtype=np.int64)
+    queries = [UserQuery(history=history), UserQuery(history=np.zeros(0, dtype=np.int64), profile=user.profile)]
     scores = mask_history(fused.score(queries), queries)
     text_only = mask_history(fused.scorers["text"].score(queries), queries)
     assert np.array_equal(top_k(scores, 20), top_k(text_only, 20))
@@ -349,6 +349,14 @@ def test_text_only_catalog_works_end_to_end(encoder: Any, caplog: pytest.LogCapt
     for row in top_k(scores, 10):
         shared = sum(bool(liked & set(demo_catalog[int(i)].genres)) for i in row)
         assert shared >= 7, [demo_catalog[int(i)].title for i in row]
+    # history and profile together: the same blend first-stage retrieval uses
+    text = fused.scorers["text"]
+    both = text.score([UserQuery(history=history, profile=user.profile)])[0]
+    profile_vector = encoder.encode([user.profile])[0].astype(np.float64)
+    history_vector = text.user_vectors([UserQuery(history=history)])[0].astype(np.float64)
+    mixed = 0.5 * history_vector + 0.5 * profile_vector
+    expected = text.item_vectors @ (mixed / np.linalg.norm(mixed))
+    np.testing.assert_allclose(both, expected, atol=1e-5)
     only_logs = config.model_copy(update={"weights": {"popularity": 1.0}})
     with pytest.raises(ConfigError, match="need interaction logs"):
         FusedScorer(only_logs, encoder=encoder).fit(demo_catalog, None)

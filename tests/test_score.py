@@ -142,21 +142,23 @@ def naive_cooccurrence(
     window: int | None,
     backward: float,
     position_decay: float,
+    user_weight: float = 0.0,
 ) -> np.ndarray:
     counts = np.zeros((N_ITEMS, N_ITEMS))
     for seq in sequences:
+        per_user = len(seq) ** -user_weight
         if window is None:
             for a in set(seq):
                 for b in set(seq):
                     if a != b:
-                        counts[a, b] += 1
+                        counts[a, b] += per_user
             continue
         for p, a in enumerate(seq):
             for q in range(p + 1, min(len(seq), p + window + 1)):
                 b = seq[q]
                 if a == b:
                     continue
-                w = position_decay ** (q - p - 1)
+                w = position_decay ** (q - p - 1) * per_user
                 counts[a, b] += w
                 counts[b, a] += backward * w
     return counts
@@ -171,17 +173,23 @@ def naive_user_scores(similarity: np.ndarray, history: list[int], recent: int | 
 
 
 @pytest.mark.parametrize(
-    ("window", "backward", "position_decay", "normalise", "recent", "decay"),
+    ("window", "backward", "position_decay", "normalise", "recent", "decay", "user_weight"),
     [
-        (None, 1.0, 1.0, "none", 5, 0.7),
-        (None, 1.0, 1.0, "cosine", 3, 0.5),
-        (2, 1.0, 1.0, "cosine", 4, 0.8),
-        (3, 0.0, 0.5, "conditional", None, 1.0),
-        (4, 0.3, 0.8, "asymmetric", 2, 0.6),
+        (None, 1.0, 1.0, "none", 5, 0.7, 0.0),
+        (None, 1.0, 1.0, "cosine", 3, 0.5, 0.5),
+        (2, 1.0, 1.0, "cosine", 4, 0.8, 0.0),
+        (3, 0.0, 0.5, "conditional", None, 1.0, 1.0),
+        (4, 0.3, 0.8, "asymmetric", 2, 0.6, 0.25),
     ],
 )
 def test_cooccurrence_matches_naive(
-    window: int | None, backward: float, position_decay: float, normalise: str, recent: int | None, decay: float
+    window: int | None,
+    backward: float,
+    position_decay: float,
+    normalise: str,
+    recent: int | None,
+    decay: float,
+    user_weight: float,
 ) -> None:
     sequences = random_sequences(4)
     scorer = CooccurrenceScorer(
@@ -192,8 +200,9 @@ def test_cooccurrence_matches_naive(
         backward=backward,
         position_decay=position_decay,
         alpha=0.3,
+        user_weight=user_weight,
     ).fit(make_catalog(), train_of(sequences))
-    counts = naive_cooccurrence(sequences, window, backward, position_decay)
+    counts = naive_cooccurrence(sequences, window, backward, position_decay, user_weight)
     support = np.array([max(sum(j in s for s in sequences), 1) for j in range(N_ITEMS)], dtype=float)
     a = {"none": 0.0, "cosine": 0.5, "conditional": 1.0, "asymmetric": 0.3}[normalise]
     similarity = counts if normalise == "none" else counts / np.outer(support**a, support ** (1 - a))
@@ -284,25 +293,25 @@ def unit_vectors(seed: int, n: int = N_ITEMS, dim: int = 6) -> np.ndarray:
 @pytest.mark.parametrize("strategy", ["mean", "recency", "last", "maxsim"])
 def test_text_cosine_matches_naive(strategy: str) -> None:
     vectors = unit_vectors(7)
-    scorer = TextCosineScorer(strategy, history_length=3, item_vectors=vectors, recency_decay=0.5)  # type: ignore[arg-type]
+    scorer = TextCosineScorer(strategy, history_length=3, item_vectors=vectors, half_life=2.0)  # type: ignore[arg-type]
     scorer.fit(make_catalog(), None)
     queries = QUERIES[:3]
     scores = scorer.score(queries)
     for row, query in enumerate(queries):
         recent = query.history.tolist()[-3:]
+        if strategy != "maxsim":
+            weights = {
+                "mean": [1.0] * len(recent),
+                "recency": [0.5 ** ((len(recent) - 1 - p) / 2.0) for p in range(len(recent))],
+                "last": [0.0] * (len(recent) - 1) + [1.0],
+            }[strategy]
+            user = sum(w * vectors[h] for w, h in zip(weights, recent, strict=True))
+            user = user / np.linalg.norm(user)
         for j in range(N_ITEMS):
-            cosines = [float(vectors[h] @ vectors[j]) for h in recent]
             if strategy == "maxsim":
-                expected = max(cosines)
-            elif strategy == "last":
-                expected = cosines[-1]
+                expected = max(float(vectors[h] @ vectors[j]) for h in recent)
             else:
-                weights = (
-                    [1.0] * len(recent)
-                    if strategy == "mean"
-                    else [0.5 ** (len(recent) - 1 - p) for p in range(len(recent))]
-                )
-                expected = sum(w * c for w, c in zip(weights, cosines, strict=True)) / sum(weights)
+                expected = float(user @ vectors[j])
             assert scores[row, j] == pytest.approx(expected, abs=1e-6)
 
 
@@ -353,3 +362,8 @@ def test_ranking_to_scores_uses_positions_and_neutralises_fallbacks() -> None:
     fallback = ranking.model_copy(update={"fallback": True, "fallback_reason": "timeout"})
     assert np.all(ranking_to_scores(fallback, catalog, candidates) == 0.0)
     np.testing.assert_allclose(ranking_to_scores(ranking, catalog, candidates, kind="linear"), [0.5, 0.25, 1.0, 0.75])
+    scored = ranking.model_copy(
+        update={"items": [RankedItem(id=f"i{k}", title="", score=s, source="llm") for k, s in ((2, -0.1), (9, -2.0))]}
+    )
+    # the ranking's own scores (verbalizer log-probabilities); missing candidates get the lowest score present
+    np.testing.assert_allclose(ranking_to_scores(scored, catalog, candidates, kind="score"), [-2.0, -2.0, -0.1, -2.0])

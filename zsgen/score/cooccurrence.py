@@ -34,6 +34,7 @@ def pair_counts(
     backward: float = 1.0,
     position_decay: float = 1.0,
     time_window: float | None = None,
+    user_weight: float = 0.0,
 ) -> sp.csr_matrix:
     """Item × item matrix of how often item ``j`` was consumed near item ``i``; the diagonal is zero.
 
@@ -41,14 +42,18 @@ def pair_counts(
     every user's sequence, each pair of events ``d <= w`` positions apart adds ``position_decay**(d-1)`` to
     ``[earlier, later]`` and ``backward`` times that to ``[later, earlier]`` (``backward=1`` is symmetric,
     ``backward=0`` purely "j after i"). ``time_window`` (seconds) further keeps only pairs at most that far apart
-    in time. The loop is over offsets ``d``, each one vectorised over the concatenated log.
+    in time. ``user_weight`` (γ) weighs every pair of a user with ``n_u**-γ`` (``n_u`` the user's event count), so
+    the few users with hundreds of events do not dominate the counts. The loop is over offsets ``d``, each one
+    vectorised over the concatenated log.
     """
     n = train.n_items
+    lengths = np.array([s.size for s in train.sequences], dtype=np.float64)
+    per_user = np.maximum(lengths, 1.0) ** (-user_weight)
     if window is None:
         if time_window is not None:
             raise ConfigError("co-occurrence time_window needs a position window too (set window)")
         x = train.incidence()
-        counts = (x.T @ x).tocsr()
+        counts = (x.T @ sp.diags(per_user) @ x).tocsr()
     else:
         if window < 1:
             raise ConfigError(f"co-occurrence window must be >= 1, got {window}")
@@ -67,10 +72,10 @@ def pair_counts(
             if stamps is not None:
                 same &= np.abs(stamps[d:] - stamps[:-d]) <= time_window
             earlier, later = items[:-d][same], items[d:][same]
-            weight = position_decay ** (d - 1)
+            weight = position_decay ** (d - 1) * per_user[users[:-d][same]]
             rows += [earlier, later]
             cols += [later, earlier]
-            vals += [np.full(earlier.size, weight), np.full(earlier.size, weight * backward)]
+            vals += [weight, weight * backward]
         if rows:
             counts = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
         else:
@@ -108,7 +113,7 @@ def keep_top_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
 class CooccurrenceScorer:
     """Sum over the user's ``recent`` last items (the k-th newest weighted ``decay**k``) of item-item similarity.
 
-    See :func:`pair_counts` for ``window``/``backward``/``position_decay``/``time_window`` and
+    See :func:`pair_counts` for ``window``/``backward``/``position_decay``/``time_window``/``user_weight`` and
     :func:`normalise_pairs` for ``normalise``/``alpha``. Defaults are a reasonable start; tune them on validation.
     """
 
@@ -125,6 +130,7 @@ class CooccurrenceScorer:
         position_decay: float = 1.0,
         time_window: float | None = None,
         alpha: float = 0.5,
+        user_weight: float = 0.0,
         name: str = "cooccurrence",
     ) -> None:
         if normalise not in _NORMALISATIONS:
@@ -133,8 +139,8 @@ class CooccurrenceScorer:
             raise ConfigError(f"co-occurrence recent must be >= 1 (or None for all), got {recent}")
         if not 0.0 < decay <= 1.0:
             raise ConfigError(f"co-occurrence decay must be within (0, 1], got {decay}")
-        if backward < 0 or position_decay <= 0:
-            raise ConfigError("co-occurrence backward must be >= 0 and position_decay > 0")
+        if backward < 0 or position_decay <= 0 or user_weight < 0:
+            raise ConfigError("co-occurrence backward and user_weight must be >= 0, position_decay > 0")
         self.recent = recent
         self.decay = decay
         self.normalise: Normalise = normalise
@@ -143,6 +149,7 @@ class CooccurrenceScorer:
         self.position_decay = position_decay
         self.time_window = time_window
         self.alpha = alpha
+        self.user_weight = user_weight
         self.name = name
         self.similarity: sp.csr_matrix | None = None
 
@@ -154,6 +161,7 @@ class CooccurrenceScorer:
             backward=self.backward,
             position_decay=self.position_decay,
             time_window=self.time_window,
+            user_weight=self.user_weight,
         )
         support = np.asarray(train.incidence().sum(axis=0), dtype=np.float64).ravel()
         self.similarity = normalise_pairs(counts, support, self.normalise, self.alpha)

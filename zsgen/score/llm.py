@@ -25,10 +25,10 @@ logger = logging.getLogger(__name__)
 
 #: ``(query, candidate catalog indices in generator order) -> one score per candidate, higher = better``.
 CandidateScoreFn = Callable[[UserQuery, IndexArray], npt.NDArray[np.float64]]
-RankScore = Literal["reciprocal", "linear"]
+RankScore = Literal["reciprocal", "linear", "score"]
 
 
-def position_scores(n: int, kind: RankScore = "reciprocal") -> npt.NDArray[np.float64]:
+def position_scores(n: int, kind: Literal["reciprocal", "linear"] = "reciprocal") -> npt.NDArray[np.float64]:
     """Scores for ranks 0..n-1: ``1/(rank+1)`` (reciprocal) or ``1 - rank/n`` (linear)."""
     ranks = np.arange(n, dtype=np.float64)
     return 1.0 / (ranks + 1.0) if kind == "reciprocal" else 1.0 - ranks / max(n, 1)
@@ -44,20 +44,27 @@ def ranking_to_scores(
 ) -> npt.NDArray[np.float64]:
     """Turn a :class:`~zsgen.types.Ranking` of the candidates into one score per candidate (in candidate order).
 
-    Scores come from rank positions, which every strategy produces (generated lists and verbalizer alike). A
-    fallback ranking carries no LLM information, so by default all candidates get the same score and the other
-    signals decide; ``fallback="keep"`` scores the fallback order like any other. Candidates missing from the ranking
-    (a truncated answer) rank after those present, in candidate order.
+    ``kind="reciprocal"``/``"linear"`` score rank positions, which every strategy produces (generated lists and
+    verbalizer alike); ``kind="score"`` keeps the ranking's own item scores (a verbalizer's label log-probabilities)
+    and gives candidates missing from the ranking the lowest score present. A fallback ranking carries no LLM
+    information, so by default all candidates get the same score and the other signals decide; ``fallback="keep"``
+    scores the fallback order like any other. Candidates missing from the ranking (a truncated answer) rank after
+    those present, in candidate order.
     """
     n = len(candidate_indices)
     if ranking.fallback and fallback == "neutral":
         return np.zeros(n, dtype=np.float64)
     position = {int(i): p for p, i in enumerate(candidate_indices)}
     order: list[int] = []
+    given: dict[int, float] = {}
     for item in ranking.items:
         p = position.get(catalog.index_of(item.id))
-        if p is not None and p not in order:
+        if p is not None and p not in given:
             order.append(p)
+            given[p] = float(item.score)
+    if kind == "score":
+        floor = min(given.values(), default=0.0)
+        return np.array([given.get(p, floor) for p in range(n)], dtype=np.float64)
     present = set(order)
     order += [p for p in range(n) if p not in present]
     scores = np.empty(n, dtype=np.float64)
@@ -71,7 +78,8 @@ def reranker_scores(
     """Wrap an object with ``rerank(history, candidates, profile=...) -> Ranking`` (the zsgen Reranker) as a callable.
 
     Candidates are passed in generator order with a descending placeholder score (their generator rank), which a
-    cosine fallback inside the reranker would keep.
+    cosine fallback inside the reranker would keep. A known user's row seeds the reranker, so candidate shuffles
+    differ between users (a fixed shuffle would give every user the same position bias) yet repeat across runs.
     """
 
     def score(query: UserQuery, candidate_indices: IndexArray) -> npt.NDArray[np.float64]:
@@ -81,7 +89,8 @@ def reranker_scores(
             Candidate(item_id=catalog[int(i)].id, score=float(n - rank)) for rank, i in enumerate(candidate_indices)
         ]
         profile = Profile(text=query.profile) if query.profile and query.profile.strip() else None
-        ranking = reranker.rerank(history, candidates, profile=profile)
+        seed = None if query.user is None else int(query.user)
+        ranking = reranker.rerank(history, candidates, profile=profile, seed=seed)
         return ranking_to_scores(ranking, catalog, candidate_indices, kind=kind, fallback=fallback)
 
     return score

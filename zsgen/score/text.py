@@ -3,37 +3,40 @@
 The only signal that works on a catalog with no interaction log, and the one that covers brand-new items. Item
 vectors are unit rows (the :class:`~zsgen.embed.base.Encoder` contract), so dot products are cosines.
 
-User-vector strategies over the last ``history_length`` items:
-
-- ``mean``: the average of their vectors;
-- ``recency``: a weighted average, the k-th newest weighted ``recency_decay**k``;
-- ``last``: the newest item alone (LLMSeqSim's strong baseline);
-- ``maxsim``: no single vector — an item scores its best cosine to any of the items (keeps distinct tastes apart).
-
-A user with no history but a profile text is scored by the profile's vector under every strategy.
+The user vector is built exactly as first-stage retrieval builds it (:func:`zsgen.retrieve.history_vector`, same
+strategies ``mean`` / ``recency`` / ``last`` / ``maxsim`` over the last ``history_length`` items, same blend with a
+profile), so "text cosine" means one thing whether it retrieves candidates or is one signal in a fusion. This scorer
+adds batch scoring of many users over precomputed item vectors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError, EmptyHistoryError
+from zsgen.retrieve import (
+    DEFAULT_HALF_LIFE,
+    DEFAULT_PROFILE_WEIGHT,
+    STRATEGIES,
+    UserVectorStrategy,
+    blend,
+    history_vector,
+)
 from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, not_fitted
 
 if TYPE_CHECKING:  # the encoder package is only needed when vectors are not given
     from zsgen.embed.base import Encoder
 
-Strategy = Literal["mean", "recency", "last", "maxsim"]
-STRATEGIES: tuple[Strategy, ...] = ("mean", "recency", "last", "maxsim")
+Strategy = UserVectorStrategy
 
 
 class TextCosineScorer:
-    """Cosine between item text vectors and a user vector built by ``strategy``.
+    """Cosine between item text vectors and a user vector built by ``strategy`` (see the module docstring).
 
     Give ``item_vectors`` (rows in catalog order, unit length) to skip encoding, e.g. from an embedding cache or in
     tests; otherwise ``fit`` renders item text with :class:`~zsgen.itemtext.ItemTextTemplate` and encodes it with
@@ -49,19 +52,23 @@ class TextCosineScorer:
         encoder: Encoder | None = None,
         item_vectors: npt.ArrayLike | None = None,
         *,
-        recency_decay: float = 0.7,
+        half_life: float = DEFAULT_HALF_LIFE,
+        profile_weight: float = DEFAULT_PROFILE_WEIGHT,
         name: str = "text",
     ) -> None:
         if strategy not in STRATEGIES:
             raise ConfigError(f"text strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
         if history_length < 1:
             raise ConfigError(f"text history_length must be >= 1, got {history_length}")
-        if not 0.0 < recency_decay <= 1.0:
-            raise ConfigError(f"text recency_decay must be within (0, 1], got {recency_decay}")
+        if half_life <= 0:
+            raise ConfigError(f"text half_life must be positive, got {half_life}")
+        if not 0.0 <= profile_weight <= 1.0:
+            raise ConfigError(f"text profile_weight must be within [0, 1], got {profile_weight}")
         self.strategy: Strategy = strategy
         self.history_length = history_length
         self.encoder = encoder
-        self.recency_decay = recency_decay
+        self.half_life = half_life
+        self.profile_weight = profile_weight
         self.name = name
         self._given = None if item_vectors is None else np.asarray(item_vectors, dtype=np.float32)
         self.item_vectors: npt.NDArray[np.float32] | None = None
@@ -89,44 +96,40 @@ class TextCosineScorer:
             self.encoder = default_encoder()
         return self.encoder
 
+    def _profiles(self, queries: Sequence[UserQuery]) -> dict[int, npt.NDArray[np.float32]]:
+        """Profile vectors of the queries that have profile text, encoded in one batch."""
+        rows = [row for row, q in enumerate(queries) if q.profile and q.profile.strip()]
+        if not rows:
+            return {}
+        vectors = self._encoder().encode([queries[row].profile or "" for row in rows])
+        return {row: vectors[i] for i, row in enumerate(rows)}
+
+    def _recent(self, query: UserQuery, row: int, has_profile: bool) -> npt.NDArray[np.int64]:
+        """The last ``history_length`` items (possibly none when a profile is given)."""
+        history = np.asarray(query.history, dtype=np.int64)
+        assert self.item_vectors is not None
+        if history.size and (int(history.min()) < 0 or int(history.max()) >= self.item_vectors.shape[0]):
+            raise DataError(f"query {row}: history has item indices outside the catalog", field="history")
+        if not history.size and not has_profile:
+            raise EmptyHistoryError(f"query {row} has neither history nor profile text")
+        return history[-self.history_length :]
+
     def user_vectors(self, queries: Sequence[UserQuery]) -> npt.NDArray[np.float32]:
-        """One vector per query for the single-vector strategies (``maxsim`` has none)."""
+        """One unit vector per query for the single-vector strategies (``maxsim`` has none)."""
         if self.item_vectors is None:
             raise not_fitted(self.name)
         if self.strategy == "maxsim":
             raise ConfigError("the maxsim strategy compares items one by one and has no single user vector")
-        vectors = self.item_vectors
-        out = np.zeros((len(queries), vectors.shape[1]), dtype=np.float32)
-        profiles: dict[int, str] = {}
+        profiles = self._profiles(queries)
+        out = np.zeros((len(queries), self.item_vectors.shape[1]), dtype=np.float32)
         for row, query in enumerate(queries):
-            recent = self._recent(query, row)
-            if recent is None:
-                profiles[row] = query.profile or ""
+            recent = self._recent(query, row, row in profiles)
+            if not recent.size:
+                out[row] = profiles[row]
                 continue
-            if self.strategy == "last":
-                out[row] = vectors[recent[-1]]
-            else:
-                weights = (
-                    np.ones(recent.size)
-                    if self.strategy == "mean"
-                    else self.recency_decay ** np.arange(recent.size - 1, -1, -1, dtype=np.float64)
-                )
-                out[row] = (weights / weights.sum()) @ vectors[recent]
-        if profiles:
-            out[list(profiles)] = self._encoder().encode(list(profiles.values()))
+            vector = history_vector(self.item_vectors[recent], self.strategy, half_life=self.half_life)
+            out[row] = blend(vector, profiles[row], self.profile_weight) if row in profiles else vector
         return out
-
-    def _recent(self, query: UserQuery, row: int) -> npt.NDArray[np.int64] | None:
-        """The last ``history_length`` items, or ``None`` when only a profile is available."""
-        history = np.asarray(query.history, dtype=np.int64)
-        assert self.item_vectors is not None
-        if history.size:
-            if int(history.min()) < 0 or int(history.max()) >= self.item_vectors.shape[0]:
-                raise DataError(f"query {row}: history has item indices outside the catalog", field="history")
-            return history[-self.history_length :]
-        if query.profile and query.profile.strip():
-            return None
-        raise EmptyHistoryError(f"query {row} has neither history nor profile text")
 
     def score(self, queries: Sequence[UserQuery]) -> ScoreMatrix:
         if self.item_vectors is None:
@@ -134,12 +137,16 @@ class TextCosineScorer:
         vectors = self.item_vectors
         if self.strategy != "maxsim":
             return np.asarray(self.user_vectors(queries) @ vectors.T, dtype=np.float64)
+        profiles = self._profiles(queries)
         out = np.empty((len(queries), vectors.shape[0]), dtype=np.float64)
         for row, query in enumerate(queries):
-            recent = self._recent(query, row)
-            if recent is None:
-                profile = self._encoder().encode([query.profile or ""])
-                out[row] = (profile @ vectors.T)[0]
-            else:
-                out[row] = (vectors[recent] @ vectors.T).max(axis=0)
+            recent = self._recent(query, row, row in profiles)
+            profile_scores = (vectors @ profiles[row]).astype(np.float64) if row in profiles else None
+            if not recent.size:
+                assert profile_scores is not None
+                out[row] = profile_scores
+                continue
+            best = (vectors[recent] @ vectors.T).max(axis=0).astype(np.float64)
+            w = self.profile_weight
+            out[row] = best if profile_scores is None else (1.0 - w) * best + w * profile_scores
         return out
