@@ -14,7 +14,7 @@ from zsgen.catalog import Catalog
 from zsgen.embed import Encoder, default_encoder
 from zsgen.errors import EmptyHistoryError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
-from zsgen.rerank import Reranker, RerankConfig
+from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieve import Retriever, UserVectorStrategy
 from zsgen.types import History, Interaction, Profile, RankedItem, Ranking
 
@@ -108,12 +108,11 @@ class Recommender:
             pools.append(min(pool, self._rankable(resolved)))
         candidate_lists = self.retriever.retrieve_batch(
             [(h, p) for h, p in prepared],
-            k=max(pools),
+            k=pools,
             strategy=self.strategy,
             threshold=self.threshold,
             history_length=self.history_length,
         )
-        candidate_lists = [c[:pool] for c, pool in zip(candidate_lists, pools, strict=True)]
         retrieve_s = (time.perf_counter() - start) / max(len(requests), 1)
         if self.reranker is None:
             rankings = [

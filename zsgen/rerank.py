@@ -13,14 +13,14 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zsgen.catalog import Catalog
-from zsgen.errors import BackendError, ConfigError, LabelTokenError, LLMError, ParseError
+from zsgen.errors import BackendError, LabelTokenError, LLMError, ParseError
 from zsgen.itemtext import display_title
 from zsgen.labels import make_labels
 from zsgen.parse import parse_ranking
@@ -28,6 +28,7 @@ from zsgen.prompts import PromptLibrary, PromptTemplate
 from zsgen.types import Candidate, History, Item, Profile, RankedItem, Ranking, Source, Usage
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Strategy = Literal["listwise", "recency", "in_context", "nir", "verbalizer", "pointwise"]
 BackendName = Literal["openai", "local", "verbalizer"]
@@ -85,7 +86,9 @@ class RerankConfig(BaseModel):
         if needs_verbalizer and self.backend != "verbalizer":
             raise ValueError(f"strategy {self.strategy!r} reads logits: use backend 'verbalizer'")
         if not needs_verbalizer and self.backend == "verbalizer":
-            raise ValueError(f"backend 'verbalizer' supports strategies 'verbalizer' and 'pointwise', not {self.strategy!r}")
+            raise ValueError(
+                f"backend 'verbalizer' supports strategies 'verbalizer' and 'pointwise', not {self.strategy!r}"
+            )
         return self
 
 
@@ -263,6 +266,7 @@ class Reranker:
         usage = Usage()
         rounds: list[_RoundResult] = []
         errors: list[str] = []
+        failed_texts: list[str] = []
         if len(candidates) <= 1:
             return self._fallback(candidates, "fewer than two candidates", usage, start, parse_status="none")
         try:
@@ -275,6 +279,9 @@ class Reranker:
                 except LLMError as exc:
                     errors.append(_reason(exc))
                     logger.info("rerank round failed: %s", exc)
+                    if isinstance(exc, _RoundFailure):
+                        usage = usage.add(exc.usage)
+                        failed_texts.append(exc.raw_text)
                     continue
                 usage = usage.add(used)
                 rounds.append(result)
@@ -284,7 +291,10 @@ class Reranker:
             errors.append(_reason(exc))
         if not rounds:
             reason = errors[0] if errors else "no answer"
-            return self._fallback(candidates, reason, usage, start, parse_status="fallback")
+            ranking = self._fallback(candidates, reason, usage, start, parse_status="fallback")
+            if failed_texts:
+                ranking.raw_text = "\n---\n".join(failed_texts)
+            return ranking
         return self._assemble(candidates, rounds, errors, usage, start)
 
     # -- internals ------------------------------------------------------------------------------------------------
@@ -336,12 +346,17 @@ class Reranker:
         completion = await self._chat(messages, schema=RANKING_SCHEMA)
         usage = usage.add(completion.usage)
         if completion.finish_reason == "length":
-            raise BackendError("the answer was cut off at the token limit", reason="truncated")
+            raise _RoundFailure("truncated", raw_text=completion.text, usage=usage)
         labels = [v["label"] for v in views]
         titles = [v["title"] for v in views]
         # Missing candidates are appended in retrieval order, which in shown positions is the order of `shown`.
         fallback_positions = sorted(range(len(shown)), key=lambda pos: shown[pos])
-        parsed = parse_ranking(completion.text, labels, titles, fallback_order=fallback_positions)
+        try:
+            parsed = parse_ranking(
+                completion.text, labels, titles, fallback_order=fallback_positions, expected=len(views)
+            )
+        except ParseError:
+            raise _RoundFailure("unparseable", raw_text=completion.text, usage=usage) from None
         order = [shown[pos] for pos in parsed.order]
         from_llm = {shown[pos] for pos in parsed.order[: parsed.from_llm]}
         return (
@@ -360,7 +375,7 @@ class Reranker:
             return await self.backend.achat(messages, max_tokens=self.config.max_tokens, json_schema=schema)
         except LLMError:
             raise
-        except Exception as exc:  # noqa: BLE001 - any client fault is an LLM fault, never the caller's problem
+        except Exception as exc:
             logger.warning("backend raised %s", type(exc).__name__)
             raise BackendError(f"backend raised {type(exc).__name__}: {exc}", reason="backend_exception") from exc
 
@@ -376,9 +391,7 @@ class Reranker:
             chunk = list(shown[start : start + window])
             views = self._candidate_views(candidates, chunk)
             messages = template.render(**variables, candidates=views, n=1)
-            logprobs = await asyncio.to_thread(
-                self.backend.label_logprobs, messages, [v["label"] for v in views]
-            )
+            logprobs = await asyncio.to_thread(self.backend.label_logprobs, messages, [v["label"] for v in views])
             calls += 1
             prompt_tokens += int(getattr(self.backend, "last_prompt_tokens", 0) or 0)
             for index, value in zip(chunk, logprobs, strict=True):
@@ -490,15 +503,25 @@ class Reranker:
         }
 
 
+class _RoundFailure(LLMError):
+    """A round whose answer arrived but could not be used; keeps the text and tokens for the result."""
+
+    def __init__(self, reason: str, *, raw_text: str, usage: Usage) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw_text = raw_text
+        self.usage = usage
+
+
 def _reason(exc: LLMError) -> str:
-    if isinstance(exc, BackendError):
+    if isinstance(exc, _RoundFailure | BackendError):
         return exc.reason
     if isinstance(exc, ParseError):
         return "unparseable"
     return type(exc).__name__
 
 
-def _run(coro: Any) -> Any:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine from synchronous code, also when the caller already has an event loop running."""
     try:
         asyncio.get_running_loop()
