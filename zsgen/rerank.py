@@ -393,7 +393,7 @@ class Reranker:
             messages = template.render(**variables, candidates=views, n=1)
             logprobs = await asyncio.to_thread(self.backend.label_logprobs, messages, [v["label"] for v in views])
             calls += 1
-            prompt_tokens += int(getattr(self.backend, "last_prompt_tokens", 0) or 0)
+            prompt_tokens += self.backend.count_tokens(messages)
             for index, value in zip(chunk, logprobs, strict=True):
                 scores[index] = float(value)
         values = [scores[i] for i in range(len(candidates))]
@@ -414,7 +414,8 @@ class Reranker:
         probabilities = await asyncio.to_thread(self.backend.yes_probabilities, conversations)
         values = [float(p) for p in probabilities]
         order = order_by(values)
-        prompt_tokens = int(getattr(self.backend, "last_prompt_tokens", 0) or 0)
+        # Tokens in the prompts as written; prefix reuse means fewer are actually computed.
+        prompt_tokens = sum(self.backend.count_tokens(c) for c in conversations)
         return (
             _RoundResult(order=order, from_llm=set(order), scores=values),
             Usage(prompt_tokens=prompt_tokens, calls=1),
