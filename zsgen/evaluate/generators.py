@@ -48,7 +48,8 @@ TIE_DECIMALS = 10
 
 def tie_safe(scores: npt.ArrayLike) -> FloatArray:
     """Scores with float noise below :data:`TIE_DECIMALS` removed, so equal scores compare equal."""
-    return np.round(np.asarray(scores, dtype=np.float64), TIE_DECIMALS)
+    values = np.asarray(scores, dtype=np.float64)
+    return np.asarray(values.round(TIE_DECIMALS), dtype=np.float64)
 
 
 class CandidateGenerator(Protocol):

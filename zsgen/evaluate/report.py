@@ -48,13 +48,15 @@ def render_markdown(summary: Summary) -> str:
     k = summary.headline_k
     hr_cols = [f"HR@{x}" for x in summary.ks]
     ndcg_cols = [f"NDCG@{x}" for x in summary.ks] + ["MRR"]
+    has_llm = any(r.llm is not None for r in summary.rankers)
     out: list[str] = [f"# {summary.name}", ""]
     if summary.description:
         out += [summary.description.strip(), ""]
     out += [
         f"- dataset: `{summary.dataset}` ({summary.split} split: leave-one-out by time)",
-        f"- protocol: {summary.protocol}; candidates: {summary.generator} "
-        f"(mean list length {summary.mean_candidates:.1f}); prompt history: last {summary.history_length} items",
+        f"- protocol: {summary.protocol}; candidates: {summary.generator} (mean list length "
+        f"{summary.mean_candidates:.1f})"
+        + (f"; LLM prompts see the last {summary.history_length} items" if has_llm else ""),
         f"- users: {summary.users}; seed {summary.seed}; {summary.bootstrap} bootstrap resamples",
         f"- candidate recall (target among the candidates): {_num(summary.candidate_recall)} "
         f"({summary.users_with_target} of {summary.users} users)",
@@ -175,6 +177,9 @@ def plot_positions(summary: Summary, path: Path) -> None:
         xs = [(b.first + b.last) / 2 for b in ranker.by_position if b.users]
         ys = [b.ndcg for b in ranker.by_position if b.users]
         ax.plot(xs, ys, marker="o", markersize=3, label=ranker.name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("position of the target in the shown list (1 = first)")
     ax.set_ylabel(f"NDCG@{k}")
     ax.set_title(f"{summary.name}: NDCG@{k} by target position")

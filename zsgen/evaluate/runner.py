@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import EvalConfig, RankerConfig, write_resolved
@@ -244,9 +246,7 @@ def user_record(
     results: dict[str, Any] = {}
     for name, outcome in outcomes.items():
         items = candidates.items[outcome.order]
-        rank = None
-        if position is not None:
-            rank = int(next(i for i, p in enumerate(outcome.order) if int(p) == position))
+        rank = None if position is None else int(np.flatnonzero(outcome.order == position)[0])
         entry: dict[str, Any] = {"rank": rank, "top": [catalog[int(i)].id for i in items[:TOP_IDS]]}
         if outcome.llm is not None:
             stats = outcome.llm

@@ -1,0 +1,261 @@
+"""End to end: ``zsgen evaluate`` on a tiny dataset through the packaged local model, resume after SIGKILL, and
+clear errors for runs that cannot start."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from zsgen.errors import ConfigError, DataError, TemplateError
+from zsgen.evaluate import evaluate, load_config
+from zsgen.evaluate.metrics import rank_metrics
+from zsgen.evaluate.runner import read_log
+from zsgen.paths import data_dir
+
+USERS = 6
+
+CONFIG = """
+name = "tiny"
+protocol = "llmrank"
+history_length = 3
+seed = 3
+users = {users}
+batch_users = 2
+
+[dataset]
+path = "{catalog}"
+interactions = "log.jsonl"
+
+[candidates]
+n = 6
+
+[metrics]
+baseline = "cosine"
+bootstrap = 200
+
+[[rankers]]
+name = "random"
+kind = "random"
+
+[[rankers]]
+name = "popularity"
+kind = "popularity"
+
+[[rankers]]
+name = "generator"
+kind = "generator"
+
+[[rankers]]
+name = "cosine"
+kind = "cosine"
+strategy = "mean"
+history_length = 5
+
+[[rankers]]
+name = "verbalizer"
+kind = "llm"
+
+[rankers.rerank]
+strategy = "verbalizer"
+backend = "verbalizer"
+"""
+
+
+def write_log(folder: Path) -> None:
+    """Users who mostly watch one genre of the packaged demo catalog, in time order."""
+    catalog = [json.loads(line) for line in (data_dir() / "demo_catalog.jsonl").read_text().splitlines() if line]
+    by_genre: dict[str, list[str]] = {}
+    for item in catalog:
+        by_genre.setdefault(item["genres"][0], []).append(item["id"])
+    genres = sorted(g for g, ids in by_genre.items() if len(ids) >= 8)
+    rng = np.random.default_rng(0)
+    lines = []
+    for u in range(24):
+        liked = by_genre[genres[u % len(genres)]]
+        picks = rng.choice(liked, size=6, replace=False).tolist()
+        picks += rng.choice([i["id"] for i in catalog if i["id"] not in picks], size=2, replace=False).tolist()
+        for t, item in enumerate(rng.permutation(picks).tolist()):
+            lines.append(json.dumps({"user_id": f"u{u}", "item_id": item, "timestamp": 1000 * u + t, "rating": 4}))
+    (folder / "log.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny")
+    write_log(folder)
+    text = CONFIG.format(users=USERS, catalog=(data_dir() / "demo_catalog.jsonl").as_posix())
+    (folder / "tiny.toml").write_text(text, encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished(tiny: Path) -> Path:
+    """One uninterrupted run through the CLI entry point."""
+    from zsgen.cli import main
+
+    out = tiny / "run"
+    assert main(["evaluate", "--config", str(tiny / "tiny.toml"), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def stable(record: dict[str, Any]) -> dict[str, Any]:
+    """A log line without wall-clock fields."""
+    copy = json.loads(json.dumps(record))
+    for entry in copy["rankers"].values():
+        entry.pop("latency_s", None)
+    return copy
+
+
+def metrics_only(summary: dict[str, Any]) -> dict[str, Any]:
+    for ranker in summary["rankers"]:
+        if ranker.get("llm"):
+            for key in ("latency_mean_s", "latency_p50_s", "latency_p95_s"):
+                ranker["llm"].pop(key)
+    return summary
+
+
+@pytest.mark.slow
+def test_cli_run_writes_every_artefact(finished: Path) -> None:
+    for name in ("summary.json", "per_user.jsonl", "config.toml", "report.md", "metrics.png", "position.png"):
+        assert (finished / name).is_file(), name
+    for plot in ("metrics.png", "position.png"):
+        assert (finished / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((finished / "summary.json").read_text())
+    records = list(read_log(finished / "per_user.jsonl").values())
+    assert summary["users"] == len(records) == USERS
+    assert summary["candidate_recall"] == 1.0  # LLMRank's list always holds the target
+    assert [r["name"] for r in summary["rankers"]] == ["random", "popularity", "generator", "cosine", "verbalizer"]
+    for ranker in summary["rankers"]:
+        ranks = [r["rankers"][ranker["name"]]["rank"] for r in records]
+        expected = rank_metrics(ranks, summary["ks"])
+        for metric in ("HR@10", "NDCG@5", "MRR"):
+            assert ranker["all_users"][metric]["mean"] == pytest.approx(float(expected[metric].mean()))
+            assert ranker["all_users"][metric]["low"] <= ranker["all_users"][metric]["mean"]
+        assert (ranker["vs_baseline"] is None) == (ranker["name"] == "cosine")
+    llm = summary["rankers"][-1]["llm"]
+    assert llm["users"] == USERS and llm["calls"] >= USERS
+    assert 0.0 <= llm["fallback_rate"] <= 1.0
+    for record in records:
+        assert record["n_candidates"] == 6 and record["target_position"] is not None
+        verbalizer = record["rankers"]["verbalizer"]
+        assert {"calls", "fallback", "parse_status", "prompt_tokens", "rank"} <= set(verbalizer)
+    report = (finished / "report.md").read_text()
+    for text in ("Paired comparison against `cosine`", "LLM rankers", "verbalizer", "metrics.png"):
+        assert text in report
+    resolved = load_config(finished / "config.toml")
+    assert resolved.fingerprint() == load_config(finished.parent / "tiny.toml").fingerprint()
+    provenance = (finished / "config.toml").read_text()
+    assert "template_hash" in provenance and "transformers =" in provenance and "SmolLM2" in provenance
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_losing_or_duplicating_rows(tiny: Path, finished: Path) -> None:
+    out = tiny / "killed"
+    log = out / "per_user.jsonl"
+    command = [sys.executable, "-m", "zsgen.evaluate", "--config", str(tiny / "tiny.toml"), "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 300
+        while not (log.exists() and log.read_bytes().count(b"\n") >= 2):  # poll: kill once 2 users are logged
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "the run wrote no rows"
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    done_before = log.read_bytes().count(b"\n")
+    assert 2 <= done_before < USERS
+    with log.open("ab") as handle:  # as if the process had died in the middle of writing the next line
+        handle.write(b'{"user_id": "u99", "rankers": {"half')
+    summary = evaluate(tiny / "tiny.toml", out, progress=False)
+    assert summary.users == USERS
+    resumed = read_log(log)
+    uninterrupted = read_log(finished / "per_user.jsonl")
+    assert len(log.read_bytes().splitlines()) == USERS  # no partial line left, nothing written twice
+    assert {u: stable(r) for u, r in resumed.items()} == {u: stable(r) for u, r in uninterrupted.items()}
+    assert metrics_only(json.loads((out / "summary.json").read_text())) == metrics_only(
+        json.loads((finished / "summary.json").read_text())
+    )
+
+
+@pytest.mark.slow
+def test_rerunning_a_finished_run_adds_nothing(tiny: Path, finished: Path) -> None:
+    before = (finished / "per_user.jsonl").read_bytes()
+    summary = evaluate(tiny / "tiny.toml", finished, progress=False)
+    assert (finished / "per_user.jsonl").read_bytes() == before
+    assert summary.users == USERS
+
+
+def test_a_different_config_does_not_resume_into_old_results(tiny: Path, finished: Path) -> None:
+    other = load_config(tiny / "tiny.toml", {"seed": 4})
+    with pytest.raises(ConfigError, match="different config"):
+        evaluate(other, finished, progress=False)
+
+
+def test_unknown_dataset_and_missing_files(tiny: Path, tmp_path: Path) -> None:
+    config = load_config(tiny / "tiny.toml")
+    missing = config.model_copy(deep=True)
+    missing.dataset.path = str(tmp_path / "no-such-dataset")
+    with pytest.raises(DataError, match="unknown dataset") as caught:
+        evaluate(missing, tmp_path / "a", progress=False)
+    assert "no-such-dataset" in str(caught.value)
+    no_log = config.model_copy(deep=True)
+    no_log.dataset.interactions = str(tmp_path / "gone.jsonl")
+    with pytest.raises(DataError, match="interaction log not found"):
+        evaluate(no_log, tmp_path / "b", progress=False)
+    catalog_only = config.model_copy(deep=True)
+    catalog_only.dataset.interactions = None
+    with pytest.raises(DataError, match="no interaction log"):
+        evaluate(catalog_only, tmp_path / "c", progress=False)
+
+
+def test_unknown_template_is_reported_before_any_user_runs(tiny: Path, tmp_path: Path) -> None:
+    text = (
+        (tiny / "tiny.toml").read_text().replace('backend = "verbalizer"', 'backend = "verbalizer"\ntemplate = "nope"')
+    )
+    path = tiny / "bad-template.toml"
+    path.write_text(text)
+    with pytest.raises(TemplateError, match="nope"):
+        evaluate(path, tmp_path / "t", progress=False)
+    assert not (tmp_path / "t" / "per_user.jsonl").exists()
+
+
+def test_cli_reports_bad_configs_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zsgen.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nprotocol = "nope"\n[dataset]\npath = "."\n[[rankers]]\nname = "r"\nkind = "random"\n')
+    assert main(["evaluate", "--config", str(bad), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown protocol 'nope'" in err and str(bad) in err
+    assert main(["evaluate", "--config", str(tmp_path / "absent.toml"), "--out", str(tmp_path / "o")]) == 1
+    assert "evaluation config not found" in capsys.readouterr().err
+
+
+def test_log_reader_drops_a_torn_last_line_and_rejects_corruption(tmp_path: Path) -> None:
+    log = tmp_path / "per_user.jsonl"
+    log.write_bytes(b'{"user_id": "a", "rankers": {}}\n{"user_id": "b", "rankers": {}}\n{"user_id": "c", "ran')
+    assert list(read_log(log)) == ["a", "b"]
+    assert log.read_bytes().endswith(b'"ran')  # reading alone leaves the file as it is
+    assert list(read_log(log, repair=True)) == ["a", "b"]
+    assert log.read_bytes().endswith(b"}}\n")
+    log.write_bytes(b'{"user_id": "a"}\n{"user_id": "a"}\n')
+    with pytest.raises(DataError, match="logged twice"):
+        read_log(log)
+    log.write_bytes(b'{"user_id": "a"}\nnot json\n')
+    with pytest.raises(DataError) as caught:
+        read_log(log)
+    assert caught.value.line == 2
