@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from zsgen.score.tuning import (
     validation_split,
 )
 from zsgen.score.userfilter import UserFilteringScorer
-from zsgen.types import Item
+from zsgen.types import History, Item
 
 # -- a synthetic log where the validation and the test targets follow different signals --------------------------
 N_ITEMS = 40
@@ -222,6 +223,10 @@ def test_tune_weights_enumerates_a_small_grid_and_respects_fixed_weights() -> No
     ]
     held = tune_weights(scores, targets, search=space, fixed={"a": 2.0})
     assert all(t.weights["a"] == 2.0 for t in held.trials)
+    assert held.trials[0].weights == {"a": 2.0, "b": 0.0}  # the fixed signals alone come first
+    # a signal that cannot change any ranking never wins a tie against the fixed signals alone
+    useless = tune_weights({**scores, "flat": np.zeros((20, 8))}, targets, search=space, fixed={"a": 1.0, "b": 1.0})
+    assert useless.weights["flat"] == 0.0
 
 
 def test_validation_split_never_reads_the_last_event() -> None:
@@ -360,3 +365,53 @@ def test_text_only_catalog_works_end_to_end(encoder: Any, caplog: pytest.LogCapt
     only_logs = config.model_copy(update={"weights": {"popularity": 1.0}})
     with pytest.raises(ConfigError, match="need interaction logs"):
         FusedScorer(only_logs, encoder=encoder).fit(demo_catalog, None)
+
+
+def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: Path) -> None:
+    from zsgen.recommender import Recommender
+    from zsgen.score.retriever import FusedRetriever
+
+    inter = two_regime_log()
+    tuned, _ = tune_on_validation(TWO_SIGNALS, catalog(), inter)
+    path = tmp_path / "resolved.toml"
+    tuned.save(path)
+    retriever = FusedRetriever.from_file(path, catalog(), inter)
+    history = [14, 15, 20]
+    expected_scorer = FusedScorer(tuned).fit(catalog(), TrainData.from_interactions(inter, n_items=N_ITEMS))
+    query = [UserQuery(history=np.array(history))]
+    expected = top_k(mask_history(expected_scorer.score(query), query), 5)[0]
+    found = retriever.retrieve(History.from_ids([str(i) for i in history]), k=5)
+    assert [c.item_id for c in found] == [str(i) for i in expected]
+    assert all(a.score >= b.score for a, b in pairwise(found))
+    ranking = Recommender(catalog(), retriever=retriever).recommend([str(i) for i in history], k=5)  # type: ignore[arg-type]
+    assert ranking.item_ids == [str(i) for i in expected]
+    assert not set(ranking.item_ids) & {str(i) for i in history}
+
+
+@pytest.mark.slow
+def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`zsgen recommend --fusion` ranks with the weights tuning wrote, on the dataset's own interaction log."""
+    import json
+
+    from zsgen.cli import main
+    from zsgen.score.retriever import FusedRetriever
+
+    inter = two_regime_log()
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    (folder / "toy.item").write_text(
+        "item_id:token\tmovie_title:token_seq\n" + "".join(f"{k}\tItem {k}\n" for k in range(N_ITEMS))
+    )
+    rows = zip(inter.user_index, inter.item_index, inter.timestamp, strict=True)
+    (folder / "toy.inter").write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(f"u{u}\t{i}\t{t:.0f}\n" for u, i, t in rows)
+    )
+    tuned, _ = tune_on_validation(TWO_SIGNALS, catalog(), inter)
+    config_path = tmp_path / "resolved.toml"
+    tuned.save(config_path)
+    args = ["recommend", "--catalog", str(folder), "--fusion", str(config_path), "--k", "4", "--json"]
+    code = main([*args, "--history", "14", "15"])
+    assert code == 0
+    shown = [item["id"] for item in json.loads(capsys.readouterr().out)["items"]]
+    expected = FusedRetriever(catalog(), tuned, inter).retrieve(History.from_ids(["14", "15"]), k=4)
+    assert shown == [c.item_id for c in expected]

@@ -55,6 +55,12 @@ def _add_recommend(subparsers: Any) -> None:
     p.add_argument("--response-cache", type=Path, help="sqlite file caching LLM responses")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request LLM timeout in seconds")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--fusion",
+        type=Path,
+        help="first stage from a tuned fusion config (TOML/JSON written by zsgen.score tuning) instead of cosine; "
+        "its log-based signals use the --catalog dataset's interaction log",
+    )
     p.set_defaults(func=_cmd_recommend)
 
 
@@ -116,9 +122,18 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise ConfigError(_first_pydantic_message(exc)) from None
+    encoder = _encoder(args)
+    retriever: Any = None
+    if args.fusion is not None:  # fusion weights tuned on a validation split, reused here (zsgen.score.retriever)
+        from zsgen.loaders import load_dataset
+        from zsgen.score.retriever import FusedRetriever
+
+        log = None if args.catalog is None else load_dataset(args.catalog, format=args.data_format).interactions
+        retriever = FusedRetriever.from_file(args.fusion, catalog, log, encoder=encoder)
     recommender = Recommender(
         catalog,
-        encoder=_encoder(args),
+        encoder=encoder,
+        retriever=retriever,
         reranker=reranker,
         strategy=args.strategy,
         history_length=args.history_length,

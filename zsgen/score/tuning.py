@@ -135,6 +135,8 @@ def _search(
         return value
 
     try:
+        if any(v > 0 for v in fixed.values()):
+            run({})  # the fixed signals alone: a free signal must strictly beat them to get any weight
         for name in free:
             run({name: 1.0})
         grid_size = math.prod(len(values[n]) for n in free)
