@@ -259,3 +259,80 @@ def test_log_reader_drops_a_torn_last_line_and_rejects_corruption(tmp_path: Path
     with pytest.raises(DataError) as caught:
         read_log(log)
     assert caught.value.line == 2
+
+
+REMOTE = """
+name = "remote"
+protocol = "llmrank"
+history_length = 3
+seed = 3
+users = {users}
+batch_users = 4
+
+[dataset]
+path = "{catalog}"
+interactions = "{log}"
+
+[candidates]
+n = 5
+
+[[rankers]]
+name = "generator"
+kind = "generator"
+
+[[rankers]]
+name = "remote"
+kind = "llm"
+cost_per_million_prompt_tokens = 2.0
+cost_per_million_completion_tokens = 8.0
+
+[rankers.rerank]
+strategy = "listwise"
+backend = "openai"
+base_url = "{base_url}"
+model = "scripted-model"
+max_retries = 0
+concurrency = 4
+"""
+
+
+def test_remote_backend_runs_users_concurrently_and_reruns_from_the_cache(tiny: Path, tmp_path: Path) -> None:
+    from servers import Reply, ScriptedServer, completion_body
+
+    users = 8
+    answer = Reply(body=completion_body('{"ranking": ["B", "A"]}', prompt_tokens=100, completion_tokens=10))
+    with ScriptedServer(default=answer) as server:
+        server.script(Reply(status=400, body={"error": {"message": "bad request"}}))  # one user's call fails
+        path = tmp_path / "remote.toml"
+        path.write_text(
+            REMOTE.format(
+                users=users,
+                catalog=(data_dir() / "demo_catalog.jsonl").as_posix(),
+                log=(tiny / "log.jsonl").as_posix(),
+                base_url=server.base_url,
+            )
+        )
+        summary = evaluate(path, tmp_path / "first", progress=False)
+        asked = len(server.chat_requests)
+        llm = summary.ranker("remote").llm
+        assert llm is not None and asked == users
+        assert llm.fallback_rate == pytest.approx(1 / users)  # the 400: never retried, a flagged fallback
+        assert llm.fallback_reasons == {"http_400": 1}
+        assert llm.repair_rate == pytest.approx((users - 1) / users)  # "B, A" then the missing labels appended
+        assert llm.prompt_tokens == 100 * (users - 1) and llm.completion_tokens == 10 * (users - 1)
+        assert llm.cost == pytest.approx((100 * 2.0 + 10 * 8.0) * (users - 1) / 1e6)
+        records = read_log(tmp_path / "first" / "per_user.jsonl")
+        for record in records.values():
+            entry = record["rankers"]["remote"]
+            if not entry["fallback"]:
+                # B then A lead the order; the rest keep the shown (generator) order.
+                assert entry["top"][:2] == [record["rankers"]["generator"]["top"][i] for i in (1, 0)]
+        # The same run again (a fresh folder sharing the response cache) asks the server only for the failed user.
+        config = load_config(path)
+        config.rankers[1].rerank = {
+            **(config.rankers[1].rerank or {}),
+            "cache": str(tmp_path / "first" / "llm_cache.sqlite"),
+        }
+        again = evaluate(config, tmp_path / "second", progress=False)
+        assert len(server.chat_requests) == asked + 1
+        assert again.ranker("remote").llm.fallback_rate == 0.0  # type: ignore[union-attr]

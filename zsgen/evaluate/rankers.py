@@ -7,9 +7,11 @@ stage cost and whether it fell back.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,7 +21,7 @@ from zsgen.catalog import Catalog
 from zsgen.evaluate.generators import CandidateList, queries_for, tie_safe
 from zsgen.evaluate.split import IndexArray, UserCase, derive_seed, user_rng
 from zsgen.interactions import Interactions
-from zsgen.types import Candidate
+from zsgen.types import Candidate, History, Ranking
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +104,12 @@ class ScorerRanker:
 
 
 class LLMRanker:
-    """One :meth:`Reranker.rerank` call per user, shown the most recent ``history_length`` items of the config."""
+    """One rerank per user through :class:`zsgen.rerank.Reranker`, shown the most recent ``history_length`` items.
+
+    A remote backend (``openai``) serves many requests at once, so :meth:`rank` sends a whole batch concurrently
+    (bounded by the reranker's ``concurrency``); a local model computes one user at a time, so the runner calls
+    :meth:`rank_one` and logs each user as soon as it is done.
+    """
 
     kind = "llm"
 
@@ -122,19 +129,41 @@ class LLMRanker:
         self.history_length = int(reranker.config.history_length)
         self.seed = seed
 
+    @property
+    def concurrent(self) -> bool:
+        return str(self.reranker.config.backend) == "openai"
+
     def rank(self, cases: Sequence[UserCase], lists: Sequence[CandidateList]) -> list[RankOutcome]:
-        return [self.rank_one(case, c) for case, c in zip(cases, lists, strict=True)]
+        if not self.concurrent:
+            return [self.rank_one(case, c) for case, c in zip(cases, lists, strict=True)]
+
+        async def batch() -> list[RankOutcome]:
+            tasks = [self._arank(case, c) for case, c in zip(cases, lists, strict=True)]
+            return list(await asyncio.gather(*tasks))
+
+        return _run_coroutine(batch)
 
     def rank_one(self, case: UserCase, candidates: CandidateList) -> RankOutcome:
+        history, shown, seed = self._request(case, candidates)
+        start = time.perf_counter()
+        ranking = self.reranker.rerank(history, shown, seed=seed)
+        return self._outcome(case, shown, ranking, time.perf_counter() - start)
+
+    async def _arank(self, case: UserCase, candidates: CandidateList) -> RankOutcome:
+        history, shown, seed = self._request(case, candidates)
+        start = time.perf_counter()
+        ranking = await self.reranker.arerank(history, shown, seed=seed)
+        return self._outcome(case, shown, ranking, time.perf_counter() - start)
+
+    def _request(self, case: UserCase, candidates: CandidateList) -> tuple[History, list[Candidate], int]:
         history = case.history_model(self.interactions, self.catalog, self.history_length)
         shown = [
             Candidate(item_id=self.catalog[int(i)].id, score=float(s))
             for i, s in zip(candidates.items, candidates.scores, strict=True)
         ]
-        seed = derive_seed(self.seed, "rerank", case.user_id) % (2**31)
-        start = time.perf_counter()
-        ranking = self.reranker.rerank(history, shown, seed=seed)
-        latency = time.perf_counter() - start
+        return history, shown, derive_seed(self.seed, "rerank", case.user_id) % (2**31)
+
+    def _outcome(self, case: UserCase, shown: Sequence[Candidate], ranking: Ranking, latency: float) -> RankOutcome:
         position = {c.item_id: p for p, c in enumerate(shown)}
         order = [position[i] for i in ranking.item_ids if i in position]
         repairs = len(ranking.repairs)
@@ -155,3 +184,14 @@ class LLMRanker:
             latency_s=latency,
         )
         return RankOutcome(order=np.asarray(order, dtype=np.int64), llm=stats)
+
+
+def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, list[RankOutcome]]]) -> list[RankOutcome]:
+    """Run a coroutine to completion from synchronous code, in a worker thread if a loop is already running here
+    (a notebook), since ``asyncio.run`` refuses to nest."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(factory())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()

@@ -176,7 +176,11 @@ def build_reranker(spec: RankerConfig, config: EvalConfig, catalog: Catalog, out
             for e in exc.errors()
         )
         raise ConfigError(f"ranker {spec.name!r}: invalid rerank settings: {problems}") from None
-    return Reranker(rerank_config, catalog=catalog)
+    reranker = Reranker(rerank_config, catalog=catalog)
+    # Build the client or load the model now: a missing API key or model is a setup error to report before the first
+    # user, not a fault every user would silently fall back on.
+    _ = reranker.backend
+    return reranker
 
 
 def provenance(config: EvalConfig, rankers: Sequence[Ranker], fingerprint: str) -> dict[str, Any]:
@@ -332,8 +336,10 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint))
 
     generator = build_generator(config.candidates, factory, seed=config.seed)
-    batch_rankers = [r for r in rankers if not isinstance(r, LLMRanker)]
-    llm_rankers = [r for r in rankers if isinstance(r, LLMRanker)]
+    # Baselines and remote LLMs work on a whole batch; local LLMs go user by user so each line is logged at once.
+    batch_rankers = [r for r in rankers if not isinstance(r, LLMRanker) or r.concurrent]
+    llm_rankers = [r for r in rankers if isinstance(r, LLMRanker) and not r.concurrent]
+    counts_tokens = any(isinstance(r, LLMRanker) for r in rankers)
     counters = _Counters(config.rankers)
     for record in done.values():
         counters.add(record)
@@ -353,7 +359,7 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
                 writer.write(record)
                 counters.add(record)
                 bar.update(1)
-                if llm_rankers:
+                if counts_tokens:
                     bar.set_postfix(counters.postfix(), refresh=False)
     finally:
         writer.close()
