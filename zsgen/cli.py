@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,12 +71,12 @@ def _add_encode(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_encode)
 
 
-def _load_catalog(args: argparse.Namespace) -> Any:
+def _load_dataset(args: argparse.Namespace) -> Any:
     from zsgen.loaders import load_dataset, load_demo
 
     if args.catalog is None:
-        return load_demo().catalog
-    return load_dataset(args.catalog, format=args.data_format).catalog
+        return load_demo()
+    return load_dataset(args.catalog, format=args.data_format)
 
 
 def _encoder(args: argparse.Namespace) -> Any:
@@ -93,7 +94,8 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     from zsgen.recommender import Recommender
     from zsgen.rerank import RerankConfig
 
-    catalog = _load_catalog(args)
+    dataset = _load_dataset(args)
+    catalog = dataset.catalog
     history: list[str] = list(args.history)
     profile = args.profile
     if args.catalog is None and not history and profile is None:
@@ -102,6 +104,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         demo_user = load_demo_user()
         history, profile = demo_user.history, demo_user.profile
         logger.info("no user given: using the demo user")
+    history = [catalog.resolve(key) for key in history]  # fail on a typo before any model is loaded
     reranker = None
     if args.rerank or args.backend:
         strategy = args.rerank or ("verbalizer" if args.backend == "verbalizer" else "listwise")
@@ -125,11 +128,9 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     encoder = _encoder(args)
     retriever: Any = None
     if args.fusion is not None:  # fusion weights tuned on a validation split, reused here (zsgen.score.retriever)
-        from zsgen.loaders import load_dataset
         from zsgen.score.retriever import FusedRetriever
 
-        log = None if args.catalog is None else load_dataset(args.catalog, format=args.data_format).interactions
-        retriever = FusedRetriever.from_file(args.fusion, catalog, log, encoder=encoder)
+        retriever = FusedRetriever.from_file(args.fusion, catalog, dataset.interactions, encoder=encoder)
     recommender = Recommender(
         catalog,
         encoder=encoder,
@@ -144,7 +145,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         print(json.dumps(ranking.model_dump(mode="json"), indent=2, ensure_ascii=False))
         return 0
     if history:
-        print("history: " + "; ".join(catalog.get(recommender.catalog.resolve(h)).title for h in history))
+        print("history: " + "; ".join(catalog.get(h).title for h in history))
     if profile:
         print(f"profile: {profile}")
     print(f"{'rank':>4}  {'score':>7}  {'source':<7}  {'id':<8}  title")
@@ -158,7 +159,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
 def _cmd_encode(args: argparse.Namespace) -> int:
     from zsgen.itemtext import ItemTextTemplate
 
-    catalog = _load_catalog(args)
+    catalog = _load_dataset(args).catalog
     encoder = _encoder(args)
     texts = ItemTextTemplate().render_all(catalog)
     vectors = encoder.encode(texts, progress=True)
@@ -200,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose == 0:  # model-loading progress bars are noise on a one-shot command
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # zsgen never downloads models
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
