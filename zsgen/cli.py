@@ -165,8 +165,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     vectors = encoder.encode(texts, progress=True)
     stats = getattr(encoder, "last_stats", None)
     line = f"encoded {vectors.shape[0]} items, {vectors.shape[1]} dimensions, encoder {encoder.identity}"
-    if stats:
-        line += f" ({stats})"
+    if stats is not None:
+        line += f": {stats.hits} from cache, {stats.encoded} newly encoded"
     print(line)
     return 0
 
