@@ -390,10 +390,11 @@ def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: 
 
 @pytest.mark.slow
 def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`zsgen recommend --fusion` ranks with the weights tuning wrote, on the dataset's own interaction log."""
+    """`python -m zsgen.score` tunes and writes the config; `zsgen recommend --fusion` ranks with those weights."""
     import json
 
     from zsgen.cli import main
+    from zsgen.score.__main__ import main as tune_main
     from zsgen.score.retriever import FusedRetriever
 
     inter = two_regime_log()
@@ -406,9 +407,12 @@ def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: py
     (folder / "toy.inter").write_text(
         "user_id:token\titem_id:token\ttimestamp:float\n" + "".join(f"u{u}\t{i}\t{t:.0f}\n" for u, i, t in rows)
     )
-    tuned, _ = tune_on_validation(TWO_SIGNALS, catalog(), inter)
-    config_path = tmp_path / "resolved.toml"
-    tuned.save(config_path)
+    base_path, config_path = tmp_path / "fusion.toml", tmp_path / "resolved.toml"
+    TWO_SIGNALS.save(base_path)
+    assert tune_main(["--catalog", str(folder), "--config", str(base_path), "--out", str(config_path)]) == 0
+    assert "validation ndcg@10" in capsys.readouterr().out
+    tuned, _ = tune_on_validation(TWO_SIGNALS, catalog(), inter, source=str(folder))
+    assert FusionConfig.load(config_path) == tuned  # the tuning command wrote what the API computes
     args = ["recommend", "--catalog", str(folder), "--fusion", str(config_path), "--k", "4", "--json"]
     code = main([*args, "--history", "14", "15"])
     assert code == 0

@@ -13,26 +13,42 @@ from zsgen.score.base import (
     mask_history,
     top_k,
 )
+from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
 from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
+from zsgen.score.fusion import FusedScorer, fuse, normalise, reciprocal_rank_fusion
 from zsgen.score.llm import LLMScorer, ranking_to_scores, reranker_scores
 from zsgen.score.popularity import PopularityScorer
+from zsgen.score.retriever import FusedRetriever
 from zsgen.score.text import TextCosineScorer
+from zsgen.score.tuning import TuningResult, tune_on_validation, tune_weights, validation_split
 from zsgen.score.userfilter import UserFilteringScorer
 
 __all__ = [
     "CooccurrenceScorer",
+    "FusedRetriever",
+    "FusedScorer",
+    "FusionConfig",
     "ItemFilteringScorer",
     "LLMScorer",
     "PopularityScorer",
     "ScoreMatrix",
     "Scorer",
+    "SearchSpace",
+    "SignalConfig",
     "TextCosineScorer",
     "TrainData",
+    "TuningResult",
     "UserFilteringScorer",
     "UserQuery",
+    "fuse",
     "history_matrix",
     "mask_history",
+    "normalise",
     "ranking_to_scores",
+    "reciprocal_rank_fusion",
     "reranker_scores",
     "top_k",
+    "tune_on_validation",
+    "tune_weights",
+    "validation_split",
 ]

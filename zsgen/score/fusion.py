@@ -165,9 +165,11 @@ def build_signal(
 class FusedScorer:
     """A :class:`~zsgen.score.base.Scorer` that fuses the configured signals with the configured weights.
 
-    Signals with weight 0 are neither fitted nor scored. With no logs (``train=None``), log-based signals are left
-    out with a warning and the text signals carry the ranking; if nothing is left, ``fit`` raises. The LLM signal's
-    candidates are the top items of the fusion of all the other weighted signals.
+    Signals with weight 0 are neither fitted nor scored, unless ``signals`` names which to fit (tuning fits every
+    signal whatever its weight). With no logs (``train=None``), log-based signals are left out with a warning and the
+    text signals carry the ranking; if nothing is left, ``fit`` raises. The LLM signal's candidates are the top items
+    of the fusion of the other signals with positive weight. Item text is encoded once and shared by all text
+    signals.
     """
 
     def __init__(
@@ -205,15 +207,29 @@ class FusedScorer:
             logger.warning("no interaction log: leaving out log-based signals %s", dropped)
         if not usable:
             raise ConfigError(f"no usable signal: {sorted(self._wanted)} all need interaction logs, and there are none")
+        resources = dict(self._resources)
+        texts = [s for s in usable if self.config.signals[s].kind == "text"]
+        if len(texts) > 1 and resources["item_vectors"] is None:
+            from zsgen.itemtext import ItemTextTemplate
+
+            if resources["encoder"] is None:
+                from zsgen.embed import default_encoder
+
+                resources["encoder"] = default_encoder()
+            resources["item_vectors"] = resources["encoder"].encode(ItemTextTemplate().render_all(catalog))
         for signal in usable:
             config = self.config.signals[signal]
             candidates: Scorer | None = None
             if config.kind == "llm":
-                base = [s for s in usable if s != signal and self.config.signals[s].kind != "llm"]
+                base = [
+                    s
+                    for s in usable
+                    if s != signal and self.config.signals[s].kind != "llm" and self.config.weight(s) > 0
+                ]
                 if not base:
-                    raise ConfigError(f"LLM signal {signal!r} needs another weighted signal to generate candidates")
-                candidates = FusedScorer(self.config, **self._resources, name=f"{signal}_candidates", signals=base)
-            scorer = build_signal(signal, config, llm_candidates=candidates, **self._resources)
+                    raise ConfigError(f"LLM signal {signal!r} needs another signal with positive weight for candidates")
+                candidates = FusedScorer(self.config, **resources, name=f"{signal}_candidates", signals=base)
+            scorer = build_signal(signal, config, llm_candidates=candidates, **resources)
             self.scorers[signal] = scorer.fit(catalog, train)
         return self
 
