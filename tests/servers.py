@@ -76,6 +76,13 @@ def completion_body(
     }
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog of 5 drops connection attempts when many clients connect at once; the kernel then
+    # retries them after a second, which a concurrency test or benchmark would misread as server latency.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class ScriptedServer:
     """An OpenAI-compatible server on 127.0.0.1 (free port) whose chat answers come from a queue.
 
@@ -92,8 +99,7 @@ class ScriptedServer:
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="scripted-server", daemon=True
         )
@@ -160,6 +166,9 @@ class ScriptedServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+            # Headers and body leave in two writes; with Nagle on, the second waits for the client's delayed ACK
+            # (~40 ms per request on Linux), which would swamp latencies measured against this server.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
