@@ -224,7 +224,7 @@ def server() -> Iterator[EmbeddingServer]:
 
 def expected(texts: Sequence[str], dim: int = 8) -> np.ndarray:
     raw = np.array([fake_embedding(t)[:dim] for t in texts], dtype=np.float64)
-    return raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    return np.asarray(raw / np.linalg.norm(raw, axis=1, keepdims=True), dtype=np.float64)
 
 
 def test_openai_encoder_batches_keeps_order_and_normalises(server: EmbeddingServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import pytest
@@ -20,8 +21,15 @@ from zsgen.errors import (
 )
 from zsgen.index import FaissIndex, ItemIndex, trim
 from zsgen.itemtext import ItemTextTemplate
-from zsgen.retrieve import RetrievalRequest, Retriever, blend, history_vector, recency_weights
-from zsgen.types import History, Item, Profile
+from zsgen.retrieve import (
+    RetrievalRequest,
+    Retriever,
+    UserVectorStrategy,
+    blend,
+    history_vector,
+    recency_weights,
+)
+from zsgen.types import Candidate, History, Item, Profile
 
 SCIFI = [
     ("s1", "Star Voyagers", "A starship crew explores distant galaxies and meets alien civilisations."),
@@ -66,13 +74,13 @@ def retriever(catalog: Catalog, minilm: TransformersEncoder) -> Retriever:
     return Retriever(catalog, minilm)
 
 
-def ids(candidates: Sequence[object]) -> list[str]:
-    return [c.item_id for c in candidates]  # type: ignore[attr-defined]
+def ids(candidates: Sequence[Candidate]) -> list[str]:
+    return [c.item_id for c in candidates]
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     m = rng.standard_normal((n, d)).astype(np.float32)
-    return m / np.linalg.norm(m, axis=1, keepdims=True)
+    return np.asarray(m / np.linalg.norm(m, axis=1, keepdims=True), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------ semantic sanity
@@ -204,8 +212,9 @@ def test_recency_weights_by_hand() -> None:
         recency_weights(3, 0.0)
 
 
-@pytest.mark.parametrize("strategy", ["mean", "recency", "last"])
-def test_single_vector_strategies_by_hand(vector_retriever: Retriever, catalog: Catalog, strategy: str) -> None:
+@pytest.mark.parametrize("name", ["mean", "recency", "last"])
+def test_single_vector_strategies_by_hand(vector_retriever: Retriever, catalog: Catalog, name: str) -> None:
+    strategy = cast(UserVectorStrategy, name)
     x = vector_retriever.item_vectors.astype(np.float64)
     history = ["s2", "c5", "o1", "s7"]
     rows = [catalog.index_of(i) for i in history]
@@ -218,7 +227,7 @@ def test_single_vector_strategies_by_hand(vector_retriever: Retriever, catalog: 
         user = h[3]
     user /= np.linalg.norm(user)
     expected_scores = x @ user
-    result = vector_retriever.retrieve(History.from_ids(history), k=8, strategy=strategy)  # type: ignore[arg-type]
+    result = vector_retriever.retrieve(History.from_ids(history), k=8, strategy=strategy)
     assert [catalog.index_of(i) for i in ids(result)] == ranked_by(expected_scores, set(rows), 8)
     np.testing.assert_allclose(
         [c.score for c in result], np.sort(expected_scores[[catalog.index_of(i) for i in ids(result)]])[::-1], atol=1e-5
@@ -226,9 +235,9 @@ def test_single_vector_strategies_by_hand(vector_retriever: Retriever, catalog: 
     np.testing.assert_allclose(
         vector_retriever.scores(History.from_ids(history), strategy=strategy),
         expected_scores,
-        atol=1e-5,  # type: ignore[arg-type]
+        atol=1e-5,
     )
-    np.testing.assert_allclose(history_vector(h, strategy), user, atol=1e-6)  # type: ignore[arg-type]
+    np.testing.assert_allclose(history_vector(h, strategy), user, atol=1e-6)
 
 
 def test_maxsim_by_hand(vector_retriever: Retriever, catalog: Catalog) -> None:
@@ -301,8 +310,9 @@ def test_exclude_seen_false_and_threshold(vector_retriever: Retriever) -> None:
     assert all(c.score >= cut for c in thresholded)
 
 
-@pytest.mark.parametrize("strategy", ["mean", "recency", "last", "maxsim"])
-def test_batch_equals_one_by_one(vector_retriever: Retriever, strategy: str) -> None:
+@pytest.mark.parametrize("name", ["mean", "recency", "last", "maxsim"])
+def test_batch_equals_one_by_one(vector_retriever: Retriever, name: str) -> None:
+    strategy = cast(UserVectorStrategy, name)
     requests = [
         RetrievalRequest(History.from_ids(["s1", "c2", "o3"])),
         RetrievalRequest(None, Profile(text="space adventure")),
@@ -310,9 +320,9 @@ def test_batch_equals_one_by_one(vector_retriever: Retriever, strategy: str) -> 
         RetrievalRequest(History.from_ids(["o1", "o2", "o3", "o4", "s8"])),
     ]
     ks = [5, 3, 7, 15]
-    batch = vector_retriever.retrieve_batch(requests, k=ks, strategy=strategy)  # type: ignore[arg-type]
+    batch = vector_retriever.retrieve_batch(requests, k=ks, strategy=strategy)
     single = [
-        vector_retriever.retrieve(r.history, r.profile, k=k, strategy=strategy)  # type: ignore[arg-type]
+        vector_retriever.retrieve(r.history, r.profile, k=k, strategy=strategy)
         for r, k in zip(requests, ks, strict=True)
     ]
     assert [ids(b) for b in batch] == [ids(s) for s in single]
