@@ -161,6 +161,15 @@ def test_index_breaks_exact_ties_by_lower_index() -> None:
         assert found.tolist() == reference
 
 
+def test_index_handles_items_in_ascending_score_order() -> None:
+    """Every chunk beats the previous one entirely: the path that tightens crowded rows to the chunk's k-th."""
+    angles = np.linspace(np.pi, 0.0, 200)  # item i's cosine to the query grows with i
+    items = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1).astype(np.float32)
+    queries = np.array([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]], dtype=np.float32)
+    _, found = ItemIndex(items, chunk_size=20).search(queries, 3)
+    assert found.tolist() == [[199, 198, 197], [0, 1, 2]]
+
+
 def test_index_scores_add_and_bad_input() -> None:
     rng = np.random.default_rng(1)
     items = unit(rng, 10, 4)

@@ -81,6 +81,17 @@ def _check_k(k: int) -> None:
         raise InvalidKError(f"k must be a positive integer, got {k!r}")
 
 
+def _kth_largest(scores: FloatMatrix, rows: IndexMatrix, k: int, *, slab: int = 32) -> FloatMatrix:
+    """The k-th largest score of each given row, partitioning a few rows at a time so the copy stays small."""
+    width = scores.shape[1]
+    out = np.empty(rows.size, dtype=np.float32)
+    for start in range(0, rows.size, slab):
+        part = scores[rows[start : start + slab]]  # a copy, partitioned in place
+        part.partition(width - k, axis=1)
+        out[start : start + slab] = part[:, width - k]
+    return out
+
+
 def trim(scores: npt.NDArray[Any], indices: IndexMatrix) -> tuple[list[list[float]], list[list[int]]]:
     """Padded ``search`` output as ragged lists (padding dropped)."""
     out_s: list[list[float]] = []
@@ -200,8 +211,7 @@ class ItemIndex:
             cut = np.maximum(best_s[:, k - 1], np.float32(floor))
             unfilled = np.flatnonzero(best_i[:, k - 1] < 0)
             if unfilled.size and width > k:
-                kth = np.partition(scores[unfilled], width - k, axis=1)[:, width - k]
-                cut[unfilled] = np.maximum(cut[unfilled], kth)
+                cut[unfilled] = np.maximum(cut[unfilled], _kth_largest(scores, unfilled, k))
             rows, cols = np.nonzero(scores >= cut[:, None])
             if rows.size == 0:
                 continue
@@ -210,9 +220,8 @@ class ItemIndex:
             if int(counts.max()) > 4 * k and width > k:
                 # Rare (e.g. items stored in ascending score order): tighten the busiest rows to their chunk k-th.
                 busy = np.flatnonzero(counts > 4 * k)
-                kth = np.partition(scores[busy], width - k, axis=1)[:, width - k]
                 tight = np.full(bm, -np.inf, dtype=np.float32)
-                tight[busy] = kth
+                tight[busy] = _kth_largest(scores, busy, k)
                 keep = vals >= tight[rows]
                 rows, cols, vals = rows[keep], cols[keep], vals[keep]
             keep = vals > -np.inf
