@@ -28,9 +28,7 @@ def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--catalog", type=Path, help="catalog file or dataset folder (JSONL, CSV, MovieLens, RecBole)")
     source.add_argument("--demo", action="store_true", help="use the demo catalog that ships with zsgen (default)")
     parser.add_argument("--format", dest="data_format", help="force a loader: jsonl, csv, ml-100k, ml-1m, recbole")
-    parser.add_argument(
-        "--encoder", type=Path, help="local embedding model folder (default: all-MiniLM-L6-v2)"
-    )
+    parser.add_argument("--encoder", type=Path, help="local embedding model folder (default: all-MiniLM-L6-v2)")
     parser.add_argument("--embedding-cache", type=Path, help="embedding cache file (default: in the zsgen cache dir)")
     parser.add_argument("--no-embedding-cache", action="store_true", help="encode without reading or writing a cache")
 

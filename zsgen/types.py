@@ -59,7 +59,7 @@ class Interaction(BaseModel):
     @field_validator("item_id", mode="before")
     @classmethod
     def _id_to_str(cls, value: object) -> object:
-        return Item._id_to_str(value)  # type: ignore[operator]
+        return Item._id_to_str(value)
 
 
 class History(BaseModel):
