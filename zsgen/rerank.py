@@ -160,6 +160,13 @@ def order_by(scores: Sequence[float]) -> list[int]:
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 
+def cosine_order(candidates: Sequence[Candidate]) -> list[int]:
+    """The candidates' own order by their first-stage (cosine) scores: what a fault falls back to and what fusion blends
+    with. Retrieval hands candidates over best first, so this is usually ``range(n)``; a caller that shows them in
+    another order (an evaluation showing a generator's shuffled list) still gets cosine order back on a fault."""
+    return order_by([c.score for c in candidates])
+
+
 class Reranker:
     """Reranks retrieved candidates with an LLM; never raises for an LLM fault (see module docstring).
 
@@ -349,8 +356,9 @@ class Reranker:
             raise _RoundFailure("truncated", raw_text=completion.text, usage=usage)
         labels = [v["label"] for v in views]
         titles = [v["title"] for v in views]
-        # Missing candidates are appended in retrieval order, which in shown positions is the order of `shown`.
-        fallback_positions = sorted(range(len(shown)), key=lambda pos: shown[pos])
+        # Missing candidates are appended in cosine order.
+        cosine_rank = {index: rank for rank, index in enumerate(cosine_order(candidates))}
+        fallback_positions = sorted(range(len(shown)), key=lambda pos: cosine_rank[shown[pos]])
         try:
             parsed = parse_ranking(
                 completion.text, labels, titles, fallback_order=fallback_positions, expected=len(views)
@@ -439,7 +447,7 @@ class Reranker:
         fused = self.config.fuse_cosine is not None and self.config.fuse_cosine > 0
         if fused:
             w = float(self.config.fuse_cosine or 0.0)
-            final_scores = weighted_rrf([llm_order, list(range(n))], [1.0 - w, w], n)
+            final_scores = weighted_rrf([llm_order, cosine_order(candidates)], [1.0 - w, w], n)
             final_order = order_by(final_scores)
         else:
             final_order = llm_order
@@ -482,7 +490,7 @@ class Reranker:
             logger.warning("LLM rerank fell back to cosine order: %s", reason)
         items = [
             RankedItem(id=c.item_id, title=self.catalog.get(c.item_id).title, score=c.score, source="cosine")
-            for c in candidates
+            for c in (candidates[index] for index in cosine_order(candidates))
         ]
         return Ranking(
             items=items,

@@ -106,6 +106,10 @@ class ScorerRanker:
 class LLMRanker:
     """One rerank per user through :class:`zsgen.rerank.Reranker`, shown the most recent ``history_length`` items.
 
+    The LLM sees the candidates in the generator's order (for LLMRank's protocol a seeded shuffle), while each
+    candidate carries its cosine score from ``cosine``: a fault falls back to cosine order, as in the library, rather
+    than to whatever order the generator happened to produce.
+
     A remote backend (``openai``) serves many requests at once, so :meth:`rank` sends a whole batch concurrently
     (bounded by the reranker's ``concurrency``); a local model computes one user at a time, so the runner calls
     :meth:`rank_one` and logs each user as soon as it is done.
@@ -121,9 +125,11 @@ class LLMRanker:
         catalog: Catalog,
         interactions: Interactions,
         seed: int,
+        cosine: Any,
     ) -> None:
         self.name = name
         self.reranker = reranker
+        self.cosine = cosine
         self.catalog = catalog
         self.interactions = interactions
         self.history_length = int(reranker.config.history_length)
@@ -157,9 +163,10 @@ class LLMRanker:
 
     def _request(self, case: UserCase, candidates: CandidateList) -> tuple[History, list[Candidate], int]:
         history = case.history_model(self.interactions, self.catalog, self.history_length)
+        cosine = tie_safe(self.cosine.score(queries_for([case])))[0, candidates.items]
         shown = [
             Candidate(item_id=self.catalog[int(i)].id, score=float(s))
-            for i, s in zip(candidates.items, candidates.scores, strict=True)
+            for i, s in zip(candidates.items, cosine, strict=True)
         ]
         return history, shown, derive_seed(self.seed, "rerank", case.user_id) % (2**31)
 
