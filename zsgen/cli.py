@@ -57,8 +57,11 @@ def _add_recommend(subparsers: Any) -> None:
     p.add_argument(
         "--fusion",
         type=Path,
-        help="first stage from a tuned fusion config (TOML/JSON written by zsgen.score tuning) instead of cosine; "
-        "its log-based signals use the --catalog dataset's interaction log",
+        help="first stage from a tuned fusion config (fusion-NAME.toml written by zsgen evaluate, or by python -m "
+        "zsgen.score) instead of cosine; its log-based signals use the dataset's interaction log",
+    )
+    p.add_argument(
+        "--interactions", type=Path, help="interaction log (JSONL/CSV) for a JSONL/CSV catalog, used by --fusion"
     )
     p.set_defaults(func=_cmd_recommend)
 
@@ -74,7 +77,7 @@ def _load_dataset(args: argparse.Namespace) -> Any:
 
     if args.catalog is None:
         return load_demo()
-    return load_dataset(args.catalog, format=args.data_format)
+    return load_dataset(args.catalog, format=args.data_format, interactions=getattr(args, "interactions", None))
 
 
 def _encoder(args: argparse.Namespace) -> Any:

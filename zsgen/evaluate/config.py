@@ -30,8 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from zsgen.errors import ConfigError
 from zsgen.evaluate.metrics import DEFAULT_KS
 
-GeneratorName = Literal["embedding", "user_filtering", "item_filtering", "popularity", "random", "full_catalog"]
-RankerKind = Literal["random", "popularity", "generator", "cosine", "llm"]
+GeneratorName = Literal[
+    "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
+]
+RankerKind = Literal["random", "popularity", "generator", "cosine", "fused", "llm"]
+#: Generators whose candidate recall at N the report can show (the score-based ones).
+RecallGenerator = Literal["embedding", "user_filtering", "item_filtering", "popularity", "fused"]
 
 #: Presets; nested tables merge key by key under what the file says.
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -57,7 +61,20 @@ class DatasetConfig(_Strict):
     interactions: str | None = Field(default=None, description="separate log for a JSONL/CSV catalog")
 
 
-class CandidateConfig(_Strict):
+class _FusionOptions(_Strict):
+    """A fused scorer (generator or ranker): a :class:`zsgen.score.config.FusionConfig` file and how to tune it.
+
+    With ``tune`` (the default) the weights are searched on the validation split (each user's second-to-last event
+    as target, the test event cut off) before anything is ranked; the tuned config is written to the output folder
+    as ``fusion-NAME.toml``, where ``zsgen recommend --fusion`` can reuse it. ``tune = false`` uses the file's weights.
+    """
+
+    fusion: str | None = Field(default=None, description="fused: the fusion config (TOML or JSON)")
+    tune: bool = Field(default=True, description="fused: tune the weights on the validation split first")
+    tune_metric: str = Field(default="ndcg@10", description="fused: validation metric the tuning maximises")
+
+
+class CandidateConfig(_FusionOptions):
     """The first stage. ``n`` is the length of the shown list (for ``random`` the target plus ``n - 1`` items)."""
 
     generator: GeneratorName
@@ -69,9 +86,22 @@ class CandidateConfig(_Strict):
         default=None, ge=1, description="embedding: recent items in the user vector; item_filtering: items used"
     )
 
+    @model_validator(mode="after")
+    def _fusion_only_for_fused(self) -> CandidateConfig:
+        _check_fusion(self.generator == "fused", self.fusion, "the fused generator", "candidates.fusion")
+        return self
 
-class RankerConfig(_Strict):
-    """One ranker. ``kind="llm"`` takes a ``rerank`` table that becomes a :class:`zsgen.rerank.RerankConfig`."""
+
+def _check_fusion(fused: bool, fusion: str | None, what: str, key: str) -> None:
+    if fused and not fusion:
+        raise ValueError(f"{what} needs `{key}`, the path of a fusion config")
+    if not fused and fusion:
+        raise ValueError(f"`{key}` is only for the fused generator or ranker")
+
+
+class RankerConfig(_FusionOptions):
+    """One ranker. ``kind="llm"`` takes a ``rerank`` table that becomes a :class:`zsgen.rerank.RerankConfig`;
+    ``kind="fused"`` takes ``fusion``, a fusion config file (see :class:`_FusionOptions`)."""
 
     name: str = Field(min_length=1)
     kind: RankerKind
@@ -87,6 +117,7 @@ class RankerConfig(_Strict):
             raise ValueError(f"ranker {self.name!r} of kind 'llm' needs a [rankers.rerank] table")
         if self.kind != "llm" and self.rerank is not None:
             raise ValueError(f"ranker {self.name!r}: a rerank table is only for kind 'llm', not {self.kind!r}")
+        _check_fusion(self.kind == "fused", self.fusion, f"ranker {self.name!r} of kind 'fused'", "fusion")
         return self
 
 
@@ -94,12 +125,23 @@ class MetricsConfig(_Strict):
     ks: list[int] = Field(default_factory=lambda: list(DEFAULT_KS))
     bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples for the 95% intervals (0: none)")
     baseline: str | None = Field(default=None, description="ranker the paired comparison is against")
+    recall_at: list[int] = Field(
+        default_factory=lambda: [10, 20, 50, 100, 200], description="list lengths N of the candidate recall table"
+    )
+    recall_generators: list[RecallGenerator] = Field(
+        default_factory=list,
+        description="generators whose recall at N the report shows, besides the run's own (fused: the candidates' "
+        "fusion config, else the first fused ranker's)",
+    )
 
     @model_validator(mode="after")
     def _positive_ks(self) -> MetricsConfig:
         if not self.ks or any(k <= 0 for k in self.ks):
             raise ValueError(f"ks must be positive cut-offs, got {self.ks}")
+        if not self.recall_at or any(n <= 0 for n in self.recall_at):
+            raise ValueError(f"recall_at must be positive list lengths, got {self.recall_at}")
         self.ks = sorted(set(self.ks))
+        self.recall_at = sorted(set(self.recall_at))
         return self
 
 
@@ -147,7 +189,20 @@ class EvalConfig(_Strict):
             raise ValueError(f"LLM rankers {llm} get at most {MAX_LLM_CANDIDATES} candidates, n is {self.candidates.n}")
         if self.candidates.generator == "random" and self.candidates.n < 2:
             raise ValueError("the random generator needs n >= 2 (the target and at least one other item)")
+        if "fused" in self.metrics.recall_generators and self.fusion_source() is None:
+            raise ValueError("metrics.recall_generators lists fused, but no generator or ranker names a fusion config")
         return self
+
+    def fusion_source(self) -> str | None:
+        """Whose fusion config a recall row ``fused`` uses: ``candidates``, else the first fused ranker's name."""
+        if self.candidates.generator == "fused":
+            return "candidates"
+        return next((r.name for r in self.rankers if r.kind == "fused"), None)
+
+    def recall_generators(self) -> list[str]:
+        """Generators of the candidate recall table: the run's own (if score-based) and the configured extra ones."""
+        own = [self.candidates.generator] if self.candidates.generator not in ("random", "full_catalog") else []
+        return list(dict.fromkeys([*own, *self.metrics.recall_generators]))
 
     @property
     def baseline(self) -> str | None:
@@ -210,7 +265,11 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None, s
     config.dataset.path = str(resolve_path(config.dataset.path, base_dir))
     if config.dataset.interactions is not None:
         config.dataset.interactions = str(resolve_path(config.dataset.interactions, base_dir))
+    if config.candidates.fusion is not None:
+        config.candidates.fusion = str(resolve_path(config.candidates.fusion, base_dir))
     for ranker in config.rankers:
+        if ranker.fusion is not None:
+            ranker.fusion = str(resolve_path(ranker.fusion, base_dir))
         if ranker.rerank is None:
             continue
         for key in ("template_dir", "cache"):

@@ -155,8 +155,18 @@ class ScorerFactory:
         include_self: bool = True,
         strategy: str | None = None,
         history_length: int | None = None,
+        fusion: Any = None,
     ) -> Any:
-        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine)."""
+        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine, or
+        ``fused`` with ``fusion``, a :class:`zsgen.score.config.FusionConfig`)."""
+        if kind == "fused":
+            from zsgen.score import FusedScorer
+
+            if fusion is None:
+                raise ConfigError("the fused scorer needs a fusion config")
+            uses_text = any(signal.kind == "text" for signal in fusion.signals.values())
+            fused = FusedScorer(fusion, encoder=self.encoder, item_vectors=self.item_vectors() if uses_text else None)
+            return fused.fit(self.catalog, self.train)
         if kind == "popularity":
             from zsgen.score import PopularityScorer
 
@@ -185,9 +195,18 @@ class ScorerFactory:
             self._item_vectors = scorer.item_vectors
         return scorer
 
+    def item_vectors(self) -> Any:
+        """The catalog's unit item vectors, encoded on first use and shared by every text scorer of the run."""
+        if self._item_vectors is None:
+            self.fitted("embedding")
+        return self._item_vectors
 
-def build_generator(config: CandidateConfig, factory: ScorerFactory, *, seed: int) -> CandidateGenerator:
-    """The configured generator; score-based ones get a scorer fitted on the training data (targets removed)."""
+
+def build_generator(
+    config: CandidateConfig, factory: ScorerFactory, *, seed: int, fusion: Any = None
+) -> CandidateGenerator:
+    """The configured generator; score-based ones get a scorer fitted on the training data (targets removed).
+    ``fusion`` is the (tuned) fusion config of the ``fused`` generator."""
     n_items = len(factory.catalog)
     if config.generator == "random":
         return RandomGenerator(n_items, config.n, seed)
@@ -199,5 +218,6 @@ def build_generator(config: CandidateConfig, factory: ScorerFactory, *, seed: in
         include_self=config.include_self,
         strategy=config.strategy,
         history_length=config.history_length,
+        fusion=fusion,
     )
     return ScorerGenerator(scorer, config.n, name=config.generator)

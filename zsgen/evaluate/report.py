@@ -76,6 +76,20 @@ def render_markdown(summary: Summary) -> str:
         *_metric_table(summary.rankers, "target_in_candidates", hr_cols),
         "",
     ]
+    if summary.generator_recall:
+        ns = list(next(iter(summary.generator_recall.values())))
+        out += [
+            "## Candidate recall at N",
+            "",
+            "Share of users whose target is among a generator's top N unseen items: the most any reranker of such a "
+            f"list can reach. This run shows {summary.mean_candidates:.0f} candidates per user.",
+            "",
+            "| generator | " + " | ".join(f"N={n}" for n in ns) + " |",
+            "|---|" + "---|" * len(ns),
+        ]
+        for name, recall in summary.generator_recall.items():
+            out.append(f"| {name} | " + " | ".join(_num(recall[n]) for n in ns) + " |")
+        out.append("")
     if summary.baseline is not None:
         cols = [f"HR@{k}", f"NDCG@{k}", "MRR"]
         out += [

@@ -25,6 +25,7 @@ import numpy as np
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import EvalConfig, RankerConfig, write_resolved
+from zsgen.evaluate.fusion import RunFusion, fusion_hashes, resolve_fusions, write_tuned
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.rankers import (
     GeneratorOrderRanker,
@@ -34,6 +35,7 @@ from zsgen.evaluate.rankers import (
     RankOutcome,
     ScorerRanker,
 )
+from zsgen.evaluate.recall import generator_recall
 from zsgen.evaluate.split import UserCase, holdout_events, leave_one_out, sample_users
 from zsgen.evaluate.summary import Summary, summarize
 from zsgen.interactions import Dataset, Interactions
@@ -129,9 +131,12 @@ def build_rankers(
     interactions: Interactions,
     factory: ScorerFactory,
     out_dir: Path,
+    fusions: Mapping[str, RunFusion] | None = None,
 ) -> list[Ranker]:
-    """Every configured ranker, fitted; LLM rankers share the response cache in ``out_dir`` unless one is set."""
+    """Every configured ranker, fitted; LLM rankers share the response cache in ``out_dir`` unless one is set.
+    ``fusions`` holds the (tuned) fusion config of each fused ranker, by name."""
     rankers: list[Ranker] = []
+    cosine_spec = next((r for r in config.rankers if r.name == config.baseline and r.kind == "cosine"), None)
     for spec in config.rankers:
         if spec.kind == "random":
             rankers.append(RandomRanker(spec.name, config.seed))
@@ -139,6 +144,11 @@ def build_rankers(
             rankers.append(GeneratorOrderRanker(spec.name))
         elif spec.kind in ("popularity", "cosine"):
             scorer = factory.fitted(spec.kind, strategy=spec.strategy, history_length=spec.history_length)
+            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
+        elif spec.kind == "fused":
+            if fusions is None or spec.name not in fusions:
+                raise ConfigError(f"ranker {spec.name!r}: its fusion config was not loaded")
+            scorer = factory.fitted("fused", fusion=fusions[spec.name].config)
             rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
         else:
             rankers.append(
@@ -148,6 +158,12 @@ def build_rankers(
                     catalog=catalog,
                     interactions=interactions,
                     seed=config.seed,
+                    # The cosine order LLM rankers fall back to: the baseline cosine ranker's, else the default one.
+                    cosine=factory.fitted(
+                        "cosine",
+                        strategy=cosine_spec.strategy if cosine_spec else None,
+                        history_length=cosine_spec.history_length if cosine_spec else None,
+                    ),
                 )
             )
     return rankers
@@ -183,8 +199,14 @@ def build_reranker(spec: RankerConfig, config: EvalConfig, catalog: Catalog, out
     return reranker
 
 
-def provenance(config: EvalConfig, rankers: Sequence[Ranker], fingerprint: str) -> dict[str, Any]:
-    """Versions and the models and templates each LLM ranker used, for the resolved config."""
+def provenance(
+    config: EvalConfig,
+    rankers: Sequence[Ranker],
+    fingerprint: str,
+    fusions: Mapping[str, RunFusion] | None = None,
+) -> dict[str, Any]:
+    """Versions, the models and templates each LLM ranker used, and each fused scorer's weights, for the resolved
+    config."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions: dict[str, str] = {"python": platform.python_version()}
@@ -204,14 +226,19 @@ def provenance(config: EvalConfig, rankers: Sequence[Ranker], fingerprint: str) 
                 "template": str(getattr(reranker, "template_name", "")),
                 "template_hash": str(getattr(reranker, "template_hash", "")),
             }
-    return {"fingerprint": fingerprint, "versions": versions, "llm": models}
+    record: dict[str, Any] = {"fingerprint": fingerprint, "versions": versions, "llm": models}
+    if fusions:
+        record["fusion"] = {key: fusion.provenance() for key, fusion in fusions.items()}
+    return record
 
 
 def run_fingerprint(config: EvalConfig, rankers: Sequence[Ranker]) -> str:
-    """The config's digest plus the template hashes: an edited template must not resume into old results."""
+    """The config's digest plus the template and fusion file hashes: an edited template or fusion config must not
+    resume into old results."""
     import hashlib
 
     hashes = [str(getattr(r.reranker, "template_hash", "")) for r in rankers if isinstance(r, LLMRanker)]
+    hashes += fusion_hashes(config)
     return hashlib.sha256("|".join([config.fingerprint(), *hashes]).encode()).hexdigest()[:16]
 
 
@@ -321,9 +348,11 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
         )
     train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
     factory = ScorerFactory(catalog, train)
-    rankers = build_rankers(config, catalog, interactions, factory, out)
+    fusions = resolve_fusions(config, catalog, interactions, factory, out)
+    rankers = build_rankers(config, catalog, interactions, factory, out, fusions)
     fingerprint = run_fingerprint(config, rankers)
     check_resumable(out, fingerprint)
+    write_tuned(fusions)
     log_path = out / LOG_NAME
     done = read_log(log_path, repair=True)
     wanted = {case.user_id for case in cases}
@@ -333,9 +362,10 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     todo = [case for case in cases if case.user_id not in done]
     if done:
         logger.info("resuming: %d of %d users already done", len(done), len(cases))
-    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint))
+    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions))
 
-    generator = build_generator(config.candidates, factory, seed=config.seed)
+    candidate_fusion = fusions["candidates"].config if "candidates" in fusions else None
+    generator = build_generator(config.candidates, factory, seed=config.seed, fusion=candidate_fusion)
     # Baselines and remote LLMs work on a whole batch; local LLMs go user by user so each line is logged at once.
     batch_rankers = [r for r in rankers if not isinstance(r, LLMRanker) or r.concurrent]
     llm_rankers = [r for r in rankers if isinstance(r, LLMRanker) and not r.concurrent]
@@ -366,9 +396,10 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
         bar.close()
 
     # Rewritten now that backends are loaded: model ids are the ones actually used.
-    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint))
+    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions))
     records = read_log(log_path)
-    summary = summarize(config, [records[case.user_id] for case in cases])
+    recall = generator_recall(config, factory, cases, fusions)
+    summary = summarize(config, [records[case.user_id] for case in cases], generator_recall=recall)
     (out / SUMMARY_NAME).write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     write_report(summary, out)
     return summary

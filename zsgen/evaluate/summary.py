@@ -85,6 +85,8 @@ class Summary(BaseModel):
     mean_candidates: float
     baseline: str | None
     rankers: list[RankerSummary]
+    #: generator -> {N: share of users whose target is among its top N unseen items} (see zsgen.evaluate.recall)
+    generator_recall: dict[str, dict[str, float]] = {}
 
     def ranker(self, name: str) -> RankerSummary:
         for entry in self.rankers:
@@ -126,8 +128,13 @@ def _llm_summary(entries: Sequence[Mapping[str, Any]], prices: tuple[float, floa
     )
 
 
-def summarize(config: EvalConfig, records: Sequence[Mapping[str, Any]]) -> Summary:
-    """Aggregate log lines (one per user, in the run's user order)."""
+def summarize(
+    config: EvalConfig,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    generator_recall: Mapping[str, Mapping[str, float]] | None = None,
+) -> Summary:
+    """Aggregate log lines (one per user, in the run's user order); ``generator_recall`` is passed through."""
     ks = list(config.metrics.ks)
     names = metric_names(ks)
     k_head = headline_k(ks)
@@ -206,4 +213,5 @@ def summarize(config: EvalConfig, records: Sequence[Mapping[str, Any]]) -> Summa
         mean_candidates=float(np.mean([int(r["n_candidates"]) for r in records])) if n else 0.0,
         baseline=baseline,
         rankers=summaries,
+        generator_recall={name: dict(values) for name, values in (generator_recall or {}).items()},
     )

@@ -1,0 +1,211 @@
+"""Fused scorers inside ``zsgen evaluate``: tuned on the validation split only, reused by ``zsgen recommend``, and the
+candidate recall table the report shows for each generator."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zsgen.errors import ConfigError
+from zsgen.evaluate import evaluate, load_config
+from zsgen.evaluate.recall import target_ranks
+from zsgen.paths import data_dir
+
+FUSION = """
+normalisation = "zscore"
+
+[signals.popularity]
+kind = "popularity"
+
+[signals.cooccurrence]
+kind = "cooccurrence"
+
+[signals.cooccurrence.params]
+recent = 3
+
+[signals.user_filtering]
+kind = "user_filtering"
+
+[weights]
+popularity = 1.0
+
+[search]
+default_values = [0.0, 0.5, 1.0, 2.0]
+max_trials = 40
+"""
+
+CONFIG = """
+name = "fused"
+protocol = "custom"
+history_length = 3
+seed = 1
+
+[dataset]
+path = "{catalog}"
+interactions = "log.jsonl"
+
+[candidates]
+generator = "fused"
+fusion = "fusion.toml"
+n = 10
+
+[metrics]
+bootstrap = 50
+recall_at = [1, 5, 10, 40]
+recall_generators = ["popularity", "user_filtering"]
+
+[[rankers]]
+name = "generator"
+kind = "generator"
+
+[[rankers]]
+name = "popularity"
+kind = "popularity"
+
+[[rankers]]
+name = "fused"
+kind = "fused"
+fusion = "fusion.toml"
+
+[[rankers]]
+name = "popularity-as-fusion"
+kind = "fused"
+fusion = "fusion.toml"
+tune = false
+"""
+
+
+def write_log(folder: Path, *, scramble_targets: bool = False) -> None:
+    """Users who each watch a run of neighbouring demo items (so co-occurrence carries signal), in time order.
+    ``scramble_targets`` replaces every user's last event (the test target) with another item."""
+    ids = [json.loads(line)["id"] for line in (data_dir() / "demo_catalog.jsonl").read_text().splitlines() if line]
+    rng = np.random.default_rng(7)
+    lines = []
+    for u in range(40):
+        start = int(rng.integers(0, 60))
+        picks = [ids[start + int(o)] for o in rng.choice(12, size=7, replace=False)]
+        if scramble_targets:
+            picks[-1] = ids[200 + u]
+        for t, item in enumerate(picks):
+            lines.append(json.dumps({"user_id": f"u{u}", "item_id": item, "timestamp": 100 * u + t}))
+    (folder / "log.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def setup(folder: Path, *, scramble_targets: bool = False) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_log(folder, scramble_targets=scramble_targets)
+    (folder / "fusion.toml").write_text(FUSION, encoding="utf-8")
+    config = folder / "fused.toml"
+    config.write_text(CONFIG.format(catalog=(data_dir() / "demo_catalog.jsonl").as_posix()), encoding="utf-8")
+    return config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fused")
+    evaluate(setup(folder), folder / "out", progress=False)
+    return folder / "out"
+
+
+def per_user(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "per_user.jsonl").read_text().splitlines()]
+
+
+def test_tuned_weights_are_written_and_recorded(run: Path) -> None:
+    tuned = tomllib.loads((run / "fusion-fused.toml").read_text())
+    assert tuned["tuned"]["split"] == "validation"
+    assert set(tuned["weights"]) == {"popularity", "cooccurrence", "user_filtering"}
+    resolved = tomllib.loads((run / "config.toml").read_text())["provenance"]["fusion"]
+    assert resolved["fused"]["weights"] == tuned["weights"]
+    assert resolved["fused"]["tuned_file"] == str(run / "fusion-fused.toml")
+    assert "tuned_file" not in resolved["popularity-as-fusion"]  # tune = false: the file's weights as they are
+    only_popularity = {"popularity": 1.0, "cooccurrence": 0.0, "user_filtering": 0.0}
+    assert resolved["popularity-as-fusion"]["weights"] == only_popularity
+    assert (run / "fusion-candidates.toml").read_text() == (run / "fusion-fused.toml").read_text()
+
+
+def test_fusion_with_one_weight_ranks_exactly_as_that_signal(run: Path) -> None:
+    for record in per_user(run):
+        assert record["rankers"]["popularity-as-fusion"]["top"] == record["rankers"]["popularity"]["top"]
+
+
+def test_fused_generator_lists_the_fused_rankers_order(run: Path) -> None:
+    # The fused generator keeps the top n of the same tuned fusion, best first: the fused ranker cannot reorder it.
+    for record in per_user(run):
+        assert record["rankers"]["generator"]["top"] == record["rankers"]["fused"]["top"]
+        assert record["rankers"]["generator"]["rank"] == record["rankers"]["fused"]["rank"]
+
+
+def test_recall_table_matches_the_logged_target_positions(run: Path) -> None:
+    summary = json.loads((run / "summary.json").read_text())
+    recall = summary["generator_recall"]
+    assert list(recall) == ["fused", "popularity", "user_filtering"]
+    positions = [r["target_position"] for r in per_user(run)]
+    for n in (1, 5, 10):  # the run showed the fused top 10, so its recall at N <= 10 is read off the log
+        expected = np.mean([p is not None and p < n for p in positions])
+        assert recall["fused"][str(n)] == pytest.approx(expected)
+    assert recall["fused"]["10"] == pytest.approx(summary["candidate_recall"])
+    for values in recall.values():
+        series = [values[n] for n in ("1", "5", "10", "40")]
+        assert series == sorted(series) and series[0] >= 0.0 and series[-1] <= 1.0
+    assert "## Candidate recall at N" in (run / "report.md").read_text()
+
+
+def test_tuning_never_reads_the_test_targets(run: Path, tmp_path: Path) -> None:
+    # Same data but every user's last event (the test target) changed: the validation split is identical, so the
+    # tuned weights must be too. A tuner that looked at test targets would (almost surely) pick other weights.
+    evaluate(setup(tmp_path, scramble_targets=True), tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "fusion-fused.toml").read_text() == (run / "fusion-fused.toml").read_text()
+    # ...while the test metrics do change (the test split really differs).
+    assert per_user(tmp_path / "out")[0]["target"] != per_user(run)[0]["target"]
+
+
+def test_recommend_reuses_the_weights_a_run_tuned(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zsgen.cli import main
+
+    folder = run.parent
+    catalog = (data_dir() / "demo_catalog.jsonl").as_posix()
+    history = [json.loads(line)["item_id"] for line in (folder / "log.jsonl").read_text().splitlines()[:6]]
+    argv = ["recommend", "--catalog", catalog, "--interactions", str(folder / "log.jsonl"), "--history", *history]
+    assert main([*argv, "--fusion", str(run / "fusion-fused.toml"), "--k", "5", "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)["items"]
+    assert len(items) == 5 and not set(history) & {i["id"] for i in items}
+
+
+def test_target_ranks_match_a_naive_count() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 4, size=(30, 12)).astype(float)
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    targets = rng.integers(0, 12, size=30)
+    ranks = target_ranks(scores, targets)
+    for row, target in enumerate(targets):
+        if not np.isfinite(scores[row, target]):
+            assert ranks[row] == -1
+            continue
+        order = sorted(range(12), key=lambda i: (-scores[row, i], i))
+        assert ranks[row] == order.index(target)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ('[[rankers]]\nname = "f"\nkind = "fused"\n', "needs `fusion`"),
+        ('[[rankers]]\nname = "p"\nkind = "popularity"\nfusion = "x.toml"\n', "only for the fused"),
+    ],
+)
+def test_fusion_settings_are_checked(tmp_path: Path, change: str, message: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'name = "c"\nprotocol = "full_catalog"\n[dataset]\npath = "x"\n{change}', encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
+
+
+def test_a_missing_fusion_file_is_a_clear_error(tmp_path: Path) -> None:
+    config = setup(tmp_path)
+    (tmp_path / "fusion.toml").unlink()
+    with pytest.raises(ConfigError, match=r"fusion\.toml"):
+        evaluate(config, tmp_path / "out", progress=False)

@@ -1,0 +1,124 @@
+"""Fused generators and rankers in a run: each fusion config is loaded and, unless told not to, tuned first.
+
+Tuning reads only the validation split (each user's second-to-last event is the target and the test event is cut
+off before anything is fitted, see :func:`zsgen.score.tuning.tune_on_validation`), so the test targets a run
+reports on never choose a weight. The tuned config is written beside the results as ``fusion-NAME.toml``: the file
+``zsgen recommend --fusion`` takes, and the record of which weights produced the numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from zsgen.catalog import Catalog
+from zsgen.evaluate.config import EvalConfig, _FusionOptions
+from zsgen.evaluate.generators import ScorerFactory
+from zsgen.interactions import Interactions
+from zsgen.score.config import FusionConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunFusion:
+    """The fusion config a generator (``key == "candidates"``) or fused ranker (``key`` its name) runs with."""
+
+    key: str
+    config: FusionConfig
+    source: Path
+    source_hash: str
+    written: Path | None = None
+
+    def provenance(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "source": str(self.source),
+            "source_hash": self.source_hash,
+            "weights": {name: self.config.weight(name) for name in self.config.signals},
+        }
+        if self.written is not None:
+            record["tuned_file"] = str(self.written)
+        if self.config.tuned is not None:
+            record["validation"] = {"metric": self.config.tuned.metric, "value": self.config.tuned.value}
+        return record
+
+
+def fusion_specs(config: EvalConfig) -> list[tuple[str, _FusionOptions]]:
+    """Every part of the run that names a fusion config, keyed as :class:`RunFusion` is."""
+    specs: list[tuple[str, _FusionOptions]] = []
+    if config.candidates.generator == "fused":
+        specs.append(("candidates", config.candidates))
+    specs += [(r.name, r) for r in config.rankers if r.kind == "fused"]
+    return specs
+
+
+def fusion_hashes(config: EvalConfig) -> list[str]:
+    """Content digests of the fusion files: an edited file must not resume into the old results."""
+    return [_digest(Path(str(spec.fusion))) for _, spec in fusion_specs(config)]
+
+
+def resolve_fusions(
+    config: EvalConfig, catalog: Catalog, interactions: Interactions, factory: ScorerFactory, out_dir: Path
+) -> dict[str, RunFusion]:
+    """Load (and tune) every fusion config of the run; :func:`write_tuned` saves the tuned ones once the output
+    folder is known to belong to this run."""
+    from zsgen.score.tuning import tune_on_validation
+
+    resolved: dict[str, RunFusion] = {}
+    for key, spec in fusion_specs(config):
+        source = Path(str(spec.fusion))
+        fusion = FusionConfig.load(source)
+        digest = _digest(source)
+        if not spec.tune:
+            resolved[key] = RunFusion(key, fusion, source, digest)
+            continue
+        if config.split == "validation":
+            logger.warning("%s: tuning and evaluating on the same validation split; the numbers are optimistic", key)
+        # LLMRank-style runs rank short random lists, so weights are chosen for that task; otherwise the full catalog.
+        sampled = config.candidates.generator == "random"
+        uses_text = any(signal.kind == "text" for signal in fusion.signals.values())
+        tuned, result = tune_on_validation(
+            fusion,
+            catalog,
+            interactions,
+            metric=spec.tune_metric,
+            protocol="sampled" if sampled else "full_catalog",
+            n_candidates=config.candidates.n,
+            seed=config.seed,
+            source=config.dataset.path,
+            encoder=factory.encoder,
+            item_vectors=factory.item_vectors() if uses_text else None,
+        )
+        written = out_dir / f"fusion-{_slug(key)}.toml"
+        logger.info(
+            "%s: validation %s %.4f after %d trials; weights %s",
+            key,
+            result.metric,
+            result.val_metric,
+            len(result.trials),
+            result.weights,
+        )
+        resolved[key] = RunFusion(key, tuned, source, digest, written)
+    return resolved
+
+
+def write_tuned(fusions: Mapping[str, RunFusion]) -> None:
+    for fusion in fusions.values():
+        if fusion.written is not None:
+            fusion.config.save(fusion.written)
+
+
+def _digest(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "fused"
