@@ -30,6 +30,8 @@ IndexMatrix = npt.NDArray[np.int64]
 DEFAULT_CHUNK = 65_536
 #: Score-matrix elements per product (users x items), i.e. 64 MiB of float32 scores at a time.
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
+#: Columns whose k-th best score gives a row's first cut (see ``_search_block``).
+_SAMPLE_COLUMNS = 16384
 
 
 class SearchIndex(Protocol):
@@ -90,6 +92,22 @@ def _kth_largest(scores: FloatMatrix, rows: IndexMatrix, k: int, *, slab: int = 
         part.partition(width - k, axis=1)
         out[start : start + slab] = part[:, width - k]
     return out
+
+
+def _nonzero_2d(mask: npt.NDArray[np.bool_], width: int) -> tuple[IndexMatrix, IndexMatrix]:
+    """``np.nonzero`` of a C-contiguous 2-d boolean mask that is almost all False, several times faster: the mask is
+    scanned 8 bytes at a time and only the non-zero words are decoded."""
+    flat = mask.reshape(-1)
+    size = flat.size
+    whole = size - size % 8
+    words = flat[:whole].view(np.uint64)
+    hits = np.flatnonzero(words)
+    positions = (hits[:, None] * 8 + np.arange(8, dtype=np.int64)).reshape(-1)
+    positions = positions[flat[positions]]
+    if whole < size:
+        tail = np.flatnonzero(flat[whole:]) + whole
+        positions = np.concatenate([positions, tail])
+    return positions // width, positions % width
 
 
 def trim(scores: npt.NDArray[Any], indices: IndexMatrix) -> tuple[list[list[float]], list[list[int]]]:
@@ -196,12 +214,15 @@ class ItemIndex:
         n = len(self)
         bm = q.shape[0]
         buffer: FloatMatrix | None = None
+        above: npt.NDArray[np.bool_] | None = None
         ex_bounds = np.searchsorted(ex_cols, np.arange(0, n + chunk, chunk)) if ex_cols.size else None
         for number, c0 in enumerate(range(0, n, chunk)):
             c1 = min(n, c0 + chunk)
             width = c1 - c0
-            if buffer is None or buffer.shape[1] != width:
+            if buffer is None or buffer.shape[1] != width:  # reused: a fresh 64 MiB array per chunk page-faults
                 buffer = np.empty((bm, width), dtype=np.float32)
+                above = np.empty((bm, width), dtype=bool)
+            assert above is not None
             scores = np.matmul(q, self._vectors[c0:c1].T, out=buffer)
             if ex_bounds is not None:
                 lo, hi = ex_bounds[number], ex_bounds[number + 1]
@@ -210,16 +231,21 @@ class ItemIndex:
             # come later in index order) but harmless; ">=" keeps one comparison for every case.
             cut = np.maximum(best_s[:, k - 1], np.float32(floor))
             unfilled = np.flatnonzero(best_i[:, k - 1] < 0)
+            limit = np.full(bm, 4 * k, dtype=np.int64)
             if unfilled.size and width > k:
-                cut[unfilled] = np.maximum(cut[unfilled], _kth_largest(scores, unfilled, k))
-            rows, cols = np.nonzero(scores >= cut[:, None])
+                # The k-th largest of a sample of the chunk's columns is at most the chunk's own k-th largest, so it
+                # is a safe cut, and partitioning the sample is several times cheaper than the whole chunk.
+                sample = min(width, max(_SAMPLE_COLUMNS, 8 * k))
+                cut[unfilled] = np.maximum(cut[unfilled], _kth_largest(scores[:, :sample], unfilled, k))
+                limit[unfilled] *= -(-width // sample)
+            rows, cols = _nonzero_2d(np.greater_equal(scores, cut[:, None], out=above), width)
             if rows.size == 0:
                 continue
             vals = scores[rows, cols]
             counts = np.bincount(rows, minlength=bm)
-            if int(counts.max()) > 4 * k and width > k:
+            if bool((counts > limit).any()) and width > k:
                 # Rare (e.g. items stored in ascending score order): tighten the busiest rows to their chunk k-th.
-                busy = np.flatnonzero(counts > 4 * k)
+                busy = np.flatnonzero(counts > limit)
                 tight = np.full(bm, -np.inf, dtype=np.float32)
                 tight[busy] = _kth_largest(scores, busy, k)
                 keep = vals >= tight[rows]
