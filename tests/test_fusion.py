@@ -383,8 +383,9 @@ def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: 
     found = retriever.retrieve(History.from_ids([str(i) for i in history]), k=5)
     assert [c.item_id for c in found] == [str(i) for i in expected]
     assert all(a.score >= b.score for a, b in pairwise(found))
-    ranking = Recommender(catalog(), retriever=retriever).recommend([str(i) for i in history], k=5)  # type: ignore[arg-type]
+    ranking = Recommender(catalog(), retriever=retriever).recommend([str(i) for i in history], k=5)
     assert ranking.item_ids == [str(i) for i in expected]
+    assert {item.source for item in ranking.items} == {"fusion"}  # not mislabelled as cosine order
     assert not set(ranking.item_ids) & {str(i) for i in history}
 
 

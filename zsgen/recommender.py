@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from zsgen.catalog import Catalog
 from zsgen.embed import Encoder, default_encoder
@@ -16,7 +17,7 @@ from zsgen.errors import EmptyHistoryError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieve import Retriever, UserVectorStrategy
-from zsgen.types import History, Interaction, Profile, RankedItem, Ranking
+from zsgen.types import Candidate, History, Interaction, Profile, RankedItem, Ranking, Source
 
 HistoryInput = History | Sequence[str] | None
 ProfileInput = Profile | str | None
@@ -30,11 +31,40 @@ class Request:
     profile: ProfileInput = None
 
 
+class FirstStage(Protocol):
+    """What the recommender needs from a first stage: :class:`~zsgen.retrieve.Retriever` (cosine) or
+    :class:`zsgen.score.retriever.FusedRetriever` (tuned multi-signal fusion). ``source`` labels its items."""
+
+    source: Source
+
+    def retrieve(
+        self,
+        history: History | None = None,
+        profile: Profile | str | None = None,
+        *,
+        k: int = 20,
+        strategy: UserVectorStrategy = "mean",
+        threshold: float | None = None,
+        history_length: int | None = None,
+    ) -> list[Candidate]: ...
+
+    def retrieve_batch(
+        self,
+        requests: Sequence[Any],
+        *,
+        k: int | Sequence[int] = 20,
+        strategy: UserVectorStrategy = "mean",
+        threshold: float | None = None,
+        history_length: int | None = None,
+    ) -> list[list[Candidate]]: ...
+
+
 class Recommender:
     """Retrieval by embedding similarity, then (optionally) LLM reranking of the top candidates.
 
-    Without a reranker the ranking is the cosine order itself (``source="retrieval"`` is not used; items carry
-    ``source="cosine"``). With one, ``candidates`` items are retrieved and reranked, and the first ``k`` returned.
+    Without a reranker the ranking is the first stage's order itself (items carry ``source="cosine"``, or
+    ``"fusion"`` from a fused first stage). With one, ``candidates`` items are retrieved and reranked, and the first
+    ``k`` returned.
     """
 
     def __init__(
@@ -42,7 +72,7 @@ class Recommender:
         catalog: Catalog,
         *,
         encoder: Encoder | None = None,
-        retriever: Retriever | None = None,
+        retriever: FirstStage | None = None,
         reranker: Reranker | RerankConfig | None = None,
         strategy: UserVectorStrategy = "mean",
         history_length: int | None = None,
@@ -51,7 +81,7 @@ class Recommender:
         candidates: int | None = None,
     ) -> None:
         self.catalog = catalog
-        self.retriever = retriever or Retriever(
+        self.retriever: FirstStage = retriever or Retriever(
             catalog, encoder if encoder is not None else default_encoder(), text_template=text_template
         )
         if isinstance(reranker, RerankConfig):
@@ -90,7 +120,12 @@ class Recommender:
         if self.reranker is None:
             ranking = Ranking(
                 items=[
-                    RankedItem(id=c.item_id, title=self.catalog.get(c.item_id).title, score=c.score, source="cosine")
+                    RankedItem(
+                        id=c.item_id,
+                        title=self.catalog.get(c.item_id).title,
+                        score=c.score,
+                        source=self.retriever.source,
+                    )
                     for c in candidates
                 ]
             )
@@ -119,7 +154,10 @@ class Recommender:
                 Ranking(
                     items=[
                         RankedItem(
-                            id=c.item_id, title=self.catalog.get(c.item_id).title, score=c.score, source="cosine"
+                            id=c.item_id,
+                            title=self.catalog.get(c.item_id).title,
+                            score=c.score,
+                            source=self.retriever.source,
                         )
                         for c in cands
                     ]

@@ -29,7 +29,7 @@ from zsgen.embed.base import Encoder
 from zsgen.errors import ConfigError, DataError, EmptyHistoryError, EmptyTextError, InvalidKError
 from zsgen.index import FloatMatrix, IndexBackend, make_index
 from zsgen.itemtext import ItemTextTemplate
-from zsgen.types import Candidate, History, Item, Profile
+from zsgen.types import Candidate, History, Item, Profile, Source
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,9 @@ class Retriever:
     Item vectors are built once from the item texts (:class:`~zsgen.itemtext.ItemTextTemplate`) with ``encoder``
     (wrap it in a :class:`~zsgen.embed.CachedEncoder` to make rebuilding free), or taken from ``item_vectors``.
     """
+
+    #: How the recommender labels this first stage's items.
+    source: Source = "cosine"
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from zsgen.interactions import Interactions
 from zsgen.score.base import TrainData, UserQuery, mask_history, top_k
 from zsgen.score.config import FusionConfig
 from zsgen.score.fusion import FusedScorer
-from zsgen.types import Candidate, History, Profile
+from zsgen.types import Candidate, History, Profile, Source
 
 Request = tuple[History | None, Profile | str | None] | History | Profile
 
@@ -33,6 +33,8 @@ class FusedRetriever:
     ``strategy`` and ``history_length`` of the retrieval calls are accepted for interface compatibility and ignored:
     each text signal carries its own in the config. ``threshold`` keeps only items whose fused score reaches it.
     """
+
+    source: Source = "fusion"
 
     def __init__(
         self,
