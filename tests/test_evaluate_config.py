@@ -11,7 +11,9 @@ from zsgen.errors import ConfigError
 from zsgen.evaluate.config import dumps_toml, load_config, write_resolved
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "evaluation" / "configs").glob("*.toml"))
+# Evaluation configs; fusion-*.toml beside them are fusion configs that fused rankers name.
+CONFIGS = sorted(p for p in (REPO / "evaluation" / "configs").glob("*.toml") if not p.name.startswith("fusion-"))
+FUSION_CONFIGS = sorted((REPO / "evaluation" / "configs").glob("fusion-*.toml"))
 
 MINIMAL = """
 name = "t"
@@ -36,6 +38,17 @@ def test_committed_configs_load_and_name_the_shared_dataset() -> None:
         config = load_config(path)
         assert Path(config.dataset.path) == (REPO.parent / "shared" / "data" / "ml-100k").resolve()
         assert config.baseline is not None
+        for ranker in config.rankers:
+            if ranker.fusion is not None:
+                assert Path(ranker.fusion) in FUSION_CONFIGS
+
+
+def test_committed_fusion_configs_load() -> None:
+    from zsgen.score.config import FusionConfig
+
+    assert FUSION_CONFIGS
+    for path in FUSION_CONFIGS:
+        assert FusionConfig.load(path).signals
 
 
 def test_protocol_presets_fill_what_the_file_leaves_out(tmp_path: Path) -> None:
