@@ -229,6 +229,24 @@ def test_tune_weights_enumerates_a_small_grid_and_respects_fixed_weights() -> No
     assert useless.weights["flat"] == 0.0
 
 
+def test_tune_weights_tries_the_start_vector_and_never_ends_below_it() -> None:
+    rng = np.random.default_rng(2)
+    n_users, n_items = 300, 12
+    targets = rng.integers(0, n_items, size=n_users)
+    a, b = rng.normal(size=(n_users, n_items)), rng.normal(size=(n_users, n_items))
+    a[np.arange(n_users), targets] += 1.0
+    b[np.arange(n_users), targets] += 1.0
+    space = SearchSpace(default_values=[0.0, 1.0], max_trials=50)
+    start = {"a": 1.0, "b": 0.3}
+    without = tune_weights({"a": a, "b": b}, targets, search=space, normalisation="none")
+    assert all(t.weights != start for t in without.trials)
+    with_start = tune_weights({"a": a, "b": b}, targets, search=space, normalisation="none", start=start)
+    started = [t for t in with_start.trials if t.weights == start]
+    assert len(started) == 1
+    assert with_start.val_metric >= started[0].value
+    assert with_start.val_metric >= without.val_metric
+
+
 def test_validation_split_never_reads_the_last_event() -> None:
     inter = two_regime_log()
     split = validation_split(inter, n_items=N_ITEMS)

@@ -108,6 +108,7 @@ def _search(
     names: Sequence[str],
     space: SearchSpace,
     fixed: Mapping[str, float],
+    start: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, float], float, list[Trial]]:
     free = [n for n in names if n not in fixed]
     values = {n: space.values_for(n) for n in free}
@@ -139,6 +140,8 @@ def _search(
             run({})  # the fixed signals alone: a free signal must strictly beat them to get any weight
         for name in free:
             run({name: 1.0})
+        if start is not None:
+            run(dict(start))  # a known vector (e.g. the config's weights): the search can only do better
         grid_size = math.prod(len(values[n]) for n in free)
         if grid_size <= space.max_trials - len(trials):
             for combo in itertools.product(*(values[n] for n in free)):
@@ -174,6 +177,7 @@ def tune_weights(
     rrf_k: float = 60.0,
     columns: IndexArray | None = None,
     fixed: Mapping[str, float] | None = None,
+    start: Mapping[str, float] | None = None,
 ) -> TuningResult:
     """Search fusion weights that maximise the mean ``metric`` of the validation ``targets``.
 
@@ -182,7 +186,9 @@ def tune_weights(
     index lists. ``columns``: when the evaluation ranks a candidate list per user (e.g. target + 19 sampled items),
     the ``(users, n)`` catalog columns of those lists — signals are normalised over the whole row first, as
     :class:`FusedScorer` does, then restricted, and ``targets`` index into the lists. ``fixed``: signals held at a
-    given weight while the others are searched.
+    given weight while the others are searched. ``start``: a weight vector tried before the random and coordinate
+    steps (signals it does not name weigh 0), so re-tuning a config — say after adding a signal — never returns
+    weights that score lower on validation than the ones it started from.
     """
     search = search or SearchSpace()
     fixed = dict(fixed or {})
@@ -215,7 +221,7 @@ def tune_weights(
                 total += np.float32(weight) * parts[name]
         return float(metric_values(target_ranks(total, target_cols, mask), metric).mean())
 
-    weights, value, trials = _search(evaluate, names, search, fixed)
+    weights, value, trials = _search(evaluate, names, search, fixed, start)
     logger.info("tuned %s = %.4f over %d trials: %s", metric, value, len(trials), weights)
     return TuningResult(weights=weights, val_metric=value, metric=metric, trials=trials, users=int(shape[0]))
 
