@@ -16,7 +16,9 @@ Probes:
 3. the six committed signals with continuous weights fitted by a listwise softmax loss on validation (L-BFGS),
    instead of the grid search;
 4. the weight search on a pooled validation set: the 2nd- to 6th-to-last events of every user, each with its own
-   training data, so the weights are chosen on up to five times as many targets.
+   training data, so the weights are chosen on up to five times as many targets;
+5. where the committed fusion loses between validation and test: NDCG@10 by the target's training count and by
+   history length, on both splits (diagnostic only, nothing is chosen).
 
 Run:  HF_HUB_OFFLINE=1 python evaluation/experiments/graph_and_tuning_probes.py   (about 30 s on 2 cores;
       output kept in evaluation/results/graph_and_tuning_probes.txt)
@@ -198,6 +200,26 @@ def pooled_validation(probe: Probe, names: Sequence[str], deepest: int) -> None:
         )
 
 
+def breakdown(probe: Probe) -> None:
+    committed = probe.fusion.weights
+    for name, split in (("val", probe.val), ("test", probe.test)):
+        total = np.asarray(sum(w * zscored(probe.scores[name][n], n) for n, w in committed.items() if w > 0))
+        ranks = probe.protocol.val_ranks(total) if name == "val" else probe.protocol.test_ranks(total)
+        ndcg = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+        counts = np.asarray(split.train.incidence().sum(axis=0)).ravel()[split.targets]
+        lengths = np.array([len(q.history) for q in split.queries])
+        print(f"  {name}: NDCG@10 {ndcg.mean():.4f}; median training count of the target {np.median(counts):.0f}")
+        for label, values, edges in (
+            ("target count", counts, (0, 20, 50, 100, 200)),
+            ("history", lengths, (0, 30, 60, 150)),
+        ):
+            bins = np.digitize(values, edges[1:])
+            cells = [
+                f"{edges[b]}+: {ndcg[bins == b].mean():.3f} (n={int((bins == b).sum())})" for b in range(len(edges))
+            ]
+            print(f"    by {label}: " + ", ".join(cells))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     probe = Probe()
@@ -269,6 +291,9 @@ def main() -> None:
 
     print("4. the weight search on a pooled validation set (earlier events, their own training data):")
     pooled_validation(probe, base, deepest=6)
+
+    print("5. the committed fusion by target popularity and history length:")
+    breakdown(probe)
 
 
 if __name__ == "__main__":
