@@ -96,6 +96,7 @@ class Probe:
         dataset = load_dataset(DEFAULT_DATA)
         self.catalog, interactions = dataset.catalog, dataset.interactions
         assert interactions is not None
+        self.interactions = interactions
         n_items = len(self.catalog)
         self.vectors = item_vectors(self.catalog)
         self.val = Split(interactions, n_items, holdout=2)

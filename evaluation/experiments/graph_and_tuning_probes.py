@@ -2,7 +2,7 @@
 
 ``fusion_probes.py`` showed the item-neighbourhood family saturated (validation ~0.775, test ~0.739 on the sampled
 protocol, goal 0.75). This script asks whether anything *outside* that family, or a better weight search, moves the
-test value. Every choice is made on validation (the second-to-last event, or earlier events for probe 5); test is
+test value. Every choice is made on validation (the second-to-last event, or earlier events for probe 4); test is
 read once per probe, with the same candidate lists (target + 19 random unseen items, seeded per user).
 
 Probes:
@@ -36,10 +36,9 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fusion_ml100k import DEFAULT_DATA, SEARCH, Split, ndcg10, signal_scores
+from fusion_ml100k import SEARCH, Split, ndcg10, per_user, signal_scores
 from fusion_probes import DAY, Probe, query_times, training_events
 
-from zsgen.loaders import load_dataset
 from zsgen.score import TrainData, UserQuery
 from zsgen.score.base import ScoreMatrix, history_matrix, top_k
 from zsgen.score.fusion import transform
@@ -86,13 +85,11 @@ class Ratings:
     """Ratings of each split's training events (the held-out events' ratings are never read)."""
 
     def __init__(self, probe: Probe) -> None:
-        self.interactions = load_dataset(DEFAULT_DATA).interactions
-        assert self.interactions is not None
+        self.interactions = probe.interactions
         self.holdout = {id(probe.val): 2, id(probe.test): 1}
 
     def events(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
         inter = self.interactions
-        assert inter is not None
         cut = self.holdout[id(split)]
         positions = np.concatenate([p[:-cut] for p in inter.event_order_by_user()])
         return inter.item_index[positions], inter.rating[positions]
@@ -123,12 +120,14 @@ def zscored(matrix: ScoreMatrix, name: str) -> ScoreMatrix:
     return transform(matrix, "weighted", "zscore", 60.0, name=name)
 
 
-def value(probe: Probe, split: str, weights: Mapping[str, float]) -> float:
-    """NDCG@10 of z-scored signals summed with ``weights`` (of either sign: the softmax fit may give negatives)."""
+def split_ranks(probe: Probe, split: str, weights: Mapping[str, float]) -> np.ndarray:
+    """Target ranks of z-scored signals summed with ``weights`` (of either sign: the softmax fit may give negatives)."""
     total = np.asarray(sum(w * zscored(probe.scores[split][n], n) for n, w in weights.items() if w != 0))
-    if split == "test":
-        return ndcg10(probe.protocol.test_ranks(total))
-    return ndcg10(probe.protocol.val_ranks(total))
+    return probe.protocol.test_ranks(total) if split == "test" else probe.protocol.val_ranks(total)
+
+
+def value(probe: Probe, split: str, weights: Mapping[str, float]) -> float:
+    return ndcg10(split_ranks(probe, split, weights))
 
 
 def best_variant(probe: Probe, family: str, variants: Mapping[str, Callable[[Split], ScoreMatrix]]) -> str:
@@ -173,8 +172,7 @@ def softmax_weights(probe: Probe, names: Sequence[str], l2: float) -> dict[str, 
 
 def pooled_validation(probe: Probe, names: Sequence[str], deepest: int) -> None:
     """Tune on the 2nd- to ``deepest``-th-to-last events pooled; each depth has its own training data and lists."""
-    interactions = load_dataset(DEFAULT_DATA).interactions
-    assert interactions is not None
+    interactions = probe.interactions
     sequences = interactions.item_sequences()
     n_items = len(probe.catalog)
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
@@ -203,9 +201,7 @@ def pooled_validation(probe: Probe, names: Sequence[str], deepest: int) -> None:
 def breakdown(probe: Probe) -> None:
     committed = probe.fusion.weights
     for name, split in (("val", probe.val), ("test", probe.test)):
-        total = np.asarray(sum(w * zscored(probe.scores[name][n], n) for n, w in committed.items() if w > 0))
-        ranks = probe.protocol.val_ranks(total) if name == "val" else probe.protocol.test_ranks(total)
-        ndcg = np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+        ndcg = per_user(split_ranks(probe, name, committed), "NDCG@10")
         counts = np.asarray(split.train.incidence().sum(axis=0)).ravel()[split.targets]
         lengths = np.array([len(q.history) for q in split.queries])
         print(f"  {name}: NDCG@10 {ndcg.mean():.4f}; median training count of the target {np.median(counts):.0f}")
