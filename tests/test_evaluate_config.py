@@ -123,8 +123,8 @@ def test_toml_writer_escapes_and_nests() -> None:
         (MINIMAL.format(protocol="nir") + '[metrics]\nbaseline = "cosine"\n', "baseline 'cosine' is not a ranker"),
         (
             MINIMAL.format(protocol="nir")
-            + '[[rankers]]\nname="x"\nkind="llm"\n[rankers.rerank]\nstrategy="telepathy"\n',
-            "rankers.1.rerank.strategy",
+            + '[[rankers]]\nname="x"\nkind="llm"\n[rankers.rerank]\nmethod="telepathy"\n',
+            "rankers.1.rerank.method",
         ),
         ('name = "t\n', "not valid TOML"),
     ],

@@ -57,7 +57,7 @@ kind = "generator"
 [[rankers]]
 name = "cosine"
 kind = "cosine"
-strategy = "mean"
+user_vector = "mean"
 history_length = 5
 
 [[rankers]]
@@ -65,7 +65,7 @@ name = "verbalizer"
 kind = "llm"
 
 [rankers.rerank]
-strategy = "verbalizer"
+method = "verbalizer"
 backend = "verbalizer"
 """
 
@@ -287,7 +287,7 @@ cost_per_million_prompt_tokens = 2.0
 cost_per_million_completion_tokens = 8.0
 
 [rankers.rerank]
-strategy = "listwise"
+method = "listwise"
 backend = "openai"
 base_url = "{base_url}"
 model = "scripted-model"

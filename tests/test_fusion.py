@@ -353,7 +353,7 @@ def test_text_only_catalog_works_end_to_end(encoder: Any, caplog: pytest.LogCapt
     demo_catalog = dataset.catalog
     config = FusionConfig(
         signals={
-            "text": SignalConfig(kind="text", params={"strategy": "mean", "history_length": 5}),
+            "text": SignalConfig(kind="text", params={"user_vector": "mean", "history_length": 5}),
             "popularity": SignalConfig(kind="popularity"),
             "cooccurrence": SignalConfig(kind="cooccurrence"),
         },
@@ -399,7 +399,7 @@ def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: 
     query = [UserQuery(history=np.array(history))]
     expected = top_k(mask_history(expected_scorer.score(query), query), 5)[0]
     found = retriever.retrieve(History.from_ids([str(i) for i in history]), k=5)
-    assert [c.item_id for c in found] == [str(i) for i in expected]
+    assert [c.id for c in found] == [str(i) for i in expected]
     assert all(a.score >= b.score for a, b in pairwise(found))
     ranking = Recommender(catalog(), retriever=retriever).recommend([str(i) for i in history], k=5)
     assert ranking.item_ids == [str(i) for i in expected]
@@ -437,4 +437,4 @@ def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: py
     assert code == 0
     shown = [item["id"] for item in json.loads(capsys.readouterr().out)["items"]]
     expected = FusedRetriever(catalog(), tuned, inter).retrieve(History.from_ids(["14", "15"]), k=4)
-    assert shown == [c.item_id for c in expected]
+    assert shown == [c.id for c in expected]

@@ -84,12 +84,12 @@ def test_user_errors(plain: Recommender, catalog: Catalog) -> None:
 def _reranked(catalog: Catalog, retriever: Retriever, config: RerankConfig, k: int = 5) -> tuple[list[str], object]:
     rec = Recommender(catalog, retriever=retriever, reranker=Reranker(config, catalog=catalog))
     user = load_demo_user()
-    pool = [c.item_id for c in retriever.retrieve(History.from_ids(user.history), k=config.candidates)]
+    pool = [c.id for c in retriever.retrieve(History.from_ids(user.history), k=config.candidates)]
     return pool, rec.recommend(user.history, k=k)
 
 
 def test_local_generation_rerank_is_a_permutation_of_the_pool(catalog: Catalog, retriever: Retriever) -> None:
-    config = RerankConfig(strategy="listwise", backend="local", candidates=6, max_tokens=64)
+    config = RerankConfig(method="listwise", backend="local", candidates=6, max_tokens=64)
     pool, ranking = _reranked(catalog, retriever, config)
     assert set(ranking.item_ids) <= set(pool) and len(ranking.item_ids) == 5
     assert ranking.usage.calls == 1  # one generation, whether or not its answer was usable
@@ -100,9 +100,9 @@ def test_local_generation_rerank_is_a_permutation_of_the_pool(catalog: Catalog, 
         assert ranking.raw_text and "llm" in {i.source for i in ranking.items}
 
 
-@pytest.mark.parametrize("strategy", ["verbalizer", "pointwise"])
-def test_verbalizer_strategies_never_need_parsing(catalog: Catalog, retriever: Retriever, strategy: str) -> None:
-    config = RerankConfig(strategy=strategy, backend="verbalizer", candidates=8)  # type: ignore[arg-type]
+@pytest.mark.parametrize("method", ["verbalizer", "pointwise"])
+def test_verbalizer_methods_never_need_parsing(catalog: Catalog, retriever: Retriever, method: str) -> None:
+    config = RerankConfig(method=method, backend="verbalizer", candidates=8)  # type: ignore[arg-type]
     pool, ranking = _reranked(catalog, retriever, config)
     assert not ranking.fallback and ranking.parse_status == "ok"
     assert set(ranking.item_ids) <= set(pool)
@@ -116,7 +116,7 @@ def test_openai_backend_against_real_transformers_serve(
     catalog: Catalog, retriever: Retriever, transformers_server: str
 ) -> None:
     config = RerankConfig(
-        strategy="listwise", backend="openai", base_url=transformers_server, candidates=6, max_tokens=64, timeout=120
+        method="listwise", backend="openai", base_url=transformers_server, candidates=6, max_tokens=64, timeout=120
     )
     pool, ranking = _reranked(catalog, retriever, config)
     assert set(ranking.item_ids) <= set(pool) and len(ranking.item_ids) == 5

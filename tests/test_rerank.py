@@ -28,7 +28,7 @@ def catalog() -> Catalog:
 @pytest.fixture(scope="module")
 def candidates(catalog: Catalog) -> list[Candidate]:
     ids = catalog.ids[10:18]
-    return [Candidate(item_id=i, score=0.9 - 0.05 * n) for n, i in enumerate(ids)]
+    return [Candidate(id=i, score=0.9 - 0.05 * n) for n, i in enumerate(ids)]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def history(catalog: Catalog) -> History:
 
 def make_reranker(server: ScriptedServer, catalog: Catalog, **overrides: object) -> Reranker:
     settings: dict[str, object] = {
-        "strategy": "listwise",
+        "method": "listwise",
         "backend": "openai",
         "base_url": server.base_url,
         "timeout": 2.0,
@@ -72,7 +72,7 @@ def _display(item: Item) -> str:
 
 
 def assert_permutation(ranking_ids: list[str], candidates: list[Candidate]) -> None:
-    assert sorted(ranking_ids) == sorted(c.item_id for c in candidates)
+    assert sorted(ranking_ids) == sorted(c.id for c in candidates)
 
 
 def test_clean_answer_is_followed_exactly(scripted_server, catalog, candidates, history) -> None:
@@ -107,7 +107,7 @@ def test_repairs_keep_a_permutation_and_append_in_cosine_order(
     assert_permutation(ranking.item_ids, candidates)
     head = [shown[x] for x in llm_prefix]
     assert ranking.item_ids[: len(head)] == head
-    rest = [c.item_id for c in candidates if c.item_id not in head]
+    rest = [c.id for c in candidates if c.id not in head]
     assert ranking.item_ids[len(head) :] == rest  # omitted candidates follow in retrieval (cosine) order
     assert ranking.parse_status == "repaired" and not ranking.fallback
     assert any(repair_word in r for r in ranking.repairs), ranking.repairs
@@ -133,7 +133,7 @@ def test_faults_fall_back_to_cosine_order_with_reason(
 ) -> None:
     scripted_server.script(*replies)
     ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
-    assert ranking.item_ids == [c.item_id for c in candidates]
+    assert ranking.item_ids == [c.id for c in candidates]
     assert ranking.fallback and ranking.parse_status == "fallback"
     assert ranking.fallback_reason == reason
     assert [i.score for i in ranking.items] == [c.score for c in candidates]
@@ -146,7 +146,7 @@ def test_rate_limit_is_retried_after_the_advertised_delay(scripted_server, catal
     ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
     first, second = scripted_server.chat_requests
     assert second.received_at - first.received_at >= 0.9
-    assert not ranking.fallback and ranking.item_ids[:2] == [candidates[1].item_id, candidates[0].item_id]
+    assert not ranking.fallback and ranking.item_ids[:2] == [candidates[1].id, candidates[0].id]
 
 
 def test_stall_past_timeout_falls_back_within_bounded_time(catalog, candidates, history) -> None:
@@ -167,7 +167,7 @@ def test_injection_in_item_text_cannot_add_items(scripted_server, catalog, candi
         ),
     )
     poisoned = catalog.with_items([evil])
-    cands = [*candidates[:4], Candidate(item_id="evil", score=0.1)]
+    cands = [*candidates[:4], Candidate(id="evil", score=0.1)]
     # The model obeys the injected text and names a non-candidate by id and by title.
     outside = catalog.get("m001").title
     scripted_server.script(answer(json.dumps({"ranking": ["m001", outside, "E", "A"]})))
@@ -193,7 +193,7 @@ def test_bootstrap_shows_distinct_orders_and_aggregates_by_borda(catalog, candid
     for seq in sequences:
         for pos, item_id in enumerate(seq):
             points[item_id] = points.get(item_id, 0) + len(seq) - 1 - pos
-    retrieval = [c.item_id for c in candidates]
+    retrieval = [c.id for c in candidates]
     expected = sorted(retrieval, key=lambda i: (-points[i], retrieval.index(i)))
     assert ranking.item_ids == expected
     assert ranking.usage.calls == rounds
@@ -214,7 +214,7 @@ def test_borda_and_rrf_by_hand() -> None:
 def test_fusion_with_cosine_weight_one_returns_cosine_order(scripted_server, catalog, candidates, history) -> None:
     scripted_server.script(answer(["H", "G", "F", "E", "D", "C", "B", "A"]))
     ranking = make_reranker(scripted_server, catalog, fuse_cosine=1.0).rerank(history, candidates)
-    assert ranking.item_ids == [c.item_id for c in candidates]
+    assert ranking.item_ids == [c.id for c in candidates]
     assert {i.source for i in ranking.items} == {"fusion"} and not ranking.fallback
 
 
@@ -224,12 +224,12 @@ def test_nir_chain_feeds_each_answer_into_the_next_step(scripted_server, catalog
         answer("Items 2 and 4 are the most representative."),
         answer(["B", "A"]),
     )
-    ranking = make_reranker(scripted_server, catalog, strategy="nir").rerank(history, candidates)
+    ranking = make_reranker(scripted_server, catalog, method="nir").rerank(history, candidates)
     bodies = [r.body["messages"] for r in scripted_server.chat_requests]
     assert len(bodies) == 3
     assert "slow, character-driven" in bodies[1][-1]["content"]
     assert "most representative" in bodies[2][-1]["content"]
-    assert ranking.item_ids[:2] == [candidates[1].item_id, candidates[0].item_id]
+    assert ranking.item_ids[:2] == [candidates[1].id, candidates[0].id]
     assert ranking.usage.calls == 3 and ranking.template == "nir_preferences+nir_representative+nir_rank"
 
 
@@ -250,6 +250,6 @@ def test_api_key_is_not_in_results(scripted_server, catalog, candidates, history
 
 def test_user_errors_still_raise(catalog: Catalog, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="verbalizer"):
-        RerankConfig(strategy="listwise", backend="verbalizer")
+        RerankConfig(method="listwise", backend="verbalizer")
     with pytest.raises(TemplateError):
         Reranker(RerankConfig(backend="openai", template="no_such_template"), catalog=catalog)

@@ -1,4 +1,4 @@
-"""Retrieval: exact top-k, every user-vector strategy by hand, cold start, and each bad input (real MiniLM)."""
+"""Retrieval: exact top-k, every user-vector user_vector by hand, cold start, and each bad input (real MiniLM)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from zsgen.itemtext import ItemTextTemplate
 from zsgen.retrieve import (
     RetrievalRequest,
     Retriever,
-    UserVectorStrategy,
+    UserVector,
     blend,
     history_vector,
     recency_weights,
@@ -75,7 +75,7 @@ def retriever(catalog: Catalog, minilm: TransformersEncoder) -> Retriever:
 
 
 def ids(candidates: Sequence[Candidate]) -> list[str]:
-    return [c.item_id for c in candidates]
+    return [c.id for c in candidates]
 
 
 def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -223,30 +223,30 @@ def test_recency_weights_by_hand() -> None:
 
 @pytest.mark.parametrize("name", ["mean", "recency", "last"])
 def test_single_vector_strategies_by_hand(vector_retriever: Retriever, catalog: Catalog, name: str) -> None:
-    strategy = cast(UserVectorStrategy, name)
+    user_vector = cast(UserVector, name)
     x = vector_retriever.item_vectors.astype(np.float64)
     history = ["s2", "c5", "o1", "s7"]
     rows = [catalog.index_of(i) for i in history]
     h = x[rows]
-    if strategy == "mean":
+    if user_vector == "mean":
         user = h.sum(axis=0) / 4
-    elif strategy == "recency":
+    elif user_vector == "recency":
         user = 0.5 * h[0] + 0.5 ** (2 / 3) * h[1] + 0.5 ** (1 / 3) * h[2] + 1.0 * h[3]
     else:
         user = h[3]
     user /= np.linalg.norm(user)
     expected_scores = x @ user
-    result = vector_retriever.retrieve(History.from_ids(history), k=8, strategy=strategy)
+    result = vector_retriever.retrieve(History.from_ids(history), k=8, user_vector=user_vector)
     assert [catalog.index_of(i) for i in ids(result)] == ranked_by(expected_scores, set(rows), 8)
     np.testing.assert_allclose(
         [c.score for c in result], np.sort(expected_scores[[catalog.index_of(i) for i in ids(result)]])[::-1], atol=1e-5
     )
     np.testing.assert_allclose(
-        vector_retriever.scores(History.from_ids(history), strategy=strategy),
+        vector_retriever.scores(History.from_ids(history), user_vector=user_vector),
         expected_scores,
         atol=1e-5,
     )
-    np.testing.assert_allclose(history_vector(h, strategy), user, atol=1e-6)
+    np.testing.assert_allclose(history_vector(h, user_vector), user, atol=1e-6)
 
 
 def test_maxsim_by_hand(vector_retriever: Retriever, catalog: Catalog) -> None:
@@ -254,15 +254,15 @@ def test_maxsim_by_hand(vector_retriever: Retriever, catalog: Catalog) -> None:
     history = ["s1", "c3", "o4"]
     rows = [catalog.index_of(i) for i in history]
     expected_scores = np.array([max(float(x[j] @ x[r]) for r in rows) for j in range(len(catalog))])
-    result = vector_retriever.retrieve(History.from_ids(history), k=10, strategy="maxsim")
+    result = vector_retriever.retrieve(History.from_ids(history), k=10, user_vector="maxsim")
     assert [catalog.index_of(i) for i in ids(result)] == ranked_by(expected_scores, set(rows), 10)
     for c in result:
-        assert c.score == pytest.approx(expected_scores[catalog.index_of(c.item_id)], abs=1e-5)
+        assert c.score == pytest.approx(expected_scores[catalog.index_of(c.id)], abs=1e-5)
     np.testing.assert_allclose(
-        vector_retriever.scores(History.from_ids(history), strategy="maxsim"), expected_scores, atol=1e-5
+        vector_retriever.scores(History.from_ids(history), user_vector="maxsim"), expected_scores, atol=1e-5
     )
     # maxsim is not any single vector: it differs from mean here.
-    assert ids(result) != ids(vector_retriever.retrieve(History.from_ids(history), k=10, strategy="mean"))
+    assert ids(result) != ids(vector_retriever.retrieve(History.from_ids(history), k=10, user_vector="mean"))
 
 
 def test_history_and_profile_blend_by_hand(
@@ -281,7 +281,7 @@ def test_history_and_profile_blend_by_hand(
     np.testing.assert_allclose(blend(h, p, 0.5), user, atol=1e-6)
     # maxsim with a profile: (1 - w) * max_j cos(h_j, item) + w * cos(profile, item)
     both = np.array([0.5 * max(float(x[j] @ x[r]) for r in rows) + 0.5 * float(x[j] @ p) for j in range(len(catalog))])
-    result = vector_retriever.retrieve(History.from_ids(["s3", "o2"]), Profile(text=text), k=6, strategy="maxsim")
+    result = vector_retriever.retrieve(History.from_ids(["s3", "o2"]), Profile(text=text), k=6, user_vector="maxsim")
     assert [catalog.index_of(i) for i in ids(result)] == ranked_by(both, set(rows), 6)
     assert [c.score for c in result] == pytest.approx(
         sorted(both[[catalog.index_of(i) for i in ids(result)]], reverse=True), abs=1e-5
@@ -310,18 +310,18 @@ def test_history_length_limits_the_query_but_not_exclusion(vector_retriever: Ret
 
 def test_exclude_seen_false_and_threshold(vector_retriever: Retriever) -> None:
     history = History.from_ids(["s4"])
-    kept = vector_retriever.retrieve(history, k=3, strategy="last", exclude_seen=False)
-    assert kept[0].item_id == "s4" and kept[0].score == pytest.approx(1.0, abs=1e-5)
-    everything = vector_retriever.retrieve(history, k=19, strategy="last")
+    kept = vector_retriever.retrieve(history, k=3, user_vector="last", exclude_seen=False)
+    assert kept[0].id == "s4" and kept[0].score == pytest.approx(1.0, abs=1e-5)
+    everything = vector_retriever.retrieve(history, k=19, user_vector="last")
     cut = everything[4].score
-    thresholded = vector_retriever.retrieve(history, k=19, strategy="last", threshold=cut)
+    thresholded = vector_retriever.retrieve(history, k=19, user_vector="last", threshold=cut)
     assert ids(thresholded) == ids(everything[:5])
     assert all(c.score >= cut for c in thresholded)
 
 
 @pytest.mark.parametrize("name", ["mean", "recency", "last", "maxsim"])
 def test_batch_equals_one_by_one(vector_retriever: Retriever, name: str) -> None:
-    strategy = cast(UserVectorStrategy, name)
+    user_vector = cast(UserVector, name)
     requests = [
         RetrievalRequest(History.from_ids(["s1", "c2", "o3"])),
         RetrievalRequest(None, Profile(text="space adventure")),
@@ -329,9 +329,9 @@ def test_batch_equals_one_by_one(vector_retriever: Retriever, name: str) -> None
         RetrievalRequest(History.from_ids(["o1", "o2", "o3", "o4", "s8"])),
     ]
     ks = [5, 3, 7, 15]
-    batch = vector_retriever.retrieve_batch(requests, k=ks, strategy=strategy)
+    batch = vector_retriever.retrieve_batch(requests, k=ks, user_vector=user_vector)
     single = [
-        vector_retriever.retrieve(r.history, r.profile, k=k, strategy=strategy)
+        vector_retriever.retrieve(r.history, r.profile, k=k, user_vector=user_vector)
         for r, k in zip(requests, ks, strict=True)
     ]
     assert [ids(b) for b in batch] == [ids(s) for s in single]
@@ -376,8 +376,8 @@ def test_bad_inputs_raise_typed_errors(vector_retriever: Retriever) -> None:
     assert len(vector_retriever.retrieve(History.from_ids(["s1"]), k=20, exclude_seen=False)) == 20
     with pytest.raises(EmptyTextError, match="profile"):
         vector_retriever.retrieve(profile="   ")
-    with pytest.raises(ConfigError, match="strategy"):
-        vector_retriever.retrieve(History.from_ids(["s1"]), strategy="median")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="user_vector"):
+        vector_retriever.retrieve(History.from_ids(["s1"]), user_vector="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="history_length"):
         vector_retriever.retrieve(History.from_ids(["s1"]), history_length=0)
     with pytest.raises(InvalidKError, match="request 1"):

@@ -290,25 +290,25 @@ def unit_vectors(seed: int, n: int = N_ITEMS, dim: int = 6) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("strategy", ["mean", "recency", "last", "maxsim"])
-def test_text_cosine_matches_naive(strategy: str) -> None:
+@pytest.mark.parametrize("user_vector", ["mean", "recency", "last", "maxsim"])
+def test_text_cosine_matches_naive(user_vector: str) -> None:
     vectors = unit_vectors(7)
-    scorer = TextCosineScorer(strategy, history_length=3, item_vectors=vectors, half_life=2.0)  # type: ignore[arg-type]
+    scorer = TextCosineScorer(user_vector, history_length=3, item_vectors=vectors, half_life=2.0)  # type: ignore[arg-type]
     scorer.fit(make_catalog(), None)
     queries = QUERIES[:3]
     scores = scorer.score(queries)
     for row, query in enumerate(queries):
         recent = query.history.tolist()[-3:]
-        if strategy != "maxsim":
+        if user_vector != "maxsim":
             weights = {
                 "mean": [1.0] * len(recent),
                 "recency": [0.5 ** ((len(recent) - 1 - p) / 2.0) for p in range(len(recent))],
                 "last": [0.0] * (len(recent) - 1) + [1.0],
-            }[strategy]
+            }[user_vector]
             user = sum(w * vectors[h] for w, h in zip(weights, recent, strict=True))
             user = user / np.linalg.norm(user)
         for j in range(N_ITEMS):
-            if strategy == "maxsim":
+            if user_vector == "maxsim":
                 expected = max(float(vectors[h] @ vectors[j]) for h in recent)
             else:
                 expected = float(user @ vectors[j])

@@ -19,8 +19,8 @@ from zsgen.errors import ConfigError, ZsgenError
 
 logger = logging.getLogger("zsgen")
 
-USER_VECTOR_STRATEGIES = ("mean", "recency", "last", "maxsim")
-RERANK_STRATEGIES = ("listwise", "recency", "in_context", "nir", "verbalizer", "pointwise")
+USER_VECTORS = ("mean", "recency", "last", "maxsim")
+RERANK_METHODS = ("listwise", "recency", "in_context", "nir", "verbalizer", "pointwise")
 
 
 def _add_catalog_options(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +39,10 @@ def _add_recommend(subparsers: Any) -> None:
     p.add_argument("--history", nargs="+", metavar="ID_OR_TITLE", default=[], help="the user's items, oldest first")
     p.add_argument("--profile", help="free-text profile (for a user with no history, or in addition to it)")
     p.add_argument("--k", type=int, default=10, help="how many items to return (default 10)")
-    p.add_argument("--strategy", choices=USER_VECTOR_STRATEGIES, default="mean", help="user vector from the history")
+    p.add_argument("--user-vector", choices=USER_VECTORS, default="mean", help="how the history becomes a user vector")
     p.add_argument("--history-length", type=int, help="use only the most recent N history items for retrieval")
     p.add_argument("--threshold", type=float, help="drop candidates below this cosine similarity")
-    p.add_argument("--rerank", choices=RERANK_STRATEGIES, help="rerank candidates with an LLM using this strategy")
+    p.add_argument("--rerank", choices=RERANK_METHODS, help="rerank candidates with an LLM using this method")
     p.add_argument("--backend", choices=("openai", "local", "verbalizer"), help="LLM backend for --rerank")
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key: OPENAI_API_KEY)")
     p.add_argument("--model", help="model name (openai; discovered from /v1/models if omitted) or local model folder")
@@ -108,11 +108,11 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
     history = [catalog.resolve(key) for key in history]  # fail on a typo before any model is loaded
     reranker = None
     if args.rerank or args.backend:
-        strategy = args.rerank or ("verbalizer" if args.backend == "verbalizer" else "listwise")
-        backend = args.backend or ("verbalizer" if strategy in ("verbalizer", "pointwise") else "local")
+        method = args.rerank or ("verbalizer" if args.backend == "verbalizer" else "listwise")
+        backend = args.backend or ("verbalizer" if method in ("verbalizer", "pointwise") else "local")
         try:
             reranker = RerankConfig(
-                strategy=strategy,
+                method=method,
                 backend=backend,
                 model=args.model,
                 base_url=args.base_url,
@@ -137,7 +137,7 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
         encoder=encoder,
         retriever=retriever,
         reranker=reranker,
-        strategy=args.strategy,
+        user_vector=args.user_vector,
         history_length=args.history_length,
         threshold=args.threshold,
     )

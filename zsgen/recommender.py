@@ -16,7 +16,7 @@ from zsgen.embed import Encoder, default_encoder
 from zsgen.errors import EmptyHistoryError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
 from zsgen.rerank import RerankConfig, Reranker
-from zsgen.retrieve import Retriever, UserVectorStrategy
+from zsgen.retrieve import Retriever, UserVector
 from zsgen.types import Candidate, History, Interaction, Profile, RankedItem, Ranking, Source
 
 HistoryInput = History | Sequence[str] | None
@@ -43,7 +43,7 @@ class FirstStage(Protocol):
         profile: Profile | str | None = None,
         *,
         k: int = 20,
-        strategy: UserVectorStrategy = "mean",
+        user_vector: UserVector = "mean",
         threshold: float | None = None,
         history_length: int | None = None,
     ) -> list[Candidate]: ...
@@ -53,7 +53,7 @@ class FirstStage(Protocol):
         requests: Sequence[Any],
         *,
         k: int | Sequence[int] = 20,
-        strategy: UserVectorStrategy = "mean",
+        user_vector: UserVector = "mean",
         threshold: float | None = None,
         history_length: int | None = None,
     ) -> list[list[Candidate]]: ...
@@ -74,7 +74,7 @@ class Recommender:
         encoder: Encoder | None = None,
         retriever: FirstStage | None = None,
         reranker: Reranker | RerankConfig | None = None,
-        strategy: UserVectorStrategy = "mean",
+        user_vector: UserVector = "mean",
         history_length: int | None = None,
         threshold: float | None = None,
         text_template: ItemTextTemplate | None = None,
@@ -87,7 +87,7 @@ class Recommender:
         if isinstance(reranker, RerankConfig):
             reranker = Reranker(reranker, catalog=catalog)
         self.reranker = reranker
-        self.strategy: UserVectorStrategy = strategy
+        self.user_vector: UserVector = user_vector
         self.history_length = history_length
         self.threshold = threshold
         self.candidates = candidates if candidates is not None else (reranker.config.candidates if reranker else None)
@@ -112,7 +112,7 @@ class Recommender:
             resolved,
             user_profile,
             k=pool,
-            strategy=self.strategy,
+            user_vector=self.user_vector,
             threshold=self.threshold,
             history_length=self.history_length,
         )
@@ -121,8 +121,8 @@ class Recommender:
             ranking = Ranking(
                 items=[
                     RankedItem(
-                        id=c.item_id,
-                        title=self.catalog.get(c.item_id).title,
+                        id=c.id,
+                        title=self.catalog.get(c.id).title,
                         score=c.score,
                         source=self.retriever.source,
                     )
@@ -144,7 +144,7 @@ class Recommender:
         candidate_lists = self.retriever.retrieve_batch(
             [(h, p) for h, p in prepared],
             k=pools,
-            strategy=self.strategy,
+            user_vector=self.user_vector,
             threshold=self.threshold,
             history_length=self.history_length,
         )
@@ -154,8 +154,8 @@ class Recommender:
                 Ranking(
                     items=[
                         RankedItem(
-                            id=c.item_id,
-                            title=self.catalog.get(c.item_id).title,
+                            id=c.id,
+                            title=self.catalog.get(c.id).title,
                             score=c.score,
                             source=self.retriever.source,
                         )

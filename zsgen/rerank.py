@@ -30,11 +30,11 @@ from zsgen.types import Candidate, History, Item, Profile, RankedItem, Ranking, 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Strategy = Literal["listwise", "recency", "in_context", "nir", "verbalizer", "pointwise"]
+RerankMethod = Literal["listwise", "recency", "in_context", "nir", "verbalizer", "pointwise"]
 BackendName = Literal["openai", "local", "verbalizer"]
 
-#: Which packaged templates each strategy renders, in call order.
-STRATEGY_TEMPLATES: dict[str, tuple[str, ...]] = {
+#: Which packaged templates each method renders, in call order.
+METHOD_TEMPLATES: dict[str, tuple[str, ...]] = {
     "listwise": ("listwise",),
     "recency": ("recency",),
     "in_context": ("in_context",),
@@ -42,7 +42,7 @@ STRATEGY_TEMPLATES: dict[str, tuple[str, ...]] = {
     "verbalizer": ("verbalizer_listwise",),
     "pointwise": ("pointwise",),
 }
-_VERBALIZER_STRATEGIES = {"verbalizer", "pointwise"}
+_VERBALIZER_METHODS = {"verbalizer", "pointwise"}
 _RRF_K = 60.0
 
 #: JSON schema sent to servers that accept structured output (``structured="json_schema"``).
@@ -59,12 +59,12 @@ class RerankConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Strategy = "listwise"
+    method: RerankMethod = "listwise"
     backend: BackendName = "local"
     model: str | None = None
     base_url: str | None = None
     structured: Literal["json_schema", "json_object", "none"] = "none"
-    template: str | None = Field(default=None, description="override the (last) template the strategy renders")
+    template: str | None = Field(default=None, description="override the (last) template the method renders")
     template_dir: Path | None = None
     candidates: int = Field(default=20, ge=1)
     history_length: int = Field(default=10, ge=1)
@@ -81,14 +81,12 @@ class RerankConfig(BaseModel):
     cache: Path | None = None
 
     @model_validator(mode="after")
-    def _backend_fits_strategy(self) -> RerankConfig:
-        needs_verbalizer = self.strategy in _VERBALIZER_STRATEGIES
+    def _backend_fits_method(self) -> RerankConfig:
+        needs_verbalizer = self.method in _VERBALIZER_METHODS
         if needs_verbalizer and self.backend != "verbalizer":
-            raise ValueError(f"strategy {self.strategy!r} reads logits: use backend 'verbalizer'")
+            raise ValueError(f"method {self.method!r} reads logits: use backend 'verbalizer'")
         if not needs_verbalizer and self.backend == "verbalizer":
-            raise ValueError(
-                f"backend 'verbalizer' supports strategies 'verbalizer' and 'pointwise', not {self.strategy!r}"
-            )
+            raise ValueError(f"backend 'verbalizer' supports methods 'verbalizer' and 'pointwise', not {self.method!r}")
         return self
 
 
@@ -185,7 +183,7 @@ class Reranker:
         self.config = config or RerankConfig()
         self.catalog = catalog
         self.library = PromptLibrary(self.config.template_dir)
-        names = list(STRATEGY_TEMPLATES[self.config.strategy])
+        names = list(METHOD_TEMPLATES[self.config.method])
         if self.config.template:
             names[-1] = self.config.template
         self.templates: list[PromptTemplate] = [self.library.get(name) for name in names]
@@ -313,7 +311,7 @@ class Reranker:
         }
 
     def _shown_orders(self, n: int, seed: int) -> list[list[int]]:
-        if self.config.strategy == "pointwise":
+        if self.config.method == "pointwise":
             return [list(range(n))]  # pointwise scores do not depend on the order shown
         if self.config.bootstrap == 1 and not self.config.shuffle:
             return [list(range(n))]
@@ -323,7 +321,7 @@ class Reranker:
         labels = make_labels(len(shown), self.config.label_style)
         views = []
         for label, index in zip(labels, shown, strict=True):
-            view = item_view(self.catalog.get(candidates[index].item_id))
+            view = item_view(self.catalog.get(candidates[index].id))
             view["label"] = label
             views.append(view)
         return views
@@ -331,10 +329,10 @@ class Reranker:
     async def _one_round(
         self, variables: dict[str, Any], candidates: Sequence[Candidate], shown: Sequence[int]
     ) -> tuple[_RoundResult, Usage]:
-        strategy = self.config.strategy
-        if strategy == "pointwise":
+        method = self.config.method
+        if method == "pointwise":
             return await self._pointwise_round(variables, candidates)
-        if strategy == "verbalizer":
+        if method == "verbalizer":
             return await self._verbalizer_round(variables, candidates, shown)
         return await self._chat_round(variables, candidates, shown)
 
@@ -417,7 +415,7 @@ class Reranker:
         template = self.templates[-1]
         conversations = []
         for index in range(len(candidates)):
-            view = item_view(self.catalog.get(candidates[index].item_id))
+            view = item_view(self.catalog.get(candidates[index].id))
             conversations.append(template.render(**variables, candidate=view))
         probabilities = await asyncio.to_thread(self.backend.yes_probabilities, conversations)
         values = [float(p) for p in probabilities]
@@ -459,7 +457,7 @@ class Reranker:
                     final_scores[index] = (n - position) / n
         items = []
         for index in final_order:
-            item = self.catalog.get(candidates[index].item_id)
+            item = self.catalog.get(candidates[index].id)
             source: Source = "fusion" if fused else ("llm" if index in from_llm else "cosine")
             items.append(RankedItem(id=item.id, title=item.title, score=final_scores[index], source=source))
         repairs = [repair for r in rounds for repair in r.repairs]
@@ -489,7 +487,7 @@ class Reranker:
         if parse_status == "fallback":
             logger.warning("LLM rerank fell back to cosine order: %s", reason)
         items = [
-            RankedItem(id=c.item_id, title=self.catalog.get(c.item_id).title, score=c.score, source="cosine")
+            RankedItem(id=c.id, title=self.catalog.get(c.id).title, score=c.score, source="cosine")
             for c in (candidates[index] for index in cosine_order(candidates))
         ]
         return Ranking(
@@ -504,7 +502,7 @@ class Reranker:
 
     def _provenance(self) -> dict[str, Any]:
         return {
-            "strategy": self.config.strategy,
+            "method": self.config.method,
             "backend": self.config.backend,
             "model": self.model_name,
             "template": self.template_name,

@@ -1,7 +1,7 @@
 """First stage: turn a user into a query over item vectors and take the top-k items by cosine.
 
 A user is known by their history (catalog items, oldest first), by a profile text (a cold-start user), or both.
-History becomes a query in one of four ways (``UserVectorStrategy``):
+History becomes a query in one of four ways (``UserVector``):
 
 - ``mean``: the normalised average of the history vectors;
 - ``recency``: a weighted average, the newest item weighted 1 and each older one halved every ``half_life`` items;
@@ -33,8 +33,8 @@ from zsgen.types import Candidate, History, Item, Profile, Source
 
 logger = logging.getLogger(__name__)
 
-UserVectorStrategy = Literal["mean", "recency", "last", "maxsim"]
-STRATEGIES: tuple[UserVectorStrategy, ...] = get_args(UserVectorStrategy)
+UserVector = Literal["mean", "recency", "last", "maxsim"]
+USER_VECTORS: tuple[UserVector, ...] = get_args(UserVector)
 DEFAULT_HALF_LIFE = 3.0
 DEFAULT_PROFILE_WEIGHT = 0.5
 
@@ -56,20 +56,20 @@ def _unit(vector: npt.NDArray[np.floating]) -> FloatMatrix:
 
 
 def history_vector(
-    vectors: npt.ArrayLike, strategy: UserVectorStrategy, *, half_life: float = DEFAULT_HALF_LIFE
+    vectors: npt.ArrayLike, user_vector: UserVector, *, half_life: float = DEFAULT_HALF_LIFE
 ) -> FloatMatrix:
     """One unit query vector from history item vectors (oldest first); ``maxsim`` has none and is refused."""
     matrix = np.asarray(vectors, dtype=np.float32)
     if matrix.ndim != 2 or matrix.shape[0] == 0:
         raise EmptyHistoryError("a history vector needs at least one item")
-    if strategy == "last":
+    if user_vector == "last":
         return _unit(matrix[-1])
-    if strategy == "mean":
+    if user_vector == "mean":
         return _unit(matrix.astype(np.float64).mean(axis=0))
-    if strategy == "recency":
+    if user_vector == "recency":
         weights = recency_weights(matrix.shape[0], half_life)
         return _unit(weights @ matrix.astype(np.float64))
-    raise ConfigError(f"strategy {strategy!r} has no single user vector (maxsim is computed in scoring)")
+    raise ConfigError(f"user_vector {user_vector!r} has no single user vector (maxsim is computed in scoring)")
 
 
 def blend(history: npt.ArrayLike, profile: npt.ArrayLike, profile_weight: float) -> FloatMatrix:
@@ -172,7 +172,7 @@ class Retriever:
         profile: Profile | str | None = None,
         *,
         k: int = 20,
-        strategy: UserVectorStrategy = "mean",
+        user_vector: UserVector = "mean",
         threshold: float | None = None,
         exclude_seen: bool = True,
         history_length: int | None = None,
@@ -186,7 +186,7 @@ class Retriever:
         return self.retrieve_batch(
             [RetrievalRequest(history, profile)],
             k=k,
-            strategy=strategy,
+            user_vector=user_vector,
             threshold=threshold,
             exclude_seen=exclude_seen,
             history_length=history_length,
@@ -197,20 +197,20 @@ class Retriever:
         requests: Sequence[RequestLike],
         *,
         k: int | Sequence[int] = 20,
-        strategy: UserVectorStrategy = "mean",
+        user_vector: UserVector = "mean",
         threshold: float | None = None,
         exclude_seen: bool = True,
         history_length: int | None = None,
     ) -> list[list[Candidate]]:
         """:meth:`retrieve` for many users, in a few matrix operations. ``k`` may be given per request."""
-        users = self._prepare(requests, k, strategy, threshold, exclude_seen, history_length)
+        users = self._prepare(requests, k, user_vector, threshold, exclude_seen, history_length)
         if not users:
             return []
         profiles = self._profile_vectors(users)
-        if strategy == "maxsim":
+        if user_vector == "maxsim":
             found = self._search_maxsim(users, profiles, threshold, exclude_seen)
         else:
-            queries = np.stack([self._user_vector(u, profiles, strategy) for u in users])
+            queries = np.stack([self._user_vector(u, profiles, user_vector) for u in users])
             scores, indices = self._index.search(
                 queries,
                 max(u.k for u in users),
@@ -220,7 +220,7 @@ class Retriever:
             found = [(s[: u.k], i[: u.k]) for s, i, u in zip(scores, indices, users, strict=True)]
         ids = self.catalog.ids
         return [
-            [Candidate(item_id=ids[int(i)], score=float(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
+            [Candidate(id=ids[int(i)], score=float(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0]
             for row_s, row_i in found
         ]
 
@@ -229,17 +229,17 @@ class Retriever:
         history: History | None = None,
         profile: Profile | str | None = None,
         *,
-        strategy: UserVectorStrategy = "mean",
+        user_vector: UserVector = "mean",
         history_length: int | None = None,
     ) -> npt.NDArray[np.float32]:
         """The retrieval score of every catalog item for one user (seen items included), in catalog order."""
-        (user,) = self._prepare([RetrievalRequest(history, profile)], 1, strategy, None, False, history_length)
+        (user,) = self._prepare([RetrievalRequest(history, profile)], 1, user_vector, None, False, history_length)
         profiles = self._profile_vectors([user])
         vectors = self.item_vectors
-        if strategy == "maxsim" and user.recent.size:
+        if user_vector == "maxsim" and user.recent.size:
             queries = self._maxsim_queries(user, profiles)
             return np.asarray((queries @ vectors.T).max(axis=0), dtype=np.float32)
-        return np.asarray(vectors @ self._user_vector(user, profiles, strategy), dtype=np.float32)
+        return np.asarray(vectors @ self._user_vector(user, profiles, user_vector), dtype=np.float32)
 
     # --------------------------------------------------------------------------------------------- internals
 
@@ -247,13 +247,13 @@ class Retriever:
         self,
         requests: Sequence[RequestLike],
         k: int | Sequence[int],
-        strategy: str,
+        user_vector: str,
         threshold: float | None,
         exclude_seen: bool,
         history_length: int | None,
     ) -> list[_User]:
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+        if user_vector not in USER_VECTORS:
+            raise ConfigError(f"unknown user_vector {user_vector!r}; use one of {', '.join(USER_VECTORS)}")
         if history_length is not None and (isinstance(history_length, bool) or history_length < 1):
             raise ConfigError(f"history_length must be a positive integer or None, got {history_length!r}")
         if threshold is not None and not np.isfinite(threshold):
@@ -293,12 +293,12 @@ class Retriever:
         vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32)
         return dict(zip(texts, vectors, strict=True))
 
-    def _user_vector(self, user: _User, profiles: dict[str, FloatMatrix], strategy: UserVectorStrategy) -> FloatMatrix:
+    def _user_vector(self, user: _User, profiles: dict[str, FloatMatrix], user_vector: UserVector) -> FloatMatrix:
         profile = profiles[user.profile] if user.profile is not None else None
         if user.recent.size == 0:
             assert profile is not None
             return profile
-        single: UserVectorStrategy = "mean" if strategy == "maxsim" else strategy
+        single: UserVector = "mean" if user_vector == "maxsim" else user_vector
         vector = history_vector(self.item_vectors[user.recent], single, half_life=self.half_life)
         return vector if profile is None else blend(vector, profile, self.profile_weight)
 

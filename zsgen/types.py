@@ -99,7 +99,9 @@ class Profile(BaseModel):
 class Candidate(BaseModel):
     """An item retrieved by the first stage, with its retrieval score (cosine unless said otherwise)."""
 
-    item_id: str
+    model_config = ConfigDict(frozen=True)
+
+    id: str
     score: float
 
 
@@ -140,7 +142,7 @@ class Ranking(BaseModel):
     parse_status: ParseStatus = "none"
     repairs: list[str] = Field(default_factory=list)
     raw_text: str | None = None
-    strategy: str | None = None
+    method: str | None = None
     backend: str | None = None
     model: str | None = None
     template: str | None = None

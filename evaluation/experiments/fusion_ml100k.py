@@ -6,7 +6,7 @@ test: last one dropped). The user's history is excluded from the ranking. Ties i
 index (the rule of ``zsgen.score.top_k``).
 
 Steps, each chosen on validation only:
-1. each signal family's variant (text strategy, co-occurrence window/decay, neighbourhood size, popularity window);
+1. each signal family's variant (text user vector, co-occurrence window/decay, neighbourhood size, popularity window);
 2. the normalisation (rank / zscore / minmax / RRF);
 3. the weights (bounded search, ``SearchSpace`` below);
 then test: HR@10 / NDCG@10 with 95% bootstrap intervals over users, for each signal alone, each signal left out
@@ -55,7 +55,7 @@ KS = (1, 5, 10, 20)
 #: Variants per signal family; the best of each on validation NDCG@10 (full catalog) enters the fusion.
 FAMILIES: dict[str, list[SignalConfig]] = {
     "text": [
-        SignalConfig(kind="text", params={"strategy": s, "history_length": n})
+        SignalConfig(kind="text", params={"user_vector": s, "history_length": n})
         for s in ("mean", "recency", "last", "maxsim")
         for n in (5, 10)
         if not (s == "last" and n == 10)
@@ -322,7 +322,7 @@ def llm_callable(catalog: Catalog, cache_path: Path, history_length: int) -> Cal
 
     reranker = Reranker(
         RerankConfig(
-            strategy="verbalizer", backend="verbalizer", history_length=history_length, shuffle=True, candidates=20
+            method="verbalizer", backend="verbalizer", history_length=history_length, shuffle=True, candidates=20
         ),
         catalog=catalog,
     )

@@ -38,7 +38,7 @@ TUNED = ROOT / "evaluation" / "results" / "fusion_ml100k_full.toml"
 
 FALLBACK = FusionConfig(
     signals={
-        "text": SignalConfig(kind="text", params={"strategy": "last", "history_length": 5}),
+        "text": SignalConfig(kind="text", params={"user_vector": "last", "history_length": 5}),
         "popularity": SignalConfig(kind="popularity"),
         "sequential": SignalConfig(kind="cooccurrence", params={"window": 20, "recent": 15, "decay": 0.8}),
         "cooccurrence": SignalConfig(kind="cooccurrence", params={"recent": 5, "decay": 0.6}),

@@ -81,7 +81,7 @@ class CandidateConfig(_FusionOptions):
     n: int = Field(default=20, ge=1)
     neighbours: int = Field(default=12, ge=1, description="user/item filtering neighbourhood size")
     include_self: bool = Field(default=True, description="user filtering counts the user among the neighbours")
-    strategy: str | None = Field(default=None, description="embedding: user-vector strategy")
+    user_vector: str | None = Field(default=None, description="embedding: how the history becomes a user vector")
     history_length: int | None = Field(
         default=None, ge=1, description="embedding: recent items in the user vector; item_filtering: items used"
     )
@@ -105,7 +105,7 @@ class RankerConfig(_FusionOptions):
 
     name: str = Field(min_length=1)
     kind: RankerKind
-    strategy: str | None = Field(default=None, description="cosine: user-vector strategy")
+    user_vector: str | None = Field(default=None, description="cosine: how the history becomes a user vector")
     history_length: int | None = Field(default=None, ge=1, description="cosine: recent items in the user vector")
     rerank: dict[str, Any] | None = None
     cost_per_million_prompt_tokens: float = Field(default=0.0, ge=0.0)

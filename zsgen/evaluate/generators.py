@@ -153,7 +153,7 @@ class ScorerFactory:
         *,
         neighbours: int = 12,
         include_self: bool = True,
-        strategy: str | None = None,
+        user_vector: str | None = None,
         history_length: int | None = None,
         fusion: Any = None,
     ) -> Any:
@@ -183,8 +183,8 @@ class ScorerFactory:
             from zsgen.score import TextCosineScorer
 
             options: dict[str, Any] = {"encoder": self.encoder, "item_vectors": self._item_vectors}
-            if strategy is not None:
-                options["strategy"] = strategy
+            if user_vector is not None:
+                options["user_vector"] = user_vector
             if history_length is not None:
                 options["history_length"] = history_length
             scorer = TextCosineScorer(**options)
@@ -216,7 +216,7 @@ def build_generator(
         config.generator,
         neighbours=config.neighbours,
         include_self=config.include_self,
-        strategy=config.strategy,
+        user_vector=config.user_vector,
         history_length=config.history_length,
         fusion=fusion,
     )

@@ -165,13 +165,12 @@ class LLMRanker:
         history = case.history_model(self.interactions, self.catalog, self.history_length)
         cosine = tie_safe(self.cosine.score(queries_for([case])))[0, candidates.items]
         shown = [
-            Candidate(item_id=self.catalog[int(i)].id, score=float(s))
-            for i, s in zip(candidates.items, cosine, strict=True)
+            Candidate(id=self.catalog[int(i)].id, score=float(s)) for i, s in zip(candidates.items, cosine, strict=True)
         ]
         return history, shown, derive_seed(self.seed, "rerank", case.user_id) % (2**31)
 
     def _outcome(self, case: UserCase, shown: Sequence[Candidate], ranking: Ranking, latency: float) -> RankOutcome:
-        position = {c.item_id: p for p, c in enumerate(shown)}
+        position = {c.id: p for p, c in enumerate(shown)}
         order = [position[i] for i in ranking.item_ids if i in position]
         repairs = len(ranking.repairs)
         if len(set(order)) != len(shown):

@@ -66,7 +66,7 @@ def _scorer(config: EvalConfig, factory: ScorerFactory, name: str, fusions: Mapp
             name,
             neighbours=c.neighbours,
             include_self=c.include_self,
-            strategy=c.strategy,
+            user_vector=c.user_vector,
             history_length=c.history_length,
         )
     return factory.fitted(name)

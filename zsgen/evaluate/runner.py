@@ -143,7 +143,7 @@ def build_rankers(
         elif spec.kind == "generator":
             rankers.append(GeneratorOrderRanker(spec.name))
         elif spec.kind in ("popularity", "cosine"):
-            scorer = factory.fitted(spec.kind, strategy=spec.strategy, history_length=spec.history_length)
+            scorer = factory.fitted(spec.kind, user_vector=spec.user_vector, history_length=spec.history_length)
             rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
         elif spec.kind == "fused":
             if fusions is None or spec.name not in fusions:
@@ -161,7 +161,7 @@ def build_rankers(
                     # The cosine order LLM rankers fall back to: the baseline cosine ranker's, else the default one.
                     cosine=factory.fitted(
                         "cosine",
-                        strategy=cosine_spec.strategy if cosine_spec else None,
+                        user_vector=cosine_spec.user_vector if cosine_spec else None,
                         history_length=cosine_spec.history_length if cosine_spec else None,
                     ),
                 )
@@ -222,7 +222,7 @@ def provenance(
             models[ranker.name] = {
                 "model": str(getattr(reranker, "model_name", None) or "default"),
                 "backend": str(reranker.config.backend),
-                "strategy": str(reranker.config.strategy),
+                "method": str(reranker.config.method),
                 "template": str(getattr(reranker, "template_name", "")),
                 "template_hash": str(getattr(reranker, "template_hash", "")),
             }

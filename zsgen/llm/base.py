@@ -1,4 +1,4 @@
-"""The backend contract every reranking strategy talks to.
+"""The backend contract every reranking method talks to.
 
 A backend turns chat messages into one completion and knows nothing about recommendation. Faults leave a backend
 only as :class:`zsgen.errors.BackendError` with a machine-readable ``reason``, so the recommender can record why it

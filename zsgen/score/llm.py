@@ -44,7 +44,7 @@ def ranking_to_scores(
 ) -> npt.NDArray[np.float64]:
     """Turn a :class:`~zsgen.types.Ranking` of the candidates into one score per candidate (in candidate order).
 
-    ``kind="reciprocal"``/``"linear"`` score rank positions, which every strategy produces (generated lists and
+    ``kind="reciprocal"``/``"linear"`` score rank positions, which every rerank method produces (generated lists and
     verbalizer alike); ``kind="score"`` keeps the ranking's own item scores (a verbalizer's label log-probabilities)
     and gives candidates missing from the ranking the lowest score present. A fallback ranking carries no LLM
     information, so by default all candidates get the same score and the other signals decide; ``fallback="keep"``
@@ -86,7 +86,7 @@ def reranker_scores(
         history = History.from_ids([catalog[int(i)].id for i in query.history])
         n = len(candidate_indices)
         candidates = [
-            Candidate(item_id=catalog[int(i)].id, score=float(n - rank)) for rank, i in enumerate(candidate_indices)
+            Candidate(id=catalog[int(i)].id, score=float(n - rank)) for rank, i in enumerate(candidate_indices)
         ]
         profile = Profile(text=query.profile) if query.profile and query.profile.strip() else None
         seed = None if query.user is None else int(query.user)

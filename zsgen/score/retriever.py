@@ -98,7 +98,7 @@ class FusedRetriever:
             items = [int(i) for i in best[row, :want] if np.isfinite(scores[row, i])]
             if threshold is not None:
                 items = [i for i in items if scores[row, i] >= threshold]
-            out.append([Candidate(item_id=ids[i], score=float(scores[row, i])) for i in items])
+            out.append([Candidate(id=ids[i], score=float(scores[row, i])) for i in items])
         return out
 
     def _query(self, request: Request) -> UserQuery:

@@ -4,7 +4,7 @@ The only signal that works on a catalog with no interaction log, and the one tha
 vectors are unit rows (the :class:`~zsgen.embed.base.Encoder` contract), so dot products are cosines.
 
 The user vector is built exactly as first-stage retrieval builds it (:func:`zsgen.retrieve.history_vector`, same
-strategies ``mean`` / ``recency`` / ``last`` / ``maxsim`` over the last ``history_length`` items, same blend with a
+user vectors ``mean`` / ``recency`` / ``last`` / ``maxsim`` over the last ``history_length`` items, same blend with a
 profile), so "text cosine" means one thing whether it retrieves candidates or is one signal in a fusion. This scorer
 adds batch scoring of many users over precomputed item vectors.
 """
@@ -22,8 +22,8 @@ from zsgen.errors import ConfigError, DataError, EmptyHistoryError
 from zsgen.retrieve import (
     DEFAULT_HALF_LIFE,
     DEFAULT_PROFILE_WEIGHT,
-    STRATEGIES,
-    UserVectorStrategy,
+    USER_VECTORS,
+    UserVector,
     blend,
     history_vector,
 )
@@ -32,11 +32,11 @@ from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, not_fitted
 if TYPE_CHECKING:  # the encoder package is only needed when vectors are not given
     from zsgen.embed.base import Encoder
 
-Strategy = UserVectorStrategy
+UserVector = UserVector
 
 
 class TextCosineScorer:
-    """Cosine between item text vectors and a user vector built by ``strategy`` (see the module docstring).
+    """Cosine between item text vectors and a user vector built by ``user_vector`` (see the module docstring).
 
     Give ``item_vectors`` (rows in catalog order, unit length) to skip encoding, e.g. from an embedding cache or in
     tests; otherwise ``fit`` renders item text with :class:`~zsgen.itemtext.ItemTextTemplate` and encodes it with
@@ -47,7 +47,7 @@ class TextCosineScorer:
 
     def __init__(
         self,
-        strategy: Strategy = "mean",
+        user_vector: UserVector = "mean",
         history_length: int = 5,
         encoder: Encoder | None = None,
         item_vectors: npt.ArrayLike | None = None,
@@ -56,15 +56,15 @@ class TextCosineScorer:
         profile_weight: float = DEFAULT_PROFILE_WEIGHT,
         name: str = "text",
     ) -> None:
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"text strategy must be one of {', '.join(STRATEGIES)}; got {strategy!r}")
+        if user_vector not in USER_VECTORS:
+            raise ConfigError(f"text user_vector must be one of {', '.join(USER_VECTORS)}; got {user_vector!r}")
         if history_length < 1:
             raise ConfigError(f"text history_length must be >= 1, got {history_length}")
         if half_life <= 0:
             raise ConfigError(f"text half_life must be positive, got {half_life}")
         if not 0.0 <= profile_weight <= 1.0:
             raise ConfigError(f"text profile_weight must be within [0, 1], got {profile_weight}")
-        self.strategy: Strategy = strategy
+        self.user_vector: UserVector = user_vector
         self.history_length = history_length
         self.encoder = encoder
         self.half_life = half_life
@@ -115,11 +115,11 @@ class TextCosineScorer:
         return history[-self.history_length :]
 
     def user_vectors(self, queries: Sequence[UserQuery]) -> npt.NDArray[np.float32]:
-        """One unit vector per query for the single-vector strategies (``maxsim`` has none)."""
+        """One unit vector per query for the single-vector user vectors (``maxsim`` has none)."""
         if self.item_vectors is None:
             raise not_fitted(self.name)
-        if self.strategy == "maxsim":
-            raise ConfigError("the maxsim strategy compares items one by one and has no single user vector")
+        if self.user_vector == "maxsim":
+            raise ConfigError("the maxsim user_vector compares items one by one and has no single user vector")
         profiles = self._profiles(queries)
         out = np.zeros((len(queries), self.item_vectors.shape[1]), dtype=np.float32)
         for row, query in enumerate(queries):
@@ -127,7 +127,7 @@ class TextCosineScorer:
             if not recent.size:
                 out[row] = profiles[row]
                 continue
-            vector = history_vector(self.item_vectors[recent], self.strategy, half_life=self.half_life)
+            vector = history_vector(self.item_vectors[recent], self.user_vector, half_life=self.half_life)
             out[row] = blend(vector, profiles[row], self.profile_weight) if row in profiles else vector
         return out
 
@@ -135,7 +135,7 @@ class TextCosineScorer:
         if self.item_vectors is None:
             raise not_fitted(self.name)
         vectors = self.item_vectors
-        if self.strategy != "maxsim":
+        if self.user_vector != "maxsim":
             return np.asarray(self.user_vectors(queries) @ vectors.T, dtype=np.float64)
         profiles = self._profiles(queries)
         out = np.empty((len(queries), vectors.shape[0]), dtype=np.float64)
