@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zsgen.errors import ConfigError
-from zsgen.evaluate.config import dumps_toml, load_config, write_resolved
+from zsgen.evaluate.config import load_config, write_resolved
 
 REPO = Path(__file__).resolve().parents[1]
 # Evaluation configs; fusion-*.toml beside them are fusion configs that fused rankers name.
@@ -89,21 +89,6 @@ def test_resolved_config_reads_back_as_it_ran(tmp_path: Path) -> None:
     again = load_config(out)
     assert again.model_dump() == config.model_dump()
     assert again.fingerprint() == config.fingerprint()
-
-
-def test_toml_writer_escapes_and_nests() -> None:
-    data = {
-        "s": 'quote " back\\ new\nline ü',
-        "f": 0.1,
-        "b": True,
-        "l": [1, 2],
-        "t": {"x": 1, "deep": {"y": "z"}},
-        "arr": [{"a": 1, "sub": {"b": 2}}, {"a": 3}],
-        "skip": None,
-    }
-    back = tomllib.loads(dumps_toml(data, header="hello"))
-    expected = {k: v for k, v in data.items() if v is not None}
-    assert back == expected
 
 
 @pytest.mark.parametrize(
