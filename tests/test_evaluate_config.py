@@ -119,7 +119,18 @@ def test_bad_configs_say_what_is_wrong(tmp_path: Path, text: str, message: str) 
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert message in str(caught.value)
-    assert str(path) in str(caught.value)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value) and "Value error" not in str(caught.value)  # one line, as a user reads it
+
+
+def test_config_error_locates_every_problem(tmp_path: Path) -> None:
+    text = "colour = 1\n" + MINIMAL.format(protocol="nir").replace('kind = "popularity"', 'kind = "oracle"')
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: invalid evaluation config: ")
+    assert "rankers.0.kind: " in message and "(got 'oracle')" in message and "colour: unknown key" in message
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
