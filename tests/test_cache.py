@@ -199,3 +199,17 @@ def test_os_fork_child_opens_its_own_connection(tmp_path: Path) -> None:
     cache.put("after", {"v": 3})
     assert cache.get("after") == {"v": 3} and len(cache) == 3
     assert parent_conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_locked_file_is_not_called_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    ResponseCache(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")  # another process (here: connection) holds the file past the busy timeout
+    try:
+        with pytest.raises(ConfigError, match=r"cache\.sqlite: cannot open response cache: database is locked$"):
+            ResponseCache(path, busy_timeout=0.1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

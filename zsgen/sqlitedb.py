@@ -107,6 +107,10 @@ class SqliteFile:
             raise self._damaged(exc) from exc
 
     def _damaged(self, exc: sqlite3.Error) -> ZsgenError:
+        # OperationalError is the circumstances (locked past the timeout, no permission, disk full), not the file:
+        # only the other errors (SQLITE_NOTADB, SQLITE_CORRUPT) mean the file itself is unusable.
+        if isinstance(exc, sqlite3.OperationalError):
+            return self.error(f"{self.path}: cannot open {self.what}: {exc}")
         return self.error(
             f"{self.path}: cannot open {self.what}: {exc} (not a healthy SQLite file; delete it to start a fresh one)"
         )
@@ -123,7 +127,7 @@ class SqliteFile:
         try:
             conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         except sqlite3.Error as exc:
-            raise self.error(f"{self.path}: cannot open {self.what}: {exc}") from exc
+            raise self._damaged(exc) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
