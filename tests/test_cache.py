@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.synchronize
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_round_trip_overwrite_and_persistence(tmp_path: Path) -> None:
     reopened = ResponseCache(path)
     assert reopened.get("k") == {"text": "replaced"}
     assert len(reopened) == 1
-    journal = reopened._connect().execute("PRAGMA journal_mode").fetchone()[0]
+    journal = reopened.db.connection().execute("PRAGMA journal_mode").fetchone()[0]
     assert journal == "wal"
 
 
@@ -82,6 +83,20 @@ def test_not_a_database_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match=r"cache\.sqlite"):
+        ResponseCache(path)
+
+
+def test_damaged_database_is_a_config_error_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    cache = ResponseCache(path)
+    for i in range(300):
+        cache.put(f"k{i}", {"text": "x" * 500})
+    cache.close()  # the last connection checkpoints the WAL into the file
+    size = path.stat().st_size
+    with path.open("r+b") as f:  # keep the header page, scramble the rest
+        f.seek(4096)
+        f.write(bytes(range(256)) * ((size - 4096) // 256))
+    with pytest.raises(ConfigError, match=r"cache\.sqlite.*response cache"):
         ResponseCache(path)
 
 
@@ -130,4 +145,71 @@ def test_several_processes_write_without_loss(tmp_path: Path) -> None:
         for i in range(count):
             assert cache.get(f"w{w}-{i}") == {"worker": w, "i": i, "text": "x" * 200}
     assert all(cache.get(f"shared-{i}") == {"i": i} for i in range(count))
-    assert cache._connect().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert cache.db.connection().execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _forked_writer(cache: ResponseCache, worker: int, count: int) -> None:
+    # Runs in a child forked by multiprocessing: ``cache`` (and its open connection) came from the parent.
+    for i in range(count):
+        cache.put(f"f{worker}-{i}", {"worker": worker, "i": i})
+        assert cache.get(f"f{worker}-{i}") == {"worker": worker, "i": i}
+    assert cache.get("parent-before") == {"who": "parent"}
+
+
+def test_forked_children_use_the_parents_cache_object(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    cache.put("parent-before", {"who": "parent"})
+    parent_conn = cache.db.connection()
+    ctx = multiprocessing.get_context("fork")
+    workers, count = 3, 100
+    procs = [ctx.Process(target=_forked_writer, args=(cache, w, count)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * workers
+    # The parent goes on with its own connection, and sees every child's writes.
+    assert cache.db.connection() is parent_conn
+    cache.put("parent-after", {"who": "parent"})
+    assert cache.get("parent-after") == {"who": "parent"}
+    assert len(cache) == workers * count + 2
+    assert all(cache.get(f"f{w}-{i}") == {"worker": w, "i": i} for w in range(workers) for i in range(count))
+    assert parent_conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_os_fork_child_opens_its_own_connection(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    cache.put("before", {"v": 1})
+    parent_conn = cache.db.connection()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            assert cache.db.connection() is not parent_conn
+            cache.put("child", {"v": 2})
+            assert cache.get("child") == {"v": 2} and cache.get("before") == {"v": 1}
+            cache.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.db.connection() is parent_conn
+    assert cache.get("child") == {"v": 2}
+    cache.put("after", {"v": 3})
+    assert cache.get("after") == {"v": 3} and len(cache) == 3
+    assert parent_conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_locked_file_is_not_called_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "cache.sqlite"
+    ResponseCache(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")  # another process (here: connection) holds the file past the busy timeout
+    try:
+        with pytest.raises(ConfigError, match=r"cache\.sqlite: cannot open response cache: database is locked$"):
+            ResponseCache(path, busy_timeout=0.1)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

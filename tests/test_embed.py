@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -406,6 +407,64 @@ def test_cache_is_safe_for_concurrent_processes(tmp_path: Path) -> None:
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], errors
     assert EmbeddingCache(path).count("enc") == 3 * 20 * 10
+
+
+def _forked_put(cache: EmbeddingCache, who: str) -> None:
+    # Runs in a child forked by multiprocessing: ``cache`` (and its open connection) came from the parent.
+    for batch in range(10):
+        entries = {text_key(f"{who}-{batch}-{i}"): np.full(16, batch, dtype=np.float32) for i in range(10)}
+        cache.put_many("enc", entries)
+        assert len(cache.get_many("enc", list(entries))) == 10
+    assert len(cache.get_many("enc", [text_key("parent")])) == 1
+
+
+def test_cache_object_survives_fork(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "forked.sqlite")
+    cache.put_many("enc", {text_key("parent"): np.ones(16, dtype=np.float32)})
+    parent_conn = cache.db.connection()
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_forked_put, args=(cache, who)) for who in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert cache.db.connection() is parent_conn  # the parent keeps its own connection
+    cache.put_many("enc", {text_key("parent-after"): np.zeros(16, dtype=np.float32)})
+    assert cache.count("enc") == 3 * 10 * 10 + 2
+    assert parent_conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            assert cache.db.connection() is not parent_conn
+            cache.put_many("enc", {text_key("child"): np.full(16, 7, dtype=np.float32)})
+            assert cache.get_many("enc", [text_key("child")])[text_key("child")][0] == 7
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.count("enc") == 3 * 10 * 10 + 3
+
+
+def test_non_sqlite_or_damaged_cache_file_is_encoder_error_on_open(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 200)
+    with pytest.raises(EncoderError, match=r"junk\.sqlite: cannot open embedding cache: file is not a database"):
+        EmbeddingCache(junk)
+
+    damaged = tmp_path / "damaged.sqlite"
+    cache = EmbeddingCache(damaged)
+    cache.put_many("enc", {text_key(str(i)): np.full(256, i, dtype=np.float32) for i in range(200)})
+    cache.close()  # the last connection checkpoints the WAL into the file
+    size = damaged.stat().st_size
+    with damaged.open("r+b") as f:  # keep the header page, scramble the rest
+        f.seek(4096)
+        f.write(bytes(range(256)) * ((size - 4096) // 256))
+    with pytest.raises(EncoderError, match=r"damaged\.sqlite"):
+        EmbeddingCache(damaged)
 
 
 def test_default_encoder_caches_at_the_given_path(minilm: TransformersEncoder, tmp_path: Path) -> None:

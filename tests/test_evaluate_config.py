@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from zsgen.errors import ConfigError
-from zsgen.evaluate.config import dumps_toml, load_config, write_resolved
+from zsgen.evaluate.config import load_config, write_resolved
 
 REPO = Path(__file__).resolve().parents[1]
 # Evaluation configs; fusion-*.toml beside them are fusion configs that fused rankers name.
@@ -91,21 +91,6 @@ def test_resolved_config_reads_back_as_it_ran(tmp_path: Path) -> None:
     assert again.fingerprint() == config.fingerprint()
 
 
-def test_toml_writer_escapes_and_nests() -> None:
-    data = {
-        "s": 'quote " back\\ new\nline ü',
-        "f": 0.1,
-        "b": True,
-        "l": [1, 2],
-        "t": {"x": 1, "deep": {"y": "z"}},
-        "arr": [{"a": 1, "sub": {"b": 2}}, {"a": 3}],
-        "skip": None,
-    }
-    back = tomllib.loads(dumps_toml(data, header="hello"))
-    expected = {k: v for k, v in data.items() if v is not None}
-    assert back == expected
-
-
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -134,7 +119,18 @@ def test_bad_configs_say_what_is_wrong(tmp_path: Path, text: str, message: str) 
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert message in str(caught.value)
-    assert str(path) in str(caught.value)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert "\n" not in str(caught.value) and "Value error" not in str(caught.value)  # one line, as a user reads it
+
+
+def test_config_error_locates_every_problem(tmp_path: Path) -> None:
+    text = "colour = 1\n" + MINIMAL.format(protocol="nir").replace('kind = "popularity"', 'kind = "oracle"')
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: invalid evaluation config: ")
+    assert "rankers.0.kind: " in message and "(got 'oracle')" in message and "colour: unknown key" in message
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

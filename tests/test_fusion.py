@@ -183,6 +183,17 @@ def test_fusion_config_errors_name_the_problem(text: str, message: str) -> None:
         FusionConfig.from_toml(text, source="fusion.toml")
 
 
+def test_fusion_config_errors_are_one_located_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        FusionConfig.from_toml('[signals.a]\nkind = "telepathy"\ncolour = 3\n', source="fusion.toml")
+    message = str(caught.value)
+    assert message.startswith("fusion.toml: invalid fusion config: signals.a.kind: ")
+    assert "(got 'telepathy')" in message and "signals.a.colour: unknown key" in message
+    assert "\n" not in message and "Value error" not in message
+    with pytest.raises(ConfigError, match=r"^invalid fusion config: at least one signal is required$"):
+        FusionConfig(signals={})  # built in Python: the same error type, without a file name
+
+
 def test_bad_signal_parameter_is_a_config_error() -> None:
     config = FusionConfig(signals={"p": SignalConfig(kind="popularity", params={"windw": 3.0})}, weights={"p": 1.0})
     with pytest.raises(ConfigError, match="bad parameters"):

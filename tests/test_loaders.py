@@ -416,3 +416,29 @@ def test_shared_ml100k_histories_are_in_time_order(ml100k: Dataset) -> None:
     history = log.history(log.user_ids.index("1"), ml100k.catalog)
     assert len(history) == 272
     assert all(isinstance(catalog_id, str) for catalog_id in history.item_ids)
+
+
+def test_mappings_are_strict_frozen_configs() -> None:
+    with pytest.raises(ConfigError, match=r"^invalid ColumnMapping: colour: unknown key$"):
+        ColumnMapping(colour="x")  # type: ignore[call-arg]
+    with pytest.raises(ConfigError, match=r"^invalid ColumnMapping: id: column name must not be empty$"):
+        ColumnMapping(id=" ")
+    with pytest.raises(ConfigError, match=r"InteractionMapping: user: "):
+        InteractionMapping(user=3)  # type: ignore[arg-type]
+    mapping = InteractionMapping(user="u")
+    with pytest.raises(ValueError, match="frozen"):
+        mapping.user = "v"  # type: ignore[misc]
+
+
+def test_invalid_item_value_names_line_and_field(tmp_path: Path) -> None:
+    # The loaders check years and attributes themselves; the builder's own check is the last line of defence.
+    from zsgen.loaders._common import CatalogBuilder
+
+    builder = CatalogBuilder(tmp_path / "items.jsonl")
+    builder.add(1, item_id="a", title="A")
+    with pytest.raises(DataError) as caught:
+        builder.add(2, item_id="b", title="B", year="soon")  # type: ignore[arg-type]
+    assert (caught.value.path, caught.value.line, caught.value.field) == (str(tmp_path / "items.jsonl"), 2, "year")
+    assert str(caught.value).endswith(
+        "field 'year': invalid value: Input should be a valid integer, unable to parse string as an integer"
+    )

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from zsgen.errors import ConfigError
+from zsgen.sqlitedb import SqliteFile
 
 log = logging.getLogger(__name__)
 
@@ -53,37 +52,18 @@ def request_key(**canonical: Any) -> str:
 class ResponseCache:
     """Key → JSON payload, in one sqlite file that several processes and threads may use at once.
 
-    WAL mode lets readers proceed while one process writes; every write is one short transaction and
-    ``INSERT OR REPLACE`` makes concurrent writers of the same key harmless (same request, same answer). A busy
-    timeout makes writers wait for the lock instead of failing.
+    The file plumbing (WAL, busy timeout, a connection per thread and per forked process, a damaged file reported
+    on open) is :class:`~zsgen.sqlitedb.SqliteFile`'s. Every write is one short transaction and ``INSERT OR
+    REPLACE`` makes concurrent writers of the same key harmless (same request, same answer).
     """
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
-        with conn:
-            conn.execute(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        # One connection per thread: sqlite3 connections must not be shared across threads.
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
-                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
-            except sqlite3.DatabaseError as exc:
-                raise ConfigError(f"{self.path}: cannot open response cache: {exc}") from exc
-            self._local.conn = conn
-        return conn
+        self.db = SqliteFile(path, schema=_SCHEMA, what="response cache", timeout=busy_timeout, error=ConfigError)
+        self.path = self.db.path
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The payload stored under ``key``, or None. A corrupt entry counts as a miss (and is logged)."""
-        row = self._connect().execute("SELECT payload FROM responses WHERE key = ?", (key,)).fetchone()
+        row = self.db.connection().execute("SELECT payload FROM responses WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         try:
@@ -95,28 +75,19 @@ class ResponseCache:
 
     def put(self, key: str, payload: dict[str, Any]) -> None:
         text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
-        conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO responses (key, payload, created) VALUES (?, ?, ?)",
                 (key, text, time.time()),
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def __len__(self) -> int:
-        row = self._connect().execute("SELECT COUNT(*) FROM responses").fetchone()
+        row = self.db.connection().execute("SELECT COUNT(*) FROM responses").fetchone()
         return int(row[0])
 
     def close(self) -> None:
         """Close this thread's connection (others close when their threads end)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self.db.close()
 
     def __repr__(self) -> str:
         return f"ResponseCache({str(self.path)!r})"

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +20,7 @@ import numpy as np
 from zsgen.embed.base import Encoder, FloatMatrix, empty_matrix
 from zsgen.errors import EncoderError
 from zsgen.paths import cache_dir
+from zsgen.sqlitedb import SqliteFile
 
 logger = logging.getLogger(__name__)
 
@@ -49,53 +47,30 @@ def text_key(text: str) -> str:
 class EmbeddingCache:
     """Vectors by (encoder identity, text hash) in one SQLite file.
 
-    One connection per process and thread; a connection inherited through ``fork`` is never reused (SQLite forbids
-    it), the child opens its own.
+    The file plumbing (WAL, busy timeout, a connection per thread and per forked process, a damaged file reported
+    on open) is :class:`~zsgen.sqlitedb.SqliteFile`'s.
     """
 
     def __init__(self, path: str | Path | None = None, *, timeout: float = 30.0) -> None:
-        self.path = Path(path) if path is not None else default_cache_path()
+        self.db = SqliteFile(
+            path if path is not None else default_cache_path(),
+            schema=_SCHEMA,
+            what="embedding cache",
+            timeout=timeout,
+            error=EncoderError,
+        )
+        self.path = self.db.path
         self.timeout = timeout
-        self._local = threading.local()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self._transaction() as conn:
-                conn.execute(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise EncoderError(f"{self.path}: cannot open embedding cache: {exc}") from exc
-
-    def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            self._local.pid = os.getpid()
-        return conn
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
     def close(self) -> None:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            conn.close()
-        self._local.conn = None
+        """Close this thread's connection (others close when their threads end)."""
+        self.db.close()
 
     def get_many(self, identity: str, keys: Iterable[str], dim: int | None = None) -> dict[str, np.ndarray]:
         """The cached vectors among ``keys``; a stored vector of the wrong size (another model) is a miss."""
         wanted = list(dict.fromkeys(keys))
         found: dict[str, np.ndarray] = {}
-        conn = self._connection()
+        conn = self.db.connection()
         try:
             for start in range(0, len(wanted), _LOOKUP_CHUNK):
                 chunk = wanted[start : start + _LOOKUP_CHUNK]
@@ -119,7 +94,7 @@ class EmbeddingCache:
         if not rows:
             return
         try:
-            with self._transaction() as conn:
+            with self.db.transaction() as conn:
                 conn.executemany(
                     "INSERT OR REPLACE INTO embeddings (encoder, text_sha256, dim, vector) VALUES (?, ?, ?, ?)", rows
                 )
@@ -127,7 +102,7 @@ class EmbeddingCache:
             raise EncoderError(f"{self.path}: embedding cache write failed: {exc}") from exc
 
     def count(self, identity: str | None = None) -> int:
-        conn = self._connection()
+        conn = self.db.connection()
         if identity is None:
             row = conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()
         else:
@@ -135,7 +110,7 @@ class EmbeddingCache:
         return int(row[0])
 
     def clear(self, identity: str | None = None) -> None:
-        with self._transaction() as conn:
+        with self.db.transaction() as conn:
             if identity is None:
                 conn.execute("DELETE FROM embeddings")
             else:

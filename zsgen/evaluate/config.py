@@ -19,16 +19,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from zsgen.configbase import StrictConfig, validate_config
 from zsgen.errors import ConfigError
 from zsgen.evaluate.metrics import DEFAULT_KS
+from zsgen.tomlio import write_toml
 
 GeneratorName = Literal[
     "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
@@ -49,11 +50,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 MAX_LLM_CANDIDATES = 100
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictConfig):
     """The dataset folder or file, loaded with :func:`zsgen.loaders.load_dataset`."""
 
     path: str
@@ -61,7 +58,7 @@ class DatasetConfig(_Strict):
     interactions: str | None = Field(default=None, description="separate log for a JSONL/CSV catalog")
 
 
-class _FusionOptions(_Strict):
+class _FusionOptions(StrictConfig):
     """A fused scorer (generator or ranker): a :class:`zsgen.score.config.FusionConfig` file and how to tune it.
 
     With ``tune`` (the default) the weights are searched on the validation split (each user's second-to-last event
@@ -121,7 +118,7 @@ class RankerConfig(_FusionOptions):
         return self
 
 
-class MetricsConfig(_Strict):
+class MetricsConfig(StrictConfig):
     ks: list[int] = Field(default_factory=lambda: list(DEFAULT_KS))
     bootstrap: int = Field(default=1000, ge=0, description="bootstrap resamples for the 95% intervals (0: none)")
     baseline: str | None = Field(default=None, description="ranker the paired comparison is against")
@@ -145,8 +142,10 @@ class MetricsConfig(_Strict):
         return self
 
 
-class EvalConfig(_Strict):
+class EvalConfig(StrictConfig):
     """A whole run. See the module docstring for protocols and path resolution."""
+
+    _config_name = "evaluation config"
 
     name: str = Field(min_length=1)
     description: str = ""
@@ -239,28 +238,13 @@ def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
     return (Path.cwd() / path).resolve()
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """Every problem of a config on its own line, located by its dotted key (``rankers.2.kind``)."""
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(part) for part in error.get("loc", ()))
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        extra = ""
-        if error.get("type") == "extra_forbidden":
-            message = "unknown key"
-        elif error.get("type") == "literal_error":
-            extra = f" (got {error.get('input')!r})"
-        lines.append(f"{where}: {message}{extra}" if where else f"{message}{extra}")
-    return f"{source}: invalid evaluation config:\n  " + "\n  ".join(lines)
-
-
 def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "<config>") -> EvalConfig:
     """Validate a config given as a dict (the Python form of the TOML file); relative paths resolve as documented."""
     data = {k: v for k, v in data.items() if k != "provenance"}  # a resolved config reads back as it ran
     try:
         config = EvalConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     _check_rerank_tables(config, source)
     config.dataset.path = str(resolve_path(config.dataset.path, base_dir))
     if config.dataset.interactions is not None:
@@ -283,13 +267,9 @@ def _check_rerank_tables(config: EvalConfig, source: str) -> None:
     from zsgen.rerank import RerankConfig
 
     for number, ranker in enumerate(config.rankers):
-        if ranker.rerank is None:
-            continue
-        try:
-            RerankConfig.model_validate(ranker.rerank)
-        except ValidationError as exc:
-            text = format_validation_error(exc, source).replace("\n  ", f"\n  rankers.{number}.rerank.")
-            raise ConfigError(text.replace("invalid evaluation config", f"ranker {ranker.name!r}")) from None
+        if ranker.rerank is not None:
+            what = f"{source}: invalid rerank table of ranker {ranker.name!r}"
+            validate_config(RerankConfig, ranker.rerank, what=what, prefix=f"rankers.{number}.rerank.")
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> EvalConfig:
@@ -308,70 +288,11 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return config_from_dict(data, base_dir=path.resolve().parent, source=str(path))
 
 
-# -- TOML writing (tomllib only reads) ----------------------------------------------------------------------------
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str | Path):
-        # A JSON string is a valid TOML basic string: both escape quotes, backslashes and control characters.
-        return json.dumps(str(value), ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value if v is not None) + "]"
-    if isinstance(value, Mapping):
-        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
-        return "{ " + inner + " }" if inner else "{}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    bare = key.replace("_", "").replace("-", "").isalnum() and key.isascii()
-    return key if bare else json.dumps(key)
-
-
-def _is_table_array(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
-
-
-def _write_table(lines: list[str], table: Mapping[str, Any], prefix: str) -> None:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping) and not _is_table_array(v)}
-    for key, value in scalars.items():
-        if value is not None:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-    for key, value in table.items():
-        name = f"{prefix}{_toml_key(key)}"
-        if isinstance(value, Mapping):
-            lines.append("")
-            lines.append(f"[{name}]")
-            _write_table(lines, value, f"{name}.")
-        elif _is_table_array(value):
-            for entry in value:
-                lines.append("")
-                lines.append(f"[[{name}]]")
-                _write_table(lines, entry, f"{name}.")
-
-
-def dumps_toml(data: Mapping[str, Any], *, header: str = "") -> str:
-    """TOML text for nested dicts/lists of plain values (``None`` is omitted: TOML has no null)."""
-    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
-    if lines:
-        lines.append("")
-    _write_table(lines, data, "")
-    return "\n".join(lines).strip("\n") + "\n"
-
-
 def write_resolved(config: EvalConfig, path: Path, provenance: Mapping[str, Any]) -> None:
-    """The config as run (presets applied, paths absolute) plus a ``[provenance]`` table (versions, models, hashes)."""
+    """The config as run (presets applied, paths absolute) plus a ``[provenance]`` table (versions, models, hashes).
+
+    Written atomically: a run killed meanwhile leaves no half file that a resume would misread.
+    """
     data = config.model_dump(mode="json")
     data["provenance"] = dict(provenance)
-    text = dumps_toml(data, header="Resolved evaluation config, written by zsgen evaluate.\nRe-run it as is.")
-    path.write_text(text, encoding="utf-8")
+    write_toml(path, data, header="Resolved evaluation config, written by zsgen evaluate.\nRe-run it as is.")

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from zsgen.catalog import Catalog
+from zsgen.configbase import error_message
 from zsgen.errors import DataError, DuplicateItemError, EmptyTextError
 from zsgen.interactions import Interactions
 from zsgen.types import AttributeValue, Item
@@ -164,8 +165,9 @@ class CatalogBuilder:
             )
         except ValidationError as exc:
             error = exc.errors()[0]
-            loc = ".".join(str(part) for part in error["loc"][:2])
-            raise DataError(f"invalid value: {error['msg']}", path=self.path, line=line, field=loc) from None
+            field = ".".join(str(part) for part in error["loc"][:2])  # the column (and attribute), not deeper
+            message = error_message(error)
+            raise DataError(f"invalid value: {message}", path=self.path, line=line, field=field) from None
         self._first_line[key] = line or 0
         self.items.append(item)
 

@@ -1,18 +1,21 @@
 """Which column of a user's file holds which item or interaction field.
 
 Defaults follow the names zsgen writes itself, so ``Item.model_dump_json()`` lines load back unchanged. A column
-named explicitly must exist; a default column that is absent is simply not used.
+named explicitly must exist; a default column that is absent is simply not used. Mappings are frozen
+:class:`~zsgen.configbase.StrictConfig` models: an unknown or invalid setting is a :class:`~zsgen.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+
+from zsgen.configbase import StrictConfig
 
 
-class ColumnMapping(BaseModel):
+class ColumnMapping(StrictConfig):
     """Catalog columns. ``attributes`` lists extra columns copied into ``Item.attributes`` under their own names."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     id: str = "id"
     title: str = "title"
@@ -40,10 +43,10 @@ class ColumnMapping(BaseModel):
         return named
 
 
-class InteractionMapping(BaseModel):
+class InteractionMapping(StrictConfig):
     """Interaction columns. Timestamp and rating are optional; without a timestamp, file order is time order."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True)
 
     user: str = "user_id"
     item: str = "item_id"

@@ -1,8 +1,8 @@
 """The fusion configuration: which signals, their parameters, their weights and how scores are combined.
 
 It is a pydantic model that round-trips through TOML and JSON, so the weights chosen on a validation split can be
-written into a resolved config and reused unchanged by ``zsgen recommend``. Python's ``tomllib`` only reads TOML;
-the writer here covers exactly the shapes this model has (tables of scalars and lists of scalars).
+written into a resolved config and reused unchanged by ``zsgen recommend``. TOML is written by
+:mod:`zsgen.tomlio`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from zsgen.configbase import StrictConfig
 from zsgen.errors import ConfigError
+from zsgen.tomlio import dumps, write_text_atomic
 
 SignalKind = Literal["text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm"]
 Normalisation = Literal["rank", "zscore", "minmax", "none"]
@@ -27,11 +29,7 @@ ParamValue = str | int | float | bool
 LOG_KINDS: frozenset[str] = frozenset({"popularity", "cooccurrence", "user_filtering", "item_filtering"})
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class SignalConfig(_Strict):
+class SignalConfig(StrictConfig):
     """One signal: its kind and the keyword arguments of its scorer class (see :mod:`zsgen.score`).
 
     Parameters cannot be null (TOML has no null): leave a key out to get the class default.
@@ -41,7 +39,7 @@ class SignalConfig(_Strict):
     params: dict[str, ParamValue] = Field(default_factory=dict)
 
 
-class SearchSpace(_Strict):
+class SearchSpace(StrictConfig):
     """A bounded weight search: never more than ``max_trials`` evaluated weight vectors.
 
     Trials, in order until the budget is spent: each signal alone; ``samples`` random vectors (each weight drawn
@@ -68,7 +66,7 @@ class SearchSpace(_Strict):
         return sorted(set(self.values.get(signal, self.default_values)))
 
 
-class TuningRecord(_Strict):
+class TuningRecord(StrictConfig):
     """Where the weights came from, written beside them so a reader knows they were not chosen on the test."""
 
     split: Literal["validation"] = "validation"
@@ -79,7 +77,7 @@ class TuningRecord(_Strict):
     source: str | None = None
 
 
-class FusionConfig(_Strict):
+class FusionConfig(StrictConfig):
     """Signals by name, their weights, and the combination.
 
     ``method="weighted"``: ``Σ weight · normalise(score)`` per user, with ``normalisation`` one of ``rank``
@@ -88,6 +86,8 @@ class FusionConfig(_Strict):
     weighted reciprocal-rank fusion ``Σ weight / (rrf_k + r)``. Statistics are over every catalog item, the user's
     history included (scorers do not mask it). A signal missing from ``weights`` has weight 0.
     """
+
+    _config_name = "fusion config"
 
     signals: dict[str, SignalConfig]
     weights: dict[str, float] = Field(default_factory=dict)
@@ -130,20 +130,14 @@ class FusionConfig(_Strict):
         return json.dumps(self.model_dump(mode="json"), indent=2)
 
     def to_toml(self) -> str:
-        return dumps_toml(self.model_dump(mode="json"))
+        return dumps(self.model_dump(mode="json"))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "<fusion config>") -> FusionConfig:
         try:
             return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            problems = "; ".join(
-                ".".join(str(p) for p in e.get("loc", ()))
-                + ": "
-                + str(e.get("msg", "invalid")).removeprefix("Value error, ")
-                for e in exc.errors()
-            )
-            raise ConfigError(f"{source}: invalid fusion config: {problems}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "<fusion config>") -> FusionConfig:
@@ -176,48 +170,6 @@ class FusionConfig(_Strict):
         return cls.from_toml(text, source=str(path))
 
     def save(self, path: str | Path) -> None:
+        """Write ``.json`` or TOML (by suffix), atomically: a tuning run killed meanwhile leaves no half file."""
         path = Path(path)
-        path.write_text(self.to_json() if path.suffix.lower() == ".json" else self.to_toml(), encoding="utf-8")
-
-
-# -- a small TOML writer ------------------------------------------------------------------------------------------
-def _toml_key(key: str) -> str:
-    if key and all(c.isalnum() or c in "-_" for c in key):
-        return key
-    return json.dumps(key)
-
-
-def _toml_value(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigError(f"{where}: TOML cannot hold {value}")
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v, where) for v in value) + "]"
-    raise ConfigError(f"{where}: cannot write {type(value).__name__} to TOML")
-
-
-def dumps_toml(data: Mapping[str, Any], *, _prefix: str = "") -> str:
-    """TOML for nested mappings of scalars and scalar lists. ``None`` values are omitted (TOML has no null)."""
-    lines: list[str] = []
-    tables: list[tuple[str, Mapping[str, Any]]] = []
-    for key, value in data.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {_toml_value(value, _prefix + key)}")
-    out = "\n".join(lines)
-    for key, table in tables:
-        name = f"{_prefix}{_toml_key(key)}"
-        body = dumps_toml(table, _prefix=name + ".")
-        header = f"[{name}]"
-        out += ("\n\n" if out else "") + header + ("\n" + body if body else "")
-    return out + ("\n" if not _prefix else "")
+        write_text_atomic(path, self.to_json() if path.suffix.lower() == ".json" else self.to_toml())
