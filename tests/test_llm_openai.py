@@ -15,7 +15,7 @@ from servers import Reply, ScriptedServer, completion_body
 from zsgen.cache import ResponseCache
 from zsgen.errors import BackendError, ConfigError
 from zsgen.llm import Completion, OpenAIChatBackend
-from zsgen.llm.openai_chat import parse_retry_after
+from zsgen.llm.openai_client import parse_retry_after
 
 MESSAGES = [{"role": "system", "content": "Rank the movies."}, {"role": "user", "content": "(A) Heat (B) Fargo"}]
 SCHEMA: dict[str, Any] = {

@@ -14,7 +14,7 @@ import pytest
 from servers import Reply, ScriptedServer, completion_body
 
 from zsgen.catalog import Catalog
-from zsgen.errors import TemplateError
+from zsgen.errors import ConfigError, TemplateError
 from zsgen.loaders import load_demo
 from zsgen.rerank import RerankConfig, Reranker, borda, distinct_permutations, weighted_rrf
 from zsgen.types import Candidate, History, Item, Profile
@@ -249,7 +249,7 @@ def test_api_key_is_not_in_results(scripted_server, catalog, candidates, history
 
 
 def test_user_errors_still_raise(catalog: Catalog, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="verbalizer"):
+    with pytest.raises(ConfigError, match="verbalizer"):
         RerankConfig(method="listwise", backend="verbalizer")
     with pytest.raises(TemplateError):
         Reranker(RerankConfig(backend="openai", template="no_such_template"), catalog=catalog)

@@ -287,9 +287,10 @@ def _check_rerank_tables(config: EvalConfig, source: str) -> None:
             continue
         try:
             RerankConfig.model_validate(ranker.rerank)
-        except ValidationError as exc:
-            text = format_validation_error(exc, source).replace("\n  ", f"\n  rankers.{number}.rerank.")
-            raise ConfigError(text.replace("invalid evaluation config", f"ranker {ranker.name!r}")) from None
+        except ConfigError as exc:  # a StrictConfig: "invalid RerankConfig: key: problem; key: problem"
+            problems = str(exc).removeprefix("invalid RerankConfig: ").split("; ")
+            located = "\n  ".join(f"rankers.{number}.rerank.{problem}" for problem in problems)
+            raise ConfigError(f"{source}: ranker {ranker.name!r}:\n  {located}") from None
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> EvalConfig:
