@@ -4,13 +4,16 @@ counting live ``AsyncOpenAI`` objects, with the real packaged MiniLM retrieval i
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 from servers import Reply, ScriptedServer, completion_body
 
+from zsgen._sync import arun_on_portal, portal_loop, run_sync
 from zsgen.catalog import Catalog
 from zsgen.loaders import load_demo, load_demo_user
 from zsgen.recommender import Recommender, Request
@@ -79,3 +82,25 @@ def test_batches_and_context_manager_release_connections(catalog: Catalog, retri
             assert server.connections_accepted <= CONCURRENCY + 1
         assert server.wait_for_open_connections(0) == 0
         assert clients_for(server) == 0
+
+
+def test_run_sync_from_the_portal_itself_raises_instead_of_deadlocking() -> None:
+    async def nested() -> int:
+        return run_sync(asyncio.sleep(0, result=1))
+
+    with pytest.raises(RuntimeError, match="portal"):
+        run_sync(nested())
+
+
+def test_run_sync_serves_many_threads_and_loops_on_one_portal() -> None:
+    async def where() -> int:
+        await asyncio.sleep(0)
+        return id(asyncio.get_running_loop())
+
+    async def from_another_loop() -> int:
+        return await arun_on_portal(where())
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        loops = set(pool.map(lambda _: run_sync(where()), range(16)))
+    loops.add(asyncio.run(from_another_loop()))
+    assert loops == {id(portal_loop())}

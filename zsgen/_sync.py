@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -25,17 +26,21 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
+_owner_pid = 0
 
 
 def portal_loop() -> asyncio.AbstractEventLoop:
-    """The process's portal loop, started on first use (a daemon thread: it never keeps the process alive)."""
-    global _loop
+    """The process's portal loop, started on first use (a daemon thread: it never keeps the process alive).
+
+    A forked child inherits the loop object but not the thread that runs it, so it starts its own.
+    """
+    global _loop, _owner_pid
     with _lock:
-        if _loop is None or _loop.is_closed():
+        if _loop is None or _loop.is_closed() or _owner_pid != os.getpid():
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="zsgen-portal", daemon=True)
             thread.start()
-            _loop = loop
+            _loop, _owner_pid = loop, os.getpid()
         return _loop
 
 

@@ -248,13 +248,19 @@ class OpenAIChatBackend(Closing):
     ) -> list[Completion | BackendError]:
         """One completion or BackendError per conversation, in order; at most ``concurrency`` requests in flight."""
 
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
+
         async def one(messages: list[ChatMessage]) -> Completion | BackendError:
             try:
-                return await self.achat(messages, max_tokens=max_tokens, json_schema=json_schema)
+                return await self._chat_on_portal(messages, max_tokens, json_schema)
             except BackendError as exc:
                 return exc
 
-        return list(await asyncio.gather(*(one(m) for m in conversations)))
+        async def all_on_portal() -> list[Completion | BackendError]:
+            return list(await asyncio.gather(*(one(m) for m in conversations)))
+
+        return await self._portal(all_on_portal())  # one hop to the portal loop for the whole batch
 
     def chat_many(
         self,
