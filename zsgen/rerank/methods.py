@@ -142,7 +142,11 @@ class RerankMethod(ABC):
         return names
 
     def check_backend(self, backend: ChatBackend | ScoringBackend) -> None:
-        """Raise :class:`ConfigError` for a backend this method cannot use (called once, when it is built)."""
+        """Raise :class:`ConfigError` for a backend this method cannot use (called once, when it is built).
+
+        The methods are looked up on the class, not with ``isinstance(backend, Protocol)``: on Python 3.11 that reads
+        every protocol member of the instance, and reading ``OpenAIChatBackend.model`` may ask the server.
+        """
         required = _CHAT_METHODS if self.backend_kind == "chat" else _SCORING_METHODS
         missing = [name for name in required if not callable(getattr(type(backend), name, None))]
         if missing:
