@@ -360,3 +360,10 @@ def test_prompt_builder_is_what_the_reranker_sends(scripted_server, catalog, can
         reranker.templates[0], catalog, history, None, [c.id for c in candidates], history_length=3
     )
     assert scripted_server.chat_requests[0].body["messages"] == expected
+
+
+def test_a_fallback_after_an_answer_still_names_the_model(scripted_server, catalog, candidates, history) -> None:
+    scripted_server.script(Reply(body=completion_body('{"ranking": ["A"', finish_reason="length", model="served-m")))
+    ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
+    assert ranking.fallback and ranking.fallback_reason == "truncated"
+    assert ranking.model == "served-m" and ranking.raw_text == '{"ranking": ["A"'

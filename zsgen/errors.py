@@ -19,7 +19,7 @@ Every error zsgen raises on purpose derives from :class:`ZsgenError`, so callers
 
 User mistakes (bad files, unknown ids, bad templates, settings that cannot work) raise, and configuration problems
 raise as early as they can be seen: a reranking method pointed at a template whose ``output:`` it cannot read, or
-verbalizer labels the model cannot produce, are ``ConfigError`` s when the reranker (or its backend) is built, before
+verbalizer labels the model cannot produce, raise ``ConfigError`` when the reranker (or its backend) is built, before
 any user is ranked. Every ``LLMError`` is caught by the reranker and turned into a cosine-order fallback whose reason
 is recorded on the result.
 """

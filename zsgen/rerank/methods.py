@@ -97,13 +97,14 @@ class RoundResult:
 
 
 class RoundFailure(LLMError):
-    """A round whose answer arrived but could not be used; keeps the text and tokens for the result."""
+    """A round whose answer arrived but could not be used; keeps the text, tokens and model for the result."""
 
-    def __init__(self, reason: str, *, raw_text: str, usage: Usage) -> None:
+    def __init__(self, reason: str, *, raw_text: str, usage: Usage, model: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.raw_text = raw_text
         self.usage = usage
+        self.model = model
 
 
 class RerankMethod(ABC):
@@ -217,7 +218,7 @@ class ChatMethod(RerankMethod):
         completion = await self._chat(chat, messages, schema=RANKING_SCHEMA)
         usage = usage.add(completion.usage)
         if completion.finish_reason == "length":
-            raise RoundFailure("truncated", raw_text=completion.text, usage=usage)
+            raise RoundFailure("truncated", raw_text=completion.text, usage=usage, model=completion.model)
         labels = make_labels(len(shown), self.config.label_style)
         titles = [item_view(self.catalog.get(request.candidates[index].id))["title"] for index in shown]
         # Missing candidates are appended in cosine order.
@@ -228,7 +229,7 @@ class ChatMethod(RerankMethod):
                 completion.text, labels, titles, fallback_order=fallback_positions, expected=len(shown)
             )
         except ParseError:
-            raise RoundFailure("unparseable", raw_text=completion.text, usage=usage) from None
+            raise RoundFailure("unparseable", raw_text=completion.text, usage=usage, model=completion.model) from None
         return RoundResult(
             order=[shown[pos] for pos in parsed.order],
             from_llm={shown[pos] for pos in parsed.order[: parsed.from_llm]},

@@ -209,6 +209,7 @@ class Reranker:
                 if isinstance(exc, RoundFailure):
                     usage = usage.add(exc.usage)
                     failed_texts.append(exc.raw_text)
+                    self._last_model = exc.model or self._last_model
                 continue
             usage = usage.add(result.usage)
             rounds.append(result)
