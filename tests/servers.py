@@ -76,6 +76,16 @@ def completion_body(
     }
 
 
+def embedding_body(vectors: list[list[float]], *, model: str = "scripted-embed") -> dict[str, Any]:
+    """An embeddings response as OpenAI-compatible servers send it."""
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+    }
+
+
 class _Server(ThreadingHTTPServer):
     # The default listen backlog of 5 drops connection attempts when many clients connect at once; the kernel then
     # retries them after a second, which a concurrency test or benchmark would misread as server latency.
@@ -84,10 +94,13 @@ class _Server(ThreadingHTTPServer):
 
 
 class ScriptedServer:
-    """An OpenAI-compatible server on 127.0.0.1 (free port) whose chat answers come from a queue.
+    """An OpenAI-compatible server on 127.0.0.1 (free port) whose chat and embeddings answers come from a queue.
 
     When the queue is empty the ``default`` reply is used; without one the server answers 418, which the client
     does not retry, so an under-scripted test fails fast and visibly.
+
+    Connections are counted as the server accepts and finishes them, so a test can check that a client reuses its
+    connections and releases them on close (:meth:`wait_for_open_connections` blocks on a condition, not a sleep).
     """
 
     def __init__(self, *, models: tuple[str, ...] = ("scripted-model",), default: Reply | None = None) -> None:
@@ -98,6 +111,9 @@ class ScriptedServer:
         self.max_in_flight = 0  # most chat requests being answered at the same moment
         self._queue: deque[Reply] = deque()
         self._lock = threading.Lock()
+        self._connections = threading.Condition(self._lock)
+        self.connections_accepted = 0
+        self.open_connections = 0
         self._stopping = threading.Event()
         self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._thread = threading.Thread(
@@ -121,6 +137,27 @@ class ScriptedServer:
     def chat_requests(self) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    @property
+    def embedding_requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith("/embeddings")]
+
+    def wait_for_open_connections(self, at_most: int, timeout: float = 10.0) -> int:
+        """Block until at most ``at_most`` client connections are open (or ``timeout`` passes); return the count."""
+        with self._connections:
+            self._connections.wait_for(lambda: self.open_connections <= at_most, timeout=timeout)
+            return self.open_connections
+
+    def _connection_opened(self) -> None:
+        with self._connections:
+            self.connections_accepted += 1
+            self.open_connections += 1
+
+    def _connection_closed(self) -> None:
+        with self._connections:
+            self.open_connections -= 1
+            self._connections.notify_all()
 
     @property
     def pending(self) -> int:
@@ -173,6 +210,16 @@ class ScriptedServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                server._connection_opened()
+                super().setup()
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    server._connection_closed()
+
             def _send(self, reply: Reply) -> None:
                 if reply.delay and server._stopping.wait(reply.delay):
                     return
@@ -210,7 +257,8 @@ class ScriptedServer:
                 except ValueError:
                     body = raw
                 server._record(self, body)
-                if self.path.rstrip("/").endswith("/chat/completions"):
+                path = self.path.rstrip("/")
+                if path.endswith("/chat/completions") or path.endswith("/embeddings"):
                     with server._lock:
                         server.in_flight += 1
                         server.max_in_flight = max(server.max_in_flight, server.in_flight)

@@ -25,6 +25,7 @@ from zsgen.embed.cache import text_key
 from zsgen.embed.local import TransformersEncoder, default_model_path
 from zsgen.embed.openai_compat import OpenAIEmbeddingEncoder
 from zsgen.errors import ConfigError, EncoderError
+from zsgen.llm.openai_client import PLACEHOLDER_API_KEY
 
 TEXTS = [
     "A crew of astronauts travels through a wormhole to find a new home for humanity.",
@@ -272,7 +273,7 @@ def test_openai_key_from_env_or_dummy_for_local_servers(
     OpenAIEmbeddingEncoder("fake-embed", base_url=server.base_url).encode(["a"])
     monkeypatch.delenv("OPENAI_API_KEY")
     OpenAIEmbeddingEncoder("fake-embed", base_url=server.base_url).encode(["b"])
-    assert server.auth == ["Bearer sk-from-env", "Bearer not-needed"]
+    assert server.auth == ["Bearer sk-from-env", f"Bearer {PLACEHOLDER_API_KEY}"]
     with pytest.raises(ConfigError, match="API key"):
         OpenAIEmbeddingEncoder("text-embedding-3-small")
 

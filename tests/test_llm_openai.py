@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
-from servers import Reply, ScriptedServer, completion_body
+from servers import Reply, ScriptedServer, completion_body, embedding_body
 
 from zsgen.cache import ResponseCache
-from zsgen.errors import BackendError, ConfigError
+from zsgen.embed.openai_compat import OpenAIEmbeddingEncoder
+from zsgen.errors import BackendError, ConfigError, EncoderError
 from zsgen.llm import Completion, OpenAIChatBackend
-from zsgen.llm.openai_chat import parse_retry_after
+from zsgen.llm.openai_client import parse_retry_after
 
 MESSAGES = [{"role": "system", "content": "Rank the movies."}, {"role": "user", "content": "(A) Heat (B) Fargo"}]
 SCHEMA: dict[str, Any] = {
@@ -285,9 +288,91 @@ def test_sync_chat_works_inside_a_running_loop_and_across_loops(scripted_server:
         return [blocking.text, awaited.text]
 
     assert asyncio.run(inside_loop()) == ["ok", "ok"]
-    assert asyncio.run(client.achat(MESSAGES)).text == "ok"  # a second loop gets its own HTTP client
+    assert asyncio.run(client.achat(MESSAGES)).text == "ok"  # any loop reaches the one client on the portal loop
     assert client.chat(MESSAGES).text == "ok"
     assert len([r for r in scripted_server.requests if r.path.endswith("/models")]) == 1
+    assert clients_for(scripted_server) == 1
+    client.close()
+    assert scripted_server.wait_for_open_connections(0) == 0
+
+
+def clients_for(server: ScriptedServer) -> int:
+    """Live ``AsyncOpenAI`` objects pointed at ``server`` (its port is unique to this test)."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is openai.AsyncOpenAI and f":{server.port}/" in str(o.base_url))
+
+
+def test_sync_calls_share_one_client_and_connection_until_closed(scripted_server: ScriptedServer) -> None:
+    scripted_server.default = Reply(body=completion_body("ok"))
+    client = backend(scripted_server, model="m")
+    for _ in range(50):
+        assert client.chat(MESSAGES).text == "ok"
+    assert scripted_server.connections_accepted == 1  # keep-alive: one connection served all 50 calls
+    assert clients_for(scripted_server) == 1
+    client.close()
+    assert scripted_server.wait_for_open_connections(0) == 0
+    assert clients_for(scripted_server) == 0
+    client.close()  # closing twice is harmless
+    assert client.chat(MESSAGES).text == "ok"  # and a closed backend opens a new client when used again
+    client.close()
+
+
+def test_context_managers_close_the_client(scripted_server: ScriptedServer) -> None:
+    scripted_server.default = Reply(body=completion_body("ok"))
+    with backend(scripted_server, model="m") as client:
+        client.chat(MESSAGES)
+    assert scripted_server.wait_for_open_connections(0) == 0
+
+    async def use() -> None:
+        async with backend(scripted_server, model="m") as aclient:
+            await aclient.achat(MESSAGES)
+
+    asyncio.run(use())
+    assert scripted_server.wait_for_open_connections(0) == 0
+    assert clients_for(scripted_server) == 0
+
+
+# -- embeddings share the retry policy ---------------------------------------------------------------------------------
+
+
+def embedder(server: ScriptedServer, **kwargs: Any) -> OpenAIEmbeddingEncoder:
+    options: dict[str, Any] = {"api_key": "sk-test", "max_retries": 2, **FAST}
+    options.update(kwargs)
+    return OpenAIEmbeddingEncoder("scripted-embed", base_url=server.base_url, **options)
+
+
+def test_embeddings_wait_as_long_as_retry_after_says(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(status=429, headers={"Retry-After": "1"}, body={"error": {"message": "slow down"}}),
+        Reply(body=embedding_body([[3.0, 4.0]])),
+    )
+    with embedder(scripted_server) as encoder:
+        vectors = encoder.encode(["a"])
+    first, second = scripted_server.embedding_requests
+    assert second.received_at - first.received_at >= 0.9  # the backoff alone would be ~0.01 s
+    assert vectors.tolist() == [[pytest.approx(0.6), pytest.approx(0.8)]]
+
+
+def test_embeddings_retry_408_but_not_422(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(status=408, body={"error": {"message": "request timeout"}}),
+        Reply(body=embedding_body([[1.0, 0.0]])),
+        Reply(status=422, body={"error": {"message": "unprocessable"}}),
+    )
+    encoder = embedder(scripted_server)
+    assert encoder.encode(["a"]).tolist() == [[1.0, 0.0]]
+    assert len(scripted_server.embedding_requests) == 2
+    with pytest.raises(EncoderError, match="HTTP 422"):
+        encoder.encode(["b"])
+    assert len(scripted_server.embedding_requests) == 3  # no retry of a request that is wrong
+    encoder.close()
+
+
+def test_embeddings_give_up_after_bounded_attempts(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(*[Reply(status=503, body={"error": {"message": "down"}})] * 3)
+    with pytest.raises(EncoderError, match=r"HTTP 503.*after 3 attempt"):
+        embedder(scripted_server).encode(["a"])
+    assert scripted_server.pending == 0
 
 
 # -- keys and cache --------------------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ import random
 import pytest
 
 from zsgen.errors import ParseError
-from zsgen.labels import make_labels
-from zsgen.parse import ParsedRanking, parse_ranking, parse_single_label
+from zsgen.rerank.labels import make_labels
+from zsgen.rerank.parse import ParsedRanking, parse_ranking, parse_single_label
 
 LABELS = ["A", "B", "C", "D", "E"]
 TITLES = ["Toy Story", "Aristocats, The", "Heat", "Toy Story 2", "Usual Suspects, The"]

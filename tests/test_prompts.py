@@ -14,10 +14,10 @@ import pytest
 
 from zsgen.cli import main as cli_main
 from zsgen.errors import ConfigError, InvalidKError, TemplateError
-from zsgen.labels import make_labels
-from zsgen.parse import parse_ranking
 from zsgen.paths import prompts_dir
 from zsgen.prompts import KNOWN_VARIABLES, PromptLibrary, PromptTemplate, check_dir, sample_variables
+from zsgen.rerank.labels import make_labels
+from zsgen.rerank.parse import parse_ranking
 
 PACKAGED = [
     "in_context",

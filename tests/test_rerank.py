@@ -11,12 +11,15 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from servers import Reply, ScriptedServer, completion_body
 
 from zsgen.catalog import Catalog
-from zsgen.errors import TemplateError
+from zsgen.errors import BackendError, ConfigError, ParseError, TemplateError
+from zsgen.llm import Completion
 from zsgen.loaders import load_demo
-from zsgen.rerank import RerankConfig, Reranker, borda, distinct_permutations, weighted_rrf
+from zsgen.paths import prompts_dir
+from zsgen.rerank import METHODS, RerankConfig, Reranker, borda, build_messages, distinct_permutations, weighted_rrf
 from zsgen.types import Candidate, History, Item, Profile
 
 
@@ -249,7 +252,118 @@ def test_api_key_is_not_in_results(scripted_server, catalog, candidates, history
 
 
 def test_user_errors_still_raise(catalog: Catalog, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="verbalizer"):
+    with pytest.raises(ConfigError, match="verbalizer"):
         RerankConfig(method="listwise", backend="verbalizer")
     with pytest.raises(TemplateError):
         Reranker(RerankConfig(backend="openai", template="no_such_template"), catalog=catalog)
+
+
+def _template_dir(tmp_path: Path, name: str, output: str) -> Path:
+    """A user template folder whose ``name`` template asks for ``output`` (a packaged template, header changed)."""
+    source = (prompts_dir() / "listwise.jinja").read_text(encoding="utf-8")
+    (tmp_path / f"{name}.jinja").write_text(source.replace("output: labels", f"output: {output}"), encoding="utf-8")
+    return tmp_path
+
+
+def test_template_whose_output_the_method_cannot_read_fails_when_built(catalog: Catalog, tmp_path: Path) -> None:
+    folder = _template_dir(tmp_path, "chatty", "text")
+    config = RerankConfig(method="listwise", backend="openai", template="chatty", template_dir=folder)
+    with pytest.raises(ConfigError, match=r"template 'chatty'.*output: text.*method 'listwise' reads output: labels"):
+        Reranker(config, catalog=catalog)
+    # A packaged template made for another method is refused the same way, whatever the method.
+    with pytest.raises(ConfigError, match=r"'pointwise'.*method 'verbalizer'"):
+        Reranker(RerankConfig(method="verbalizer", backend="verbalizer", template="pointwise"), catalog=catalog)
+    with pytest.raises(ConfigError, match="step 3 of 3 of method 'nir'"):
+        Reranker(RerankConfig(method="nir", backend="openai", template="nir_preferences"), catalog=catalog)
+
+
+def test_every_method_is_a_registered_class_with_fitting_packaged_templates(catalog: Catalog) -> None:
+    assert sorted(METHODS) == ["in_context", "listwise", "nir", "pointwise", "recency", "verbalizer"]
+    for name, kind in METHODS.items():
+        backend = kind.backends[0]
+        reranker = Reranker(RerankConfig(method=name, backend=backend), catalog=catalog)  # type: ignore[arg-type]
+        assert [t.output for t in reranker.templates] == [step.output for step in kind.steps]
+
+
+def test_invalid_settings_are_config_errors(catalog: Catalog) -> None:
+    with pytest.raises(ConfigError, match="unknown method 'telepathy'"):
+        RerankConfig(method="telepathy")
+    with pytest.raises(ConfigError, match="candidates"):
+        RerankConfig(candidates=0)
+    with pytest.raises(ConfigError, match="needs backend 'verbalizer'"):
+        RerankConfig(method="pointwise", backend="openai")
+
+
+class _BrokenBackend:
+    """A third-party chat backend that fails in its own way; the reranker must still fall back, not raise."""
+
+    name = "broken"
+    model = "broken-model"
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.closed = False
+
+    async def achat(self, messages: object, **_: object) -> Completion:
+        raise self.error
+
+    def chat(self, messages: object, **_: object) -> Completion:
+        raise self.error
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (BackendError("gone", reason="connection"), "connection"),
+        (ParseError("nonsense"), "unparseable"),
+        (RuntimeError("driver crashed"), "backend_exception"),
+    ],
+)
+def test_every_llm_fault_ends_as_a_flagged_fallback(catalog, candidates, history, error, reason) -> None:
+    broken = _BrokenBackend(error)
+    with Reranker(RerankConfig(backend="openai"), catalog=catalog, backend=broken) as reranker:  # type: ignore[arg-type]
+        ranking = reranker.rerank(history, candidates)
+    assert ranking.fallback and ranking.fallback_reason == reason
+    assert ranking.item_ids == [c.id for c in candidates]
+    assert broken.closed  # closing the reranker closes its backend
+
+
+def test_a_backend_of_the_wrong_kind_is_refused_before_any_request(catalog, candidates, history) -> None:
+    broken = _BrokenBackend(RuntimeError("never called"))
+    reranker = Reranker(RerankConfig(method="verbalizer", backend="verbalizer"), catalog=catalog, backend=broken)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"needs a scoring backend.*label_logprobs"):
+        reranker.rerank(history, candidates)
+
+
+def test_rankings_are_frozen(scripted_server, catalog, candidates, history) -> None:
+    scripted_server.script(answer(["B", "A"]))
+    ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
+    with pytest.raises(ValidationError):
+        ranking.raw_text = "edited"  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        ranking.items[0].score = 0.0  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        ranking.usage.calls = 0  # type: ignore[misc]
+
+
+def test_prompt_builder_is_what_the_reranker_sends(scripted_server, catalog, candidates, history) -> None:
+    scripted_server.script(answer(["A"]))
+    reranker = make_reranker(scripted_server, catalog, history_length=3)
+    reranker.rerank(history, candidates)
+    expected = build_messages(
+        reranker.templates[0], catalog, history, None, [c.id for c in candidates], history_length=3
+    )
+    assert scripted_server.chat_requests[0].body["messages"] == expected
+
+
+def test_a_fallback_after_an_answer_still_names_the_model(scripted_server, catalog, candidates, history) -> None:
+    scripted_server.script(Reply(body=completion_body('{"ranking": ["A"', finish_reason="length", model="served-m")))
+    ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
+    assert ranking.fallback and ranking.fallback_reason == "truncated"
+    assert ranking.model == "served-m" and ranking.raw_text == '{"ranking": ["A"'

@@ -143,3 +143,23 @@ def test_common_prefix_length() -> None:
     assert common_prefix_length([[1, 2, 3]]) == 3
     assert common_prefix_length([[5], [6]]) == 0
     assert common_prefix_length([]) == 0
+
+
+def test_labels_the_model_cannot_produce_are_a_config_error_before_any_user(verbalizer: VerbalizerBackend) -> None:
+    from zsgen.errors import ConfigError
+    from zsgen.loaders import load_demo
+    from zsgen.rerank import RerankConfig, Reranker
+    from zsgen.types import Candidate, History
+
+    catalog = load_demo().catalog
+    # Numbers past 9 are two tokens ("1", "0") for SmolLM2: logits of one token cannot score them.
+    config = RerankConfig(method="verbalizer", backend="verbalizer", label_style="numbers", window=12, candidates=12)
+    reranker = Reranker(config, catalog=catalog, backend=verbalizer)
+    candidates = [Candidate(id=i, score=1.0 - n / 100) for n, i in enumerate(catalog.ids[:12])]
+    with pytest.raises(ConfigError, match="'10' is not a single token"):
+        reranker.rerank(History.from_ids(catalog.ids[20:23]), candidates)
+    assert issubclass(LabelTokenError, ConfigError)
+    # Letters fit: the same reranker settings otherwise rank without any fallback.
+    letters = Reranker(config.model_copy(update={"label_style": "letters"}), catalog=catalog, backend=verbalizer)
+    ranking = letters.rerank(History.from_ids(catalog.ids[20:23]), candidates)
+    assert not ranking.fallback and sorted(ranking.item_ids) == sorted(c.id for c in candidates)

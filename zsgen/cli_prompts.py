@@ -11,11 +11,9 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, ZsgenError
-from zsgen.labels import make_labels
 from zsgen.prompts import PromptLibrary, check_dir
 
 
@@ -121,29 +119,24 @@ def _load_catalog(args: argparse.Namespace) -> Catalog:
 
 @_guard
 def _cmd_render(args: argparse.Namespace) -> int:
-    from zsgen.rerank import item_view  # the reranker's own view of an item, so the render matches a real run
+    from zsgen.rerank import build_messages  # the reranker's own prompt builder, so the render matches a real run
+    from zsgen.types import History, Profile
 
     template = PromptLibrary(args.template_dir).get(args.name)
     catalog = _load_catalog(args)
-    history = [item_view(catalog.get(catalog.resolve(key))) for key in args.history]
-    candidates = []
-    for label, key in zip(make_labels(len(args.candidates), args.labels), args.candidates, strict=True):
-        view = item_view(catalog.get(catalog.resolve(key)))
-        view["label"] = label
-        candidates.append(view)
-    n = len(candidates) if args.n is None else args.n
+    n = len(args.candidates) if args.n is None else args.n
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
-    variables: dict[str, Any] = {
-        "history": history,
-        "candidates": candidates,
-        "candidate": candidates[0],  # pointwise templates: the first candidate
-        "n": n,
-        "profile": args.profile,
-        "preferences": args.preferences,
-        "representative": args.representative,
-    }
-    messages = template.render(**variables)
+    messages = build_messages(
+        template,
+        catalog,
+        History.from_ids([catalog.resolve(key) for key in args.history]),
+        Profile(text=args.profile) if args.profile else None,
+        [catalog.resolve(key) for key in args.candidates],
+        label_style=args.labels,
+        n=n,
+        chain={"preferences": args.preferences, "representative": args.representative},
+    )
     if args.json:
         print(json.dumps(messages, indent=2, ensure_ascii=False))
     else:

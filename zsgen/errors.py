@@ -3,7 +3,8 @@
 Every error zsgen raises on purpose derives from :class:`ZsgenError`, so callers can catch one class::
 
     ZsgenError
-    ├── ConfigError            a setting, option or config file is wrong
+    ├── ConfigError            a setting, option or config file is wrong (raised when a component is built)
+    │   └── LabelTokenError        verbalizer labels are not single, distinct tokens for this tokenizer
     ├── DataError              an input file or record is malformed (carries path / line / field)
     │   ├── DuplicateItemError     two catalog items share an id
     │   └── EmptyTextError         an item (or profile) has no text to embed
@@ -14,11 +15,13 @@ Every error zsgen raises on purpose derives from :class:`ZsgenError`, so callers
     ├── EncoderError           an embedding model could not be loaded or answered badly
     └── LLMError               a language-model fault: never escapes ``Recommender.recommend``
         ├── BackendError           transport / HTTP / server failure after retries (incl. timeouts)
-        ├── LabelTokenError        verbalizer labels are not single, distinct tokens for this tokenizer
         └── ParseError             the answer could not be turned into a ranking
 
-User mistakes (bad files, unknown ids, bad templates) raise. LLM faults are caught by the recommender and turned
-into a cosine-order fallback whose reason is recorded on the result.
+User mistakes (bad files, unknown ids, bad templates, settings that cannot work) raise, and configuration problems
+raise as early as they can be seen: a reranking method pointed at a template whose ``output:`` it cannot read, or
+verbalizer labels the model cannot produce, raise ``ConfigError`` when the reranker (or its backend) is built, before
+any user is ranked. Every ``LLMError`` is caught by the reranker and turned into a cosine-order fallback whose reason
+is recorded on the result.
 """
 
 from __future__ import annotations
@@ -119,8 +122,12 @@ class BackendError(LLMError):
         super().__init__(message)
 
 
-class LabelTokenError(LLMError):
-    """Verbalizer labels must each be one token, all distinct; otherwise logits cannot be compared."""
+class LabelTokenError(ConfigError):
+    """Verbalizer labels must each be one token, all distinct; otherwise logits cannot be compared.
+
+    A configuration problem (label style, window, template or model), not a model fault: it raises, found when the
+    reranker's backend is built rather than as a fallback for every user.
+    """
 
 
 class ParseError(LLMError):

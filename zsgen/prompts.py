@@ -41,7 +41,6 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict
 
 from zsgen.errors import ConfigError, TemplateError
-from zsgen.labels import make_labels
 from zsgen.paths import prompts_dir
 
 #: What the model is asked to produce, so the reranker knows how to read it.
@@ -384,6 +383,8 @@ def sample_variables(*, cold_start: bool = False) -> dict[str, Any]:
 
     ``cold_start`` gives an empty history and a profile, which every template must also handle.
     """
+    from zsgen.rerank.labels import make_labels  # imported here: the rerank package itself builds on this module
+
     history = [
         _sample_item(1, "Sample Heist Picture", ["Crime", "Thriller"]),
         _sample_item(2, "Sample Space Opera", ["Sci-Fi", "Adventure"]),

@@ -92,6 +92,17 @@ class Recommender:
         self.threshold = threshold
         self.candidates = candidates if candidates is not None else (reranker.config.candidates if reranker else None)
 
+    def close(self) -> None:
+        """Release the reranker's backend (its HTTP connections); using the recommender again reopens them."""
+        if self.reranker is not None:
+            self.reranker.close()
+
+    def __enter__(self) -> Recommender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def resolve_history(self, history: HistoryInput) -> History:
         """Accept a History, or ids / titles as a user would type them (titles resolved with suggestions)."""
         if history is None:

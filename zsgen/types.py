@@ -108,6 +108,8 @@ class Candidate(BaseModel):
 class RankedItem(BaseModel):
     """One entry of a final ranking."""
 
+    model_config = ConfigDict(frozen=True)
+
     id: str
     title: str
     score: float
@@ -116,6 +118,8 @@ class RankedItem(BaseModel):
 
 class Usage(BaseModel):
     """Tokens spent by the LLM stage (summed over every call made for one user)."""
+
+    model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -134,7 +138,12 @@ class Ranking(BaseModel):
 
     It always holds a permutation of the candidates that were shown to the reranker (truncated to ``k``). When the
     LLM stage failed, ``fallback`` is true, ``fallback_reason`` says why, and the order is the cosine order.
+
+    Frozen: a result is built whole by whoever produces it; a later stage that adds to it (timings, a cut to ``k``)
+    makes a copy with ``model_copy(update=...)``.
     """
+
+    model_config = ConfigDict(frozen=True)
 
     items: list[RankedItem]
     fallback: bool = False

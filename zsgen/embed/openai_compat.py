@@ -1,40 +1,31 @@
 """Embeddings from any server speaking the OpenAI ``/v1/embeddings`` API (OpenAI, vLLM, TEI, llama.cpp, ...).
 
-There is one retry layer, ours: the SDK client is built with ``max_retries=0`` and transient failures (connection,
-timeout, 409, 429, 5xx) are retried with exponential back-off; anything else is a caller or server fault and
-becomes an :class:`~zsgen.errors.EncoderError` at once. The API key is passed to the SDK and nowhere else: it is
-never logged, cached or part of :attr:`identity`.
+Keys, client construction and the one retry policy are shared with the chat backend (:mod:`zsgen.llm.openai_client`):
+transient failures (connection, timeout, 408, 409, 429, 5xx) are retried, waiting as long as ``Retry-After`` asks;
+anything else is a caller or server fault and becomes an :class:`~zsgen.errors.EncoderError` at once. The API key is
+passed to the SDK and nowhere else: it is never logged, cached or part of :attr:`identity`. The encoder owns one
+synchronous HTTP client; ``close()`` (or ``with``) releases its connections.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import numpy as np
 import openai
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
 from zsgen.embed.base import FloatMatrix, empty_matrix, l2_normalise
 from zsgen.embed.local import PROGRESS_THRESHOLD
 from zsgen.errors import ConfigError, EncoderError
+from zsgen.llm.openai_client import RetryPolicy, resolve_api_key, sync_client
 
 logger = logging.getLogger(__name__)
 
-#: Local servers usually ignore the key, but the SDK insists on one.
-LOCAL_DUMMY_KEY = "not-needed"
 _PROBE_TEXT = "dimension probe"
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in (409, 429) or exc.status_code >= 500
-    return False
 
 
 class OpenAIEmbeddingEncoder:
@@ -54,6 +45,9 @@ class OpenAIEmbeddingEncoder:
         dimensions: int | None = None,
         timeout: float = 60.0,
         max_retries: int = 2,
+        retry_after_cap: float = 30.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 8.0,
     ) -> None:
         if not model.strip():
             raise ConfigError("an embedding model name is required")
@@ -61,19 +55,19 @@ class OpenAIEmbeddingEncoder:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         if dimensions is not None and dimensions < 1:
             raise ConfigError(f"dimensions must be positive, got {dimensions}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if base_url is None:
-                raise ConfigError("no API key: pass api_key= or set OPENAI_API_KEY")
-            key = LOCAL_DUMMY_KEY
+        self.retry = RetryPolicy(
+            max_retries=max_retries,
+            retry_after_cap=retry_after_cap,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
+        key = resolve_api_key(api_key, base_url)
         self.model = model
         self.base_url = base_url
         self.batch_size = batch_size
         self.dimensions = dimensions
         self.max_retries = max_retries
-        self._client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout, max_retries=0)
+        self._client = sync_client(base_url, key, timeout)
         self._dim: int | None = dimensions
         where = base_url.rstrip("/") if base_url else "openai"
         self._identity = f"openai:{where}:{model}" + (f":dimensions={dimensions}" if dimensions else "")
@@ -88,6 +82,18 @@ class OpenAIEmbeddingEncoder:
             self.encode([_PROBE_TEXT], progress=False)
         assert self._dim is not None
         return self._dim
+
+    def close(self) -> None:
+        """Close the HTTP client's connections (the encoder cannot be used afterwards)."""
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"OpenAIEmbeddingEncoder({self._identity!r}, batch_size={self.batch_size})"
@@ -110,25 +116,23 @@ class OpenAIEmbeddingEncoder:
 
     def _request(self, batch: list[str], *, first: int) -> np.ndarray:
         extra: dict[str, Any] = {"dimensions": self.dimensions} if self.dimensions else {}
-        retrying = Retrying(
-            retry=retry_if_exception(_is_transient),
-            stop=stop_after_attempt(self.max_retries + 1),
-            wait=wait_exponential(multiplier=0.5, max=8.0),
-            reraise=True,
-        )
-        try:
-            response = retrying(
-                self._client.embeddings.create, input=batch, model=self.model, encoding_format="float", **extra
+        last = first + len(batch) - 1
+
+        def to_encoder_error(exc: openai.OpenAIError, attempts: int) -> EncoderError:
+            tries = f" after {attempts} attempt(s)" if attempts > 1 else ""
+            if isinstance(exc, openai.APIStatusError):
+                return EncoderError(
+                    f"embedding server ({self.model}) answered HTTP {exc.status_code} for texts "
+                    f"#{first}-#{last}{tries}: {_short(exc.message)}"
+                )
+            return EncoderError(
+                f"embedding server ({self.model}) failed{tries}: {type(exc).__name__}: {_short(str(exc))}"
             )
-        except openai.APIStatusError as exc:
-            raise EncoderError(
-                f"embedding server ({self.model}) answered HTTP {exc.status_code} for texts "
-                f"#{first}-#{first + len(batch) - 1}: {_short(exc.message)}"
-            ) from None
-        except openai.OpenAIError as exc:
-            raise EncoderError(
-                f"embedding server ({self.model}) failed: {type(exc).__name__}: {_short(str(exc))}"
-            ) from None
+
+        def attempt() -> Any:
+            return self._client.embeddings.create(input=batch, model=self.model, encoding_format="float", **extra)
+
+        response = self.retry.call(f"embedding request (texts #{first}-#{last})", attempt, to_encoder_error)
         return self._read(response, len(batch), first)
 
     def _read(self, response: Any, expected: int, first: int) -> np.ndarray:

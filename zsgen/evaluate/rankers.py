@@ -8,20 +8,23 @@ stage cost and whether it fell back.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
 from zsgen.evaluate.generators import CandidateList, queries_for, tie_safe
 from zsgen.evaluate.split import IndexArray, UserCase, derive_seed, user_rng
 from zsgen.interactions import Interactions
 from zsgen.types import Candidate, History, Ranking
+
+if TYPE_CHECKING:
+    from zsgen.rerank import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ class LLMRanker:
     def __init__(
         self,
         name: str,
-        reranker: Any,
+        reranker: Reranker,
         *,
         catalog: Catalog,
         interactions: Interactions,
@@ -132,12 +135,12 @@ class LLMRanker:
         self.cosine = cosine
         self.catalog = catalog
         self.interactions = interactions
-        self.history_length = int(reranker.config.history_length)
+        self.history_length = reranker.config.history_length
         self.seed = seed
 
     @property
     def concurrent(self) -> bool:
-        return str(self.reranker.config.backend) == "openai"
+        return self.reranker.config.backend == "openai"
 
     def rank(self, cases: Sequence[UserCase], lists: Sequence[CandidateList]) -> list[RankOutcome]:
         if not self.concurrent:
@@ -147,7 +150,7 @@ class LLMRanker:
             tasks = [self._arank(case, c) for case, c in zip(cases, lists, strict=True)]
             return list(await asyncio.gather(*tasks))
 
-        return _run_coroutine(batch)
+        return run_sync(batch())
 
     def rank_one(self, case: UserCase, candidates: CandidateList) -> RankOutcome:
         history, shown, seed = self._request(case, candidates)
@@ -190,14 +193,3 @@ class LLMRanker:
             latency_s=latency,
         )
         return RankOutcome(order=np.asarray(order, dtype=np.int64), llm=stats)
-
-
-def _run_coroutine(factory: Callable[[], Coroutine[Any, Any, list[RankOutcome]]]) -> list[RankOutcome]:
-    """Run a coroutine to completion from synchronous code, in a worker thread if a loop is already running here
-    (a notebook), since ``asyncio.run`` refuses to nest."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(factory())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(factory())).result()

@@ -18,7 +18,7 @@ import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from zsgen.evaluate.recall import generator_recall
 from zsgen.evaluate.split import UserCase, holdout_events, leave_one_out, sample_users
 from zsgen.evaluate.summary import Summary, summarize
 from zsgen.interactions import Dataset, Interactions
+
+if TYPE_CHECKING:
+    from zsgen.rerank import Reranker
 
 logger = logging.getLogger(__name__)
 
@@ -179,19 +182,13 @@ def rerank_settings(spec: RankerConfig, config: EvalConfig, out_dir: Path) -> di
     return settings
 
 
-def build_reranker(spec: RankerConfig, config: EvalConfig, catalog: Catalog, out_dir: Path) -> Any:
-    from pydantic import ValidationError
-
+def build_reranker(spec: RankerConfig, config: EvalConfig, catalog: Catalog, out_dir: Path) -> Reranker:
     from zsgen.rerank import RerankConfig, Reranker
 
     try:
         rerank_config = RerankConfig(**rerank_settings(spec, config, out_dir))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {str(e.get('msg')).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"ranker {spec.name!r}: invalid rerank settings: {problems}") from None
+    except ConfigError as exc:  # RerankConfig is a StrictConfig: its message already locates every problem
+        raise ConfigError(f"ranker {spec.name!r}: {exc}") from None
     reranker = Reranker(rerank_config, catalog=catalog)
     # Build the client or load the model now: a missing API key or model is a setup error to report before the first
     # user, not a fault every user would silently fall back on.

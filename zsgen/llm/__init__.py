@@ -1,11 +1,22 @@
-"""Chat-model backends for reranking: an OpenAI-compatible client, a local ``transformers`` generator and a local
-verbalizer that scores labels from next-token logits. They share :class:`Completion` and raise only
-:class:`zsgen.errors.BackendError` / :class:`zsgen.errors.LabelTokenError` for model faults.
+"""Model backends for reranking, under two protocols (:mod:`zsgen.llm.base`):
 
-The local backends import torch and transformers lazily, so ``import zsgen.llm`` stays light.
+* :class:`ChatBackend` — :class:`OpenAIChatBackend` (any OpenAI-compatible server) and :class:`LocalChatBackend`
+  (greedy ``transformers`` generation) answer chat messages with a :class:`Completion`;
+* :class:`ScoringBackend` — :class:`VerbalizerBackend` scores labels and yes/no from a local model's next-token logits.
+
+Model faults leave them only as :class:`zsgen.errors.BackendError`; labels a model cannot produce are a
+:class:`zsgen.errors.LabelTokenError` (a ``ConfigError``). Every backend can be closed (``close``, ``aclose``, ``with``,
+``async with``). The local backends import torch and transformers lazily, so ``import zsgen.llm`` stays light.
 """
 
-from zsgen.llm.base import BACKEND_ERROR_REASONS, ChatBackend, ChatMessage, Completion
+from zsgen.llm.base import (
+    BACKEND_ERROR_REASONS,
+    Backend,
+    ChatBackend,
+    ChatMessage,
+    Completion,
+    ScoringBackend,
+)
 from zsgen.llm.local import LocalChatBackend
 from zsgen.llm.models import default_local_model_dir, load_causal_lm
 from zsgen.llm.openai_chat import OpenAIChatBackend
@@ -13,11 +24,13 @@ from zsgen.llm.verbalizer import VerbalizerBackend
 
 __all__ = [
     "BACKEND_ERROR_REASONS",
+    "Backend",
     "ChatBackend",
     "ChatMessage",
     "Completion",
     "LocalChatBackend",
     "OpenAIChatBackend",
+    "ScoringBackend",
     "VerbalizerBackend",
     "default_local_model_dir",
     "load_causal_lm",

@@ -1,13 +1,22 @@
-"""The backend contract every reranking method talks to.
+"""The two backend contracts the reranking methods talk to, and the lifecycle every backend shares.
 
-A backend turns chat messages into one completion and knows nothing about recommendation. Faults leave a backend
-only as :class:`zsgen.errors.BackendError` with a machine-readable ``reason``, so the recommender can record why it
-fell back to cosine order without parsing messages.
+* :class:`ChatBackend` turns chat messages into one :class:`Completion` (OpenAI-compatible server, local generation).
+* :class:`ScoringBackend` reads a model's next-token logits instead of generated text: label log-probabilities for
+  listwise verbalizer scoring, yes-probabilities for pointwise scoring, and token counts (the local verbalizer).
+
+Backends know nothing about recommendation. Model faults leave them only as :class:`zsgen.errors.BackendError` with a
+machine-readable ``reason``, so the reranker can record why it fell back to cosine order without parsing messages;
+configuration faults (labels the model cannot produce) are :class:`zsgen.errors.ConfigError`.
+
+Backends own what they open (HTTP clients) and release it in ``close`` / ``aclose``; ``with`` and ``async with`` do
+the same. Closing twice is harmless.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -47,6 +56,36 @@ class Completion(BaseModel):
     cached: bool = False
 
 
+class Closing:
+    """``with`` / ``async with`` support for a backend, in terms of its ``close`` and ``aclose``.
+
+    Backends that hold nothing to release (local models live as long as the object) inherit no-op closes.
+    """
+
+    def close(self) -> None:
+        """Release what this backend opened. It may be used again afterwards; it then opens anew."""
+
+    async def aclose(self) -> None:
+        """:meth:`close` for async code."""
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """A chat model that answers greedily (temperature 0): reranking must be repeatable."""
@@ -55,6 +94,10 @@ class ChatBackend(Protocol):
 
     @property
     def model(self) -> str: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
 
     async def achat(
         self,
@@ -71,6 +114,38 @@ class ChatBackend(Protocol):
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
     ) -> Completion: ...
+
+
+@runtime_checkable
+class ScoringBackend(Protocol):
+    """A model read through its next-token logits: scores that cannot fail to parse.
+
+    ``check_labels`` raises :class:`zsgen.errors.LabelTokenError` (a ``ConfigError``) when a label is not a single,
+    distinct token right after ``messages``: the reranker calls it once when the backend is built, before any user.
+    """
+
+    name: str
+
+    @property
+    def model(self) -> str: ...
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int: ...
+
+    def check_labels(self, messages: list[ChatMessage], labels: Sequence[str]) -> None: ...
+
+    def label_logprobs(self, messages: list[ChatMessage], labels: Sequence[str]) -> list[float]: ...
+
+    def yes_probabilities(
+        self, conversations: list[list[ChatMessage]], *, yes: str = "Yes", no: str = "No"
+    ) -> list[float]: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+#: Any backend a reranking method can be given.
+Backend = ChatBackend | ScoringBackend
 
 
 def completion_from_cache(cache: ResponseCache | None, key: str) -> Completion | None:

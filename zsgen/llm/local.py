@@ -15,18 +15,19 @@ from typing import Any
 
 from zsgen.cache import ResponseCache, request_key
 from zsgen.errors import BackendError, ConfigError
-from zsgen.llm.base import ChatMessage, Completion, completion_from_cache, store_completion
+from zsgen.llm.base import ChatMessage, Closing, Completion, completion_from_cache, store_completion
 from zsgen.llm.models import LoadedModel, load_causal_lm, render_chat
 from zsgen.types import Usage
 
 log = logging.getLogger(__name__)
 
 
-class LocalChatBackend:
+class LocalChatBackend(Closing):
     """Greedy chat completions from a local Hugging Face model folder (default: SmolLM2-135M-Instruct).
 
     ``json_schema`` is accepted for interface compatibility and ignored: a plain ``generate`` cannot constrain its
-    output, so callers validate the text as they must for any server.
+    output, so callers validate the text as they must for any server. It opens no connections, so closing it is a
+    no-op; the model lives as long as the object.
     """
 
     name = "local"

@@ -1,38 +1,40 @@
 """Any OpenAI-compatible chat server as a reranking backend (OpenAI, vLLM, SGLang, llama.cpp, ``transformers serve``).
 
-There is exactly one retry layer, here: the SDK client is built with ``max_retries=0`` and tenacity retries only
-faults that can pass by themselves (connection drops, timeouts, 409, 429, 5xx), waiting as long as the server's
-``Retry-After`` asks (capped) or an exponential, jittered backoff otherwise. Requests that are wrong stay wrong, so
-400/401/403/404/422 are never retried. Whatever still fails leaves as ``BackendError`` with a ``reason`` the
-recommender records when it falls back to cosine order.
+Keys, client construction and the one retry layer are shared with the embeddings client and live in
+:mod:`zsgen.llm.openai_client`; whatever still fails after retries leaves as ``BackendError`` with a ``reason`` the
+reranker records when it falls back to cosine order.
 
-The SDK's async client holds connections bound to the event loop that created them, so one client is kept per loop;
-the synchronous ``chat`` runs its own short-lived loop (in a worker thread if this thread already runs one).
+The backend owns one ``AsyncOpenAI`` client. Its connections are bound to the event loop that uses them, so the
+client lives on zsgen's portal loop (:mod:`zsgen._sync`): the synchronous ``chat`` submits to that loop, and
+``achat`` awaited on any other loop hops to it. Every call, sync or async, from any thread, thus shares one
+connection pool, and ``close`` / ``aclose`` (or ``with`` / ``async with``) release it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import email.utils
 import json
 import logging
-import math
-import os
 import re
 import threading
-import time
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 
 import openai
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from zsgen._sync import arun_on_portal, run_sync
 from zsgen.cache import ResponseCache, request_key
 from zsgen.errors import BackendError, ConfigError
-from zsgen.llm.base import ChatMessage, Completion, completion_from_cache, store_completion
+from zsgen.llm.base import ChatMessage, Closing, Completion, completion_from_cache, store_completion
+from zsgen.llm.openai_client import (
+    PLACEHOLDER_API_KEY,
+    RetryPolicy,
+    async_client,
+    failure_reason,
+    is_transient,
+    parse_retry_after,
+    resolve_api_key,
+)
 from zsgen.types import Usage
 
 log = logging.getLogger(__name__)
@@ -41,66 +43,15 @@ T = TypeVar("T")
 
 StructuredMode = Literal["json_schema", "json_object", "none"]
 
-#: Sent as the key to servers that need none (a local vLLM or ``transformers serve``); the SDK insists on one.
-PLACEHOLDER_API_KEY = "sk-no-key-required"
-
-_TRANSIENT_STATUS = frozenset({408, 409, 429})
-
-
-def parse_retry_after(headers: Any, *, now: float | None = None) -> float | None:
-    """Seconds the server asked us to wait, from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
-
-    Returns None when there is no usable header, so the caller falls back to its own backoff.
-    """
-    if headers is None:
-        return None
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000.0
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value):
-            return max(value, 0.0)
-    raw = headers.get("retry-after")
-    if raw is None:
-        return None
-    raw = raw.strip()
-    try:
-        value = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        value = when.timestamp() - (time.time() if now is None else now)
-    return max(value, 0.0) if math.isfinite(value) else None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Faults worth another try: the same request may succeed later."""
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
-    return False
-
-
-def failure_reason(exc: BaseException) -> str:
-    """The ``BackendError.reason`` for an exception the SDK raised."""
-    if isinstance(exc, openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection"
-    if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 429:
-            return "rate_limited"
-        if exc.status_code >= 500:
-            return "server_error"
-        return f"http_{exc.status_code}"
-    return "malformed_response"
+__all__ = [
+    "PLACEHOLDER_API_KEY",
+    "OpenAIChatBackend",
+    "StructuredMode",
+    "failure_reason",
+    "is_transient",
+    "parse_retry_after",
+    "response_format_for",
+]
 
 
 def response_format_for(mode: StructuredMode, schema: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -119,16 +70,7 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-@dataclass
-class _LoopState:
-    """What must not cross event loops: the HTTP client and the concurrency gate."""
-
-    client: openai.AsyncOpenAI
-    semaphore: asyncio.Semaphore
-    discovery: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-class OpenAIChatBackend:
+class OpenAIChatBackend(Closing):
     """Greedy chat completions from an OpenAI-compatible server, with bounded concurrency, retries and caching.
 
     The API key comes from ``api_key`` or ``OPENAI_API_KEY``; it is never logged, cached or shown in ``repr``.
@@ -156,57 +98,93 @@ class OpenAIChatBackend:
     ) -> None:
         if timeout <= 0:
             raise ConfigError(f"timeout must be positive, got {timeout}")
-        if max_retries < 0:
-            raise ConfigError(f"max_retries must be >= 0, got {max_retries}")
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
         if structured not in ("json_schema", "json_object", "none"):
             raise ConfigError(f"structured must be 'json_schema', 'json_object' or 'none', got {structured!r}")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if base_url is None:
-                raise ConfigError(
-                    "no API key: pass api_key or set OPENAI_API_KEY (or give the base_url of a local server)"
-                )
-            key = PLACEHOLDER_API_KEY
+        self.retry = RetryPolicy(
+            max_retries=max_retries,
+            retry_after_cap=retry_after_cap,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
         self.base_url = base_url
-        self._api_key = key
+        self._api_key = resolve_api_key(api_key, base_url)
         self._model = model
         self.timeout = timeout
-        self.max_retries = max_retries
         self.concurrency = concurrency
         self.structured: StructuredMode = structured
         self.cache = cache
         self.extra_body = dict(extra_body) if extra_body else None
-        self.retry_after_cap = retry_after_cap
-        self._backoff = wait_exponential_jitter(multiplier=backoff_initial, max=backoff_max, jitter=backoff_initial)
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
-        self._states_lock = threading.Lock()
+        # Created on the portal loop on first use, closed there by aclose; only touched from that loop.
+        self._client: openai.AsyncOpenAI | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._discovery: asyncio.Lock | None = None
+        self._closing = threading.Lock()
 
-    # -- model -----------------------------------------------------------------------------------------------------
+    @property
+    def max_retries(self) -> int:
+        return self.retry.max_retries
+
+    # -- the client, on the portal loop ----------------------------------------------------------------------------
+
+    def _open(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        """The client and concurrency gate (portal loop only), created on first use and again after a close."""
+        if self._client is None or self._semaphore is None:
+            self._client = async_client(self.base_url, self._api_key, self.timeout)
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+            self._discovery = asyncio.Lock()
+        return self._client, self._semaphore
+
+    async def _close_on_portal(self) -> None:
+        client, self._client, self._semaphore = self._client, None, None
+        if client is not None:
+            await client.close()
+
+    def close(self) -> None:
+        """Close the HTTP client and its connections; a later call opens a new one."""
+        with self._closing:
+            if self._client is not None:
+                run_sync(self._close_on_portal())
+
+    async def aclose(self) -> None:
+        await arun_on_portal(self._close_on_portal())
+
+    def _sync(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        return run_sync(make())
+
+    async def _portal(self, coro: Coroutine[Any, Any, T]) -> T:
+        return await arun_on_portal(coro)
+
+    # -- model ---------------------------------------------------------------------------------------------------
 
     @property
     def model(self) -> str:
         """The model id; discovered from the server on first use when not given (blocking, once)."""
         if self._model is None:
-            return self._run_sync(self.aresolve_model)
+            return self._sync(self.aresolve_model)
         return self._model
 
     async def aresolve_model(self) -> str:
         """The model id, asking ``GET /v1/models`` once if it was not given."""
         if self._model is not None:
             return self._model
-        state = self._state()
-        async with state.discovery:
+        return await self._portal(self._resolve_on_portal())
+
+    async def _resolve_on_portal(self) -> str:
+        self._open()
+        assert self._discovery is not None
+        async with self._discovery:
             found = self._model
             if found is None:
-                found = await self._with_retries("GET /v1/models", self._discover)
+                found = await self.retry.acall("GET /v1/models", self._discover, self._error("GET /v1/models"))
                 log.info("using model %r served at %s", found, self.base_url)
                 self._model = found
             return found
 
     async def _discover(self) -> str:
-        page = await self._state().client.models.list()
+        client, _ = self._open()
+        page = await client.models.list()
         entries: list[Any] = getattr(page, "data", None) or []
         ids = [i for i in (getattr(entry, "id", None) for entry in entries) if isinstance(i, str) and i]
         if not ids:
@@ -224,6 +202,11 @@ class OpenAIChatBackend:
     ) -> Completion:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
+        return await self._portal(self._chat_on_portal(messages, max_tokens, json_schema))
+
+    async def _chat_on_portal(
+        self, messages: list[ChatMessage], max_tokens: int, json_schema: dict[str, Any] | None
+    ) -> Completion:
         model = await self.aresolve_model()
         response_format = response_format_for(self.structured, json_schema)
         key = request_key(
@@ -242,7 +225,7 @@ class OpenAIChatBackend:
         async def attempt() -> bytes:
             return await self._create(model, messages, max_tokens, response_format)
 
-        response = await self._with_retries("chat completion", attempt)
+        response = await self.retry.acall("chat completion", attempt, self._error("chat completion"))
         completion = self._read(response, model)
         store_completion(self.cache, key, completion)
         return completion
@@ -254,7 +237,7 @@ class OpenAIChatBackend:
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
     ) -> Completion:
-        return self._run_sync(lambda: self.achat(messages, max_tokens=max_tokens, json_schema=json_schema))
+        return self._sync(lambda: self.achat(messages, max_tokens=max_tokens, json_schema=json_schema))
 
     async def achat_many(
         self,
@@ -265,13 +248,19 @@ class OpenAIChatBackend:
     ) -> list[Completion | BackendError]:
         """One completion or BackendError per conversation, in order; at most ``concurrency`` requests in flight."""
 
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
+
         async def one(messages: list[ChatMessage]) -> Completion | BackendError:
             try:
-                return await self.achat(messages, max_tokens=max_tokens, json_schema=json_schema)
+                return await self._chat_on_portal(messages, max_tokens, json_schema)
             except BackendError as exc:
                 return exc
 
-        return list(await asyncio.gather(*(one(m) for m in conversations)))
+        async def all_on_portal() -> list[Completion | BackendError]:
+            return list(await asyncio.gather(*(one(m) for m in conversations)))
+
+        return await self._portal(all_on_portal())  # one hop to the portal loop for the whole batch
 
     def chat_many(
         self,
@@ -280,7 +269,7 @@ class OpenAIChatBackend:
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
     ) -> list[Completion | BackendError]:
-        return self._run_sync(lambda: self.achat_many(conversations, max_tokens=max_tokens, json_schema=json_schema))
+        return self._sync(lambda: self.achat_many(conversations, max_tokens=max_tokens, json_schema=json_schema))
 
     async def _create(
         self,
@@ -295,14 +284,14 @@ class OpenAIChatBackend:
         skipped on purpose. They cost ~2 ms of CPU per request, which caps throughput at high concurrency, and
         reading the JSON ourselves lets every malformed answer map to one precise reason.
         """
-        state = self._state()
+        client, semaphore = self._open()
         body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
         if response_format is not None:
             body["response_format"] = response_format
         if self.extra_body:
             body.update(self.extra_body)
-        async with state.semaphore:
-            raw = await state.client.post("/chat/completions", body=body, cast_to=bytes)
+        async with semaphore:
+            raw = await client.post("/chat/completions", body=body, cast_to=bytes)
         return raw
 
     def _read(self, raw: bytes, model: str) -> Completion:
@@ -350,98 +339,19 @@ class OpenAIChatBackend:
             model=served if isinstance(served, str) and served else model,
         )
 
-    # -- retries ---------------------------------------------------------------------------------------------------
+    def _error(self, what: str) -> Callable[[openai.OpenAIError, int], BackendError]:
+        """How a fault that outlived the retries is reported (the key never appears: the SDK omits it)."""
 
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, openai.APIStatusError):
-            asked = parse_retry_after(exc.response.headers)
-            if asked is not None:
-                return min(asked, self.retry_after_cap)
-        return float(self._backoff(state))
-
-    async def _with_retries(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        attempts = 0
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome is not None else None
-            wait = state.next_action.sleep if state.next_action is not None else 0.0
-            log.warning(
-                "%s failed on attempt %d (%s); retrying in %.2f s",
-                what,
-                state.attempt_number,
-                failure_reason(exc) if exc is not None else "unknown",
-                wait,
-            )
-
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1),
-            retry=retry_if_exception(is_transient),
-            wait=self._wait,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts = attempt.retry_state.attempt_number
-                    return await call()
-        except BackendError as exc:
-            exc.attempts = attempts
-            raise
-        except openai.OpenAIError as exc:
+        def to_backend_error(exc: openai.OpenAIError, attempts: int) -> BackendError:
             reason = failure_reason(exc)
-            raise BackendError(
+            return BackendError(
                 f"{what} at {self.base_url or 'api.openai.com'} failed after {attempts} attempt(s): {reason}"
                 f" ({type(exc).__name__})",
                 reason=reason,
                 attempts=attempts,
-            ) from exc
-        raise AssertionError("tenacity stopped without a result or an error")
+            )
 
-    # -- event loops -----------------------------------------------------------------------------------------------
-
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        with self._states_lock:
-            state = self._states.get(loop)
-            if state is None:
-                client = openai.AsyncOpenAI(
-                    base_url=self.base_url, api_key=self._api_key, max_retries=0, timeout=self.timeout
-                )
-                state = _LoopState(client=client, semaphore=asyncio.Semaphore(self.concurrency))
-                self._states[loop] = state
-        return state
-
-    async def aclose(self) -> None:
-        """Close the HTTP client of the running loop (call before that loop ends)."""
-        with self._states_lock:
-            state = self._states.pop(asyncio.get_running_loop(), None)
-        if state is not None:
-            await state.client.close()
-
-    async def __aenter__(self) -> OpenAIChatBackend:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _run_sync(self, make: Callable[[], Awaitable[T]]) -> T:
-        """Run a coroutine to completion from synchronous code, on a private loop that is closed afterwards."""
-
-        async def run() -> T:
-            try:
-                return await make()
-            finally:
-                await self.aclose()
-
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(run())
-        # This thread already runs a loop, which must not be blocked re-entrantly: use a worker thread's loop.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, run()).result()
+        return to_backend_error
 
     def __repr__(self) -> str:
         return (

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.errors import ConfigError, LabelTokenError
-from zsgen.llm.base import ChatMessage
+from zsgen.llm.base import ChatMessage, Closing
 from zsgen.llm.models import LoadedModel, load_causal_lm, render_chat
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,12 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return shortest
 
 
-class VerbalizerBackend:
-    """Label and yes/no probabilities from a local causal LM, with no generation."""
+class VerbalizerBackend(Closing):
+    """Label and yes/no probabilities from a local causal LM, with no generation (a :class:`ScoringBackend`).
+
+    Labels that are not single, distinct tokens raise :class:`LabelTokenError`, a ``ConfigError``: no retry or other
+    user can fix them, so the reranker checks them with :meth:`check_labels` before it ranks anyone.
+    """
 
     name = "verbalizer"
 
@@ -93,6 +97,10 @@ class VerbalizerBackend:
         if len(set(ids)) != len(ids):
             raise LabelTokenError(f"labels {list(labels)} map to repeated tokens for {self.model}")
         return ids
+
+    def check_labels(self, messages: list[ChatMessage], labels: Sequence[str]) -> None:
+        """Raise :class:`LabelTokenError` unless each label is one distinct token right after ``messages``."""
+        self.label_token_ids(render_chat(self._loaded.tokenizer, messages), labels)
 
     def label_logprobs(self, messages: list[ChatMessage], labels: Sequence[str]) -> list[float]:
         """Log-probabilities of each label as the first assistant token, renormalised over the labels only."""

@@ -1,0 +1,385 @@
+"""Reranking methods: one class per method, each saying which templates it renders and what answer it reads.
+
+A method is one *round*: the candidates shown in one order, the model asked, an order over the candidates read back.
+The reranker runs the rounds, aggregates them and falls back; a method only knows its own prompts and answers.
+
+Each class declares its :attr:`RerankMethod.steps` — the packaged template of each call and the ``output:`` that
+call's answer must have — and the backend protocol it needs. Both are checked when the reranker is built, not per
+user: a listwise method pointed at a template whose header says ``output: text`` is a :class:`ConfigError` naming
+both, rather than an "unparseable" fallback for every user. The registry :data:`METHODS` replaces a list of names
+plus a dispatch chain: adding a method is adding a class here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
+
+from zsgen.catalog import Catalog
+from zsgen.errors import BackendError, ConfigError, LLMError, ParseError
+from zsgen.llm.base import ChatBackend, ChatMessage, Completion, ScoringBackend
+from zsgen.prompts import OutputFormat, PromptTemplate, sample_variables
+from zsgen.rerank.aggregate import cosine_order, distinct_permutations, order_by
+from zsgen.rerank.labels import make_labels
+from zsgen.rerank.parse import parse_ranking
+from zsgen.rerank.prompt import build_messages, item_view
+from zsgen.types import Candidate, History, Profile, Usage
+
+if TYPE_CHECKING:
+    from zsgen.rerank.config import RerankConfig
+
+__all__ = [
+    "METHODS",
+    "NIR",
+    "RANKING_SCHEMA",
+    "ChatMethod",
+    "InContext",
+    "Listwise",
+    "Pointwise",
+    "Recency",
+    "RerankMethod",
+    "RerankRequest",
+    "RoundFailure",
+    "RoundResult",
+    "ScoringMethod",
+    "Step",
+    "Verbalizer",
+    "method_class",
+]
+
+#: JSON schema sent to servers that accept structured output (``structured="json_schema"``).
+RANKING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"ranking": {"type": "array", "items": {"type": "string"}}},
+    "required": ["ranking"],
+    "additionalProperties": False,
+}
+
+BackendKind = Literal["chat", "scoring"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call of a method: its packaged template and the ``output:`` its header must declare."""
+
+    template: str
+    output: OutputFormat
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """One user's reranking request, as every round of every method sees it."""
+
+    history: History
+    profile: Profile | None
+    candidates: Sequence[Candidate]
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.candidates]
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One shown order and what the model made of it, over candidate indices."""
+
+    order: list[int]
+    from_llm: set[int]
+    usage: Usage
+    scores: list[float] | None = None
+    repairs: list[str] = field(default_factory=list)
+    repaired: bool = False
+    raw_text: str | None = None
+    model: str | None = None
+
+
+class RoundFailure(LLMError):
+    """A round whose answer arrived but could not be used; keeps the text, tokens and model for the result."""
+
+    def __init__(self, reason: str, *, raw_text: str, usage: Usage, model: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.raw_text = raw_text
+        self.usage = usage
+        self.model = model
+
+
+class RerankMethod(ABC):
+    """A reranking method, built once per reranker from its settings and its resolved templates."""
+
+    #: The name in ``RerankConfig.method`` and on results.
+    name: ClassVar[str]
+    #: The calls of one round, in order. ``RerankConfig.template`` overrides the last step's template.
+    steps: ClassVar[tuple[Step, ...]]
+    #: Which backend protocol the method talks to, and the ``RerankConfig.backend`` names that provide it.
+    backend_kind: ClassVar[BackendKind]
+    backends: ClassVar[tuple[str, ...]]
+    #: Whether the order the candidates are shown in can change the answer (bootstrap shuffles are pointless if not).
+    order_sensitive: ClassVar[bool] = True
+
+    def __init__(self, config: RerankConfig, templates: Sequence[PromptTemplate], catalog: Catalog) -> None:
+        if len(templates) != len(self.steps):
+            raise ConfigError(f"method {self.name!r} renders {len(self.steps)} template(s), got {len(templates)}")
+        for number, (step, template) in enumerate(zip(self.steps, templates, strict=True), start=1):
+            if template.output != step.output:
+                where = f"step {number} of {len(self.steps)} of " if len(self.steps) > 1 else ""
+                raise ConfigError(
+                    f"template {template.name!r} ({template.path or 'in memory'}) declares output: {template.output}, "
+                    f"but {where}method {self.name!r} reads output: {step.output}; pick a template made for it"
+                )
+        self.config = config
+        self.templates = list(templates)
+        self.catalog = catalog
+
+    @classmethod
+    def template_names(cls, override: str | None = None) -> list[str]:
+        """The templates to load: the packaged ones, the last replaced by ``override`` if given."""
+        names = [step.template for step in cls.steps]
+        if override:
+            names[-1] = override
+        return names
+
+    def check_backend(self, backend: ChatBackend | ScoringBackend) -> None:
+        """Raise :class:`ConfigError` for a backend this method cannot use (called once, when it is built).
+
+        The methods are looked up on the class, not with ``isinstance(backend, Protocol)``: on Python 3.11 that reads
+        every protocol member of the instance, and reading ``OpenAIChatBackend.model`` may ask the server.
+        """
+        required = _CHAT_METHODS if self.backend_kind == "chat" else _SCORING_METHODS
+        missing = [name for name in required if not callable(getattr(type(backend), name, None))]
+        if missing:
+            raise ConfigError(
+                f"method {self.name!r} needs a {self.backend_kind} backend; {type(backend).__name__} lacks "
+                f"{', '.join(missing)}"
+            )
+
+    def shown_orders(self, n: int, seed: int) -> list[list[int]]:
+        """The orders the rounds show the candidates in (see :func:`zsgen.rerank.aggregate.distinct_permutations`)."""
+        if not self.order_sensitive or (self.config.bootstrap == 1 and not self.config.shuffle):
+            return [list(range(n))]
+        return distinct_permutations(n, self.config.bootstrap, seed)
+
+    @abstractmethod
+    async def run_round(
+        self, backend: ChatBackend | ScoringBackend, request: RerankRequest, shown: Sequence[int]
+    ) -> RoundResult:
+        """Ask the model once with the candidates in ``shown`` order; raise an :class:`LLMError` on a fault."""
+
+    def messages(
+        self,
+        template: PromptTemplate,
+        request: RerankRequest,
+        shown: Sequence[int],
+        *,
+        n: int | None = None,
+        chain: dict[str, str] | None = None,
+    ) -> list[ChatMessage]:
+        return build_messages(
+            template,
+            self.catalog,
+            request.history,
+            request.profile,
+            request.ids,
+            shown,
+            history_length=self.config.history_length,
+            label_style=self.config.label_style,
+            n=n,
+            chain=chain,
+        )
+
+
+_CHAT_METHODS = ("achat", "chat", "close", "aclose")
+_SCORING_METHODS = ("label_logprobs", "yes_probabilities", "count_tokens", "check_labels", "close", "aclose")
+
+
+class ChatMethod(RerankMethod):
+    """Methods that read a generated answer: earlier steps' free text feeds later steps; the last step's answer is a
+    ranked list of labels, parsed and repaired (duplicates dropped, missing candidates appended in cosine order)."""
+
+    backend_kind = "chat"
+    backends = ("openai", "local")
+    #: The variable each earlier (``output: text``) step's answer is passed on as.
+    chain_names: ClassVar[tuple[str, ...]] = ()
+
+    async def run_round(
+        self, backend: ChatBackend | ScoringBackend, request: RerankRequest, shown: Sequence[int]
+    ) -> RoundResult:
+        chat = cast(ChatBackend, backend)  # check_backend vetted it when the reranker was built
+        usage = Usage()
+        chain: dict[str, str] = {}
+        for template, name in zip(self.templates[:-1], self.chain_names, strict=True):
+            completion = await self._chat(chat, self.messages(template, request, shown, chain=chain))
+            usage = usage.add(completion.usage)
+            chain[name] = completion.text.strip()
+        messages = self.messages(self.templates[-1], request, shown, chain=chain)
+        completion = await self._chat(chat, messages, schema=RANKING_SCHEMA)
+        usage = usage.add(completion.usage)
+        if completion.finish_reason == "length":
+            raise RoundFailure("truncated", raw_text=completion.text, usage=usage, model=completion.model)
+        labels = make_labels(len(shown), self.config.label_style)
+        titles = [item_view(self.catalog.get(request.candidates[index].id))["title"] for index in shown]
+        # Missing candidates are appended in cosine order.
+        cosine_rank = {index: rank for rank, index in enumerate(cosine_order(request.candidates))}
+        fallback_positions = sorted(range(len(shown)), key=lambda pos: cosine_rank[shown[pos]])
+        try:
+            parsed = parse_ranking(
+                completion.text, labels, titles, fallback_order=fallback_positions, expected=len(shown)
+            )
+        except ParseError:
+            raise RoundFailure("unparseable", raw_text=completion.text, usage=usage, model=completion.model) from None
+        return RoundResult(
+            order=[shown[pos] for pos in parsed.order],
+            from_llm={shown[pos] for pos in parsed.order[: parsed.from_llm]},
+            usage=usage,
+            repairs=list(parsed.repairs),
+            repaired=parsed.status == "repaired",
+            raw_text=completion.text,
+            model=completion.model,
+        )
+
+    async def _chat(
+        self, backend: ChatBackend, messages: list[ChatMessage], schema: dict[str, Any] | None = None
+    ) -> Completion:
+        try:
+            return await backend.achat(messages, max_tokens=self.config.max_tokens, json_schema=schema)
+        except (LLMError, ConfigError):
+            raise
+        except Exception as exc:  # a third-party backend's own fault is still a model fault: fall back, say why
+            raise BackendError(f"backend raised {type(exc).__name__}: {exc}", reason="backend_exception") from exc
+
+
+class Listwise(ChatMethod):
+    """One call: the labelled candidates, answered with the labels best first."""
+
+    name = "listwise"
+    steps = (Step("listwise", "labels"),)
+
+
+class Recency(ChatMethod):
+    """Listwise, with the prompt naming the user's most recent item (LLMRank's recency cue)."""
+
+    name = "recency"
+    steps = (Step("recency", "labels"),)
+
+
+class InContext(ChatMethod):
+    """Listwise, after a worked example taken from the user's own history."""
+
+    name = "in_context"
+    steps = (Step("in_context", "labels"),)
+
+
+class NIR(ChatMethod):
+    """NIR's three-step chain: preferences, then representative history items, then the ranking."""
+
+    name = "nir"
+    steps = (
+        Step("nir_preferences", "text"),
+        Step("nir_representative", "text"),
+        Step("nir_rank", "labels"),
+    )
+    chain_names = ("preferences", "representative")
+
+
+class ScoringMethod(RerankMethod):
+    """Methods that read next-token logits of a local model: nothing to parse, so nothing to repair."""
+
+    backend_kind = "scoring"
+    backends = ("verbalizer",)
+
+    def check_backend(self, backend: ChatBackend | ScoringBackend) -> None:
+        """Also check, on a sample render of the template, that the labels this method reads are single tokens."""
+        super().check_backend(backend)
+        scorer = cast(ScoringBackend, backend)
+        messages = self.templates[-1].render(**sample_variables())
+        for labels in self.label_sets():
+            scorer.check_labels(messages, labels)
+
+    @abstractmethod
+    def label_sets(self) -> list[list[str]]:
+        """Every list of labels a round may score."""
+
+
+class Verbalizer(ScoringMethod):
+    """Listwise scoring in forward passes of ``window`` labelled candidates: label log-probabilities rank them."""
+
+    name = "verbalizer"
+    steps = (Step("verbalizer_listwise", "label_logits"),)
+
+    def label_sets(self) -> list[list[str]]:
+        window, total = self.config.window, self.config.candidates
+        sizes = {min(window, total - start) for start in range(0, total, window)}
+        return [make_labels(size, self.config.label_style) for size in sorted(sizes) if size > 0]
+
+    async def run_round(
+        self, backend: ChatBackend | ScoringBackend, request: RerankRequest, shown: Sequence[int]
+    ) -> RoundResult:
+        scorer = cast(ScoringBackend, backend)
+        template = self.templates[-1]
+        scores: dict[int, float] = {}
+        calls = prompt_tokens = 0
+        for start in range(0, len(shown), self.config.window):
+            chunk = list(shown[start : start + self.config.window])
+            messages = self.messages(template, request, chunk, n=1)
+            labels = make_labels(len(chunk), self.config.label_style)
+            logprobs = await asyncio.to_thread(scorer.label_logprobs, messages, labels)
+            calls += 1
+            prompt_tokens += scorer.count_tokens(messages)
+            for index, value in zip(chunk, logprobs, strict=True):
+                scores[index] = float(value)
+        values = [scores[i] for i in range(len(request.candidates))]
+        order = order_by(values)
+        return RoundResult(
+            order=order,
+            from_llm=set(order),
+            usage=Usage(prompt_tokens=prompt_tokens, calls=calls),
+            scores=values,
+            model=scorer.model,
+        )
+
+
+class Pointwise(ScoringMethod):
+    """One yes/no question per candidate; P(yes) ranks them. The shared prompt prefix runs once."""
+
+    name = "pointwise"
+    steps = (Step("pointwise", "yes_no"),)
+    order_sensitive = False  # each candidate is scored alone
+
+    def label_sets(self) -> list[list[str]]:
+        return [["Yes", "No"]]
+
+    async def run_round(
+        self, backend: ChatBackend | ScoringBackend, request: RerankRequest, shown: Sequence[int]
+    ) -> RoundResult:
+        scorer = cast(ScoringBackend, backend)
+        template = self.templates[-1]
+        conversations = [self.messages(template, request, [index]) for index in range(len(request.candidates))]
+        probabilities = await asyncio.to_thread(scorer.yes_probabilities, conversations)
+        values = [float(p) for p in probabilities]
+        order = order_by(values)
+        # Tokens in the prompts as written; prefix reuse means fewer are actually computed.
+        prompt_tokens = sum(scorer.count_tokens(c) for c in conversations)
+        return RoundResult(
+            order=order,
+            from_llm=set(order),
+            usage=Usage(prompt_tokens=prompt_tokens, calls=1),
+            scores=values,
+            model=scorer.model,
+        )
+
+
+#: Every method by name.
+METHODS: dict[str, type[RerankMethod]] = {
+    cls.name: cls for cls in (Listwise, Recency, InContext, NIR, Verbalizer, Pointwise)
+}
+
+
+def method_class(name: str) -> type[RerankMethod]:
+    """The method called ``name``; a :class:`ConfigError` listing the known ones otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown rerank method {name!r} (known: {', '.join(METHODS)})") from None

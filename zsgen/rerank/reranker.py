@@ -1,0 +1,313 @@
+"""The LLM reranking stage: candidates in, a validated permutation out, never an exception for an LLM fault.
+
+One round shows the candidates in some order, asks the model through the configured method (:mod:`.methods`), and
+reads back an order over the candidates. Several rounds with genuinely different shuffles are aggregated by Borda
+count (:mod:`.aggregate`), because small and large models alike favour positions (LLMRank). Every
+:class:`~zsgen.errors.LLMError` turns into the retrieval (cosine) order with ``fallback=True`` and a reason, so
+callers always get a usable ranking. Configuration problems raise :class:`~zsgen.errors.ConfigError` instead, as
+early as they can be seen: a template whose ``output:`` the method cannot read when the reranker is built, labels the
+model cannot produce when its backend is built — before any user is ranked.
+
+The synchronous API runs on zsgen's portal loop (:mod:`zsgen._sync`), so a remote backend's one HTTP client serves
+every call; :meth:`Reranker.close` (or ``with``) releases it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Literal, Self
+
+from zsgen._sync import run_sync
+from zsgen.catalog import Catalog
+from zsgen.errors import BackendError, LLMError, ParseError
+from zsgen.llm.base import ChatBackend, ScoringBackend
+from zsgen.prompts import PromptLibrary, PromptTemplate
+from zsgen.rerank.aggregate import borda, cosine_order, order_by, weighted_rrf
+from zsgen.rerank.config import RerankConfig
+from zsgen.rerank.methods import RerankMethod, RerankRequest, RoundFailure, RoundResult, method_class
+from zsgen.types import Candidate, History, Profile, RankedItem, Ranking, Source, Usage
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Reranker"]
+
+
+class Reranker:
+    """Reranks retrieved candidates with an LLM; never raises for an LLM fault (see module docstring).
+
+    User mistakes still raise: an unknown template, a template error, a template whose ``output:`` does not fit the
+    method, or verbalizer labels that are not single tokens for the model (``ConfigError``, which retrying cannot fix).
+    ``backend`` overrides the one ``config.backend`` would build (a :class:`~zsgen.llm.ChatBackend` for chat methods,
+    a :class:`~zsgen.llm.ScoringBackend` for ``verbalizer`` / ``pointwise``); it is checked when first used.
+    """
+
+    def __init__(
+        self,
+        config: RerankConfig | None = None,
+        *,
+        catalog: Catalog,
+        backend: ChatBackend | ScoringBackend | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        self.config = config or RerankConfig()
+        self.catalog = catalog
+        self.library = PromptLibrary(self.config.template_dir)
+        kind = method_class(self.config.method)
+        self.templates: list[PromptTemplate] = [
+            self.library.get(name) for name in kind.template_names(self.config.template)
+        ]
+        self.method: RerankMethod = kind(self.config, self.templates, catalog)
+        self.template_name = "+".join(t.name for t in self.templates)
+        digest = hashlib.sha256("".join(t.hash for t in self.templates).encode()).hexdigest()[:16]
+        self.template_hash = self.templates[0].hash if len(self.templates) == 1 else digest
+        self._backend = backend
+        self._backend_checked = False
+        self._api_key = api_key
+        self._last_model: str | None = None
+
+    # -- backends -------------------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> ChatBackend | ScoringBackend:
+        """The model client, built (or a given one checked) on first use: constructing a Reranker loads nothing.
+
+        Raises :class:`~zsgen.errors.ConfigError` for a backend the method cannot use, such as labels the verbalizer
+        model cannot produce as single tokens.
+        """
+        if self._backend is None:
+            self._backend = self._build_backend()
+        if not self._backend_checked:
+            self.method.check_backend(self._backend)
+            self._backend_checked = True
+        return self._backend
+
+    def _build_backend(self) -> ChatBackend | ScoringBackend:
+        from zsgen.cache import ResponseCache
+
+        cfg = self.config
+        cache = ResponseCache(cfg.cache) if cfg.cache else None
+        if cfg.backend == "openai":
+            from zsgen.llm import OpenAIChatBackend
+
+            return OpenAIChatBackend(
+                cfg.base_url,
+                model=cfg.model,
+                api_key=self._api_key,
+                timeout=cfg.timeout,
+                max_retries=cfg.max_retries,
+                concurrency=cfg.concurrency,
+                structured=cfg.structured,
+                cache=cache,
+            )
+        if cfg.backend == "local":
+            from zsgen.llm import LocalChatBackend
+
+            return LocalChatBackend(cfg.model, max_new_tokens=cfg.max_tokens, cache=cache)
+        from zsgen.llm import VerbalizerBackend
+
+        return VerbalizerBackend(cfg.model)
+
+    @property
+    def model_name(self) -> str | None:
+        """The model that answered last (as the server named it), else the configured one."""
+        return self._last_model or self.config.model
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the backend's connections (a remote client is reopened if the reranker is used again)."""
+        if self._backend is not None:
+            self._backend.close()
+
+    async def aclose(self) -> None:
+        if self._backend is not None:
+            await self._backend.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # -- public API -----------------------------------------------------------------------------------------------
+    def rerank(
+        self,
+        history: History,
+        candidates: Sequence[Candidate],
+        *,
+        profile: Profile | None = None,
+        seed: int | None = None,
+    ) -> Ranking:
+        """Rerank one user's candidates (synchronous form of :meth:`arerank`)."""
+        backend = self.backend  # built here, in the caller's thread: configuration errors raise before any request
+        return run_sync(self._arerank(backend, history, candidates, profile=profile, seed=seed))
+
+    def rerank_many(
+        self,
+        requests: Sequence[tuple[History, Sequence[Candidate], Profile | None]],
+        *,
+        seed: int | None = None,
+    ) -> list[Ranking]:
+        """Rerank many users; with a remote backend, requests run concurrently up to the configured bound."""
+        backend = self.backend
+
+        async def all_users() -> list[Ranking]:
+            tasks = [self._arerank(backend, h, c, profile=p, seed=seed) for h, c, p in requests]
+            return list(await asyncio.gather(*tasks))
+
+        return run_sync(all_users())
+
+    async def arerank(
+        self,
+        history: History,
+        candidates: Sequence[Candidate],
+        *,
+        profile: Profile | None = None,
+        seed: int | None = None,
+    ) -> Ranking:
+        """Rerank one user's candidates; a fault of the model gives cosine order with ``fallback=True``."""
+        return await self._arerank(self.backend, history, candidates, profile=profile, seed=seed)
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    async def _arerank(
+        self,
+        backend: ChatBackend | ScoringBackend,
+        history: History,
+        candidates: Sequence[Candidate],
+        *,
+        profile: Profile | None,
+        seed: int | None,
+    ) -> Ranking:
+        start = time.perf_counter()
+        request = RerankRequest(history=history, profile=profile, candidates=list(candidates))
+        if len(request.candidates) <= 1:
+            return self._fallback(request.candidates, "fewer than two candidates", Usage(), start, parse_status="none")
+        usage = Usage()
+        rounds: list[RoundResult] = []
+        errors: list[str] = []
+        failed_texts: list[str] = []
+        shown_orders = self.method.shown_orders(len(request.candidates), self.config.seed if seed is None else seed)
+        for shown in shown_orders:
+            try:
+                result = await self.method.run_round(backend, request, shown)
+            except LLMError as exc:
+                errors.append(_reason(exc))
+                logger.info("rerank round failed: %s", exc)
+                if isinstance(exc, RoundFailure):
+                    usage = usage.add(exc.usage)
+                    failed_texts.append(exc.raw_text)
+                    self._last_model = exc.model or self._last_model
+                continue
+            usage = usage.add(result.usage)
+            rounds.append(result)
+            if result.model:
+                self._last_model = result.model
+        if not rounds:
+            reason = errors[0] if errors else "no answer"
+            raw = "\n---\n".join(failed_texts) if failed_texts else None
+            return self._fallback(request.candidates, reason, usage, start, parse_status="fallback", raw_text=raw)
+        return self._assemble(request.candidates, rounds, errors, usage, start)
+
+    def _assemble(
+        self,
+        candidates: Sequence[Candidate],
+        rounds: list[RoundResult],
+        errors: list[str],
+        usage: Usage,
+        start: float,
+    ) -> Ranking:
+        n = len(candidates)
+        single_scored = len(rounds) == 1 and rounds[0].scores is not None
+        llm_scores = rounds[0].scores if single_scored and rounds[0].scores is not None else None
+        if llm_scores is None:
+            llm_scores = borda([r.order for r in rounds], n)
+        llm_order = order_by(llm_scores)
+        from_llm = set().union(*(r.from_llm for r in rounds))
+        fused = self.config.fuse_cosine is not None and self.config.fuse_cosine > 0
+        if fused:
+            w = float(self.config.fuse_cosine or 0.0)
+            final_scores = weighted_rrf([llm_order, cosine_order(candidates)], [1.0 - w, w], n)
+            final_order = order_by(final_scores)
+        else:
+            final_order = llm_order
+            if single_scored:
+                final_scores = llm_scores
+            else:  # rank-derived, strictly decreasing: trec_eval-style tools re-sort by score
+                final_scores = [0.0] * n
+                for position, index in enumerate(final_order):
+                    final_scores[index] = (n - position) / n
+        items = []
+        for index in final_order:
+            item = self.catalog.get(candidates[index].id)
+            source: Source = "fusion" if fused else ("llm" if index in from_llm else "cosine")
+            items.append(RankedItem(id=item.id, title=item.title, score=final_scores[index], source=source))
+        repairs = [repair for r in rounds for repair in r.repairs]
+        if errors:
+            repairs.append(f"{len(errors)} of {len(errors) + len(rounds)} rounds failed: {', '.join(errors)}")
+        repaired = any(r.repaired for r in rounds) or bool(errors)
+        raw = rounds[0].raw_text if len(rounds) == 1 else "\n---\n".join(r.raw_text or "" for r in rounds)
+        return Ranking(
+            items=items,
+            parse_status="repaired" if repaired else "ok",
+            repairs=repairs,
+            raw_text=raw if any(r.raw_text for r in rounds) else None,
+            method=self.config.method,
+            backend=self.config.backend,
+            model=self.model_name,
+            template=self.template_name,
+            template_hash=self.template_hash,
+            usage=usage,
+            timings={"rerank_s": time.perf_counter() - start},
+        )
+
+    def _fallback(
+        self,
+        candidates: Sequence[Candidate],
+        reason: str,
+        usage: Usage,
+        start: float,
+        *,
+        parse_status: Literal["fallback", "none"],
+        raw_text: str | None = None,
+    ) -> Ranking:
+        if parse_status == "fallback":
+            logger.warning("LLM rerank fell back to cosine order: %s", reason)
+        items = [
+            RankedItem(id=c.id, title=self.catalog.get(c.id).title, score=c.score, source="cosine")
+            for c in (candidates[index] for index in cosine_order(candidates))
+        ]
+        return Ranking(
+            items=items,
+            fallback=parse_status == "fallback",
+            fallback_reason=reason if parse_status == "fallback" else None,
+            parse_status=parse_status,
+            raw_text=raw_text,
+            method=self.config.method,
+            backend=self.config.backend,
+            model=self.model_name,
+            template=self.template_name,
+            template_hash=self.template_hash,
+            usage=usage,
+            timings={"rerank_s": time.perf_counter() - start},
+        )
+
+
+def _reason(exc: LLMError) -> str:
+    if isinstance(exc, RoundFailure | BackendError):
+        return exc.reason
+    if isinstance(exc, ParseError):
+        return "unparseable"
+    return type(exc).__name__
