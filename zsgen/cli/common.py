@@ -41,14 +41,13 @@ def add_global_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_global_options(parser: argparse.ArgumentParser, depth: int) -> None:
     suffix = f"_{depth}" if depth else ""
-    default: Any = argparse.SUPPRESS if depth else None
     group = parser.add_argument_group("output")
     group.add_argument(
         "-v",
         "--verbose",
         dest=_VERBOSE + suffix,
         action="count",
-        default=0 if depth == 0 else default,
+        default=argparse.SUPPRESS if depth else 0,
         help="more log output: -v for progress (INFO), -vv for debugging (DEBUG, with tracebacks)",
     )
     group.add_argument(
@@ -56,7 +55,7 @@ def _add_global_options(parser: argparse.ArgumentParser, depth: int) -> None:
         "--quiet",
         dest=_QUIET + suffix,
         action="store_true",
-        default=False if depth == 0 else default,
+        default=argparse.SUPPRESS if depth else False,
         help="only errors: no warnings and no progress bars (wins over -v)",
     )
     for action in parser._actions:
@@ -91,6 +90,9 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
     """Run a subcommand under the error contract (see the module docstring)."""
     try:
         return int(handler(args))
+    except BrokenPipeError:  # the reader went away (``zsgen recommend ... | head``): not an error worth a message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second failure when Python flushes
+        return 1
     except (ZsgenError, OSError) as exc:
         logger.debug("zsgen: error details", exc_info=True)
         print(f"zsgen: error: {_one_line(exc)}", file=sys.stderr)
