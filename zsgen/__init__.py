@@ -2,9 +2,9 @@
 
 The public surface is importable from here — ``from zsgen import Recommender, RerankConfig, load_dataset`` — without
 knowing which submodule holds what. Every name is imported lazily, on first use: ``import zsgen`` loads no
-submodule (not even pydantic), so a command-line start, a ``--version`` or a library that only catches
-:class:`ZsgenError` pays for nothing it does not use; torch and transformers load only when a local model runs. Type
-checkers read the ``TYPE_CHECKING`` imports below and see the real classes.
+submodule (not even pydantic), so code that only catches :class:`ZsgenError` or reads ``__version__`` pays for
+nothing it does not use, and torch and transformers load only when a local model runs. Type checkers read the
+``TYPE_CHECKING`` imports below and see the real classes (and flag a misspelt name).
 """
 
 import typing as _typing

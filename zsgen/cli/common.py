@@ -56,7 +56,7 @@ def _add_global_options(parser: argparse.ArgumentParser, depth: int) -> None:
         dest=_QUIET + suffix,
         action="store_true",
         default=argparse.SUPPRESS if depth else False,
-        help="only errors: no warnings and no progress bars (wins over -v)",
+        help="only errors: no warnings, no progress bar in encode and evaluate (wins over -v)",
     )
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
