@@ -1,15 +1,30 @@
-"""`zsgen recommend` / `zsgen encode` as a user runs them: output shape, and one-line errors with non-zero exit."""
+"""The `zsgen` command as a user runs it: output shape, one-line errors with non-zero exit, help on every option,
+global flags before and after the subcommand, `--version`, and `zsgen tune`."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from zsgen.cli import main
+import zsgen
+from zsgen.cli import build_parser, main
+from zsgen.cli.common import verbosity
+
+
+@pytest.fixture(autouse=True)
+def restore_log_level() -> Iterator[None]:
+    """main() sets the root logger's level from -v/-q; keep one test's flags from leaking into the next."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -77,13 +92,25 @@ def test_encode_then_cache_hit(capsys: pytest.CaptureFixture[str], tmp_path: Pat
         (SMALL, ["--history", "zz"], "unknown item 'zz'"),
         (SMALL, [], "history"),
         (SMALL, ["--history", "a", "--k", "9"], "k=9"),
+        (SMALL, ["--history", "a", "-k", "9"], "k=9"),
         (SMALL, ["--history", "a", "--k", "0"], "k must be"),
         ([*SMALL, {"id": "a", "title": "Again"}], ["--history", "b"], "c.jsonl:6"),
         ([*SMALL, {"id": "f", "title": "", "description": ""}], ["--history", "b"], "c.jsonl:6"),
         (b'{"id": "a", "title": "ok"}\n{"id": "b", "title": \n', ["--history", "a"], "c.jsonl:2"),
         ('{"id": "a", "title": "Caf\u00e9"}\n'.encode("latin-1"), ["--history", "a"], "c.jsonl:1"),
     ],
-    ids=["typo", "unknown-id", "no-history", "k-too-big", "k-zero", "duplicate", "empty-text", "bad-json", "latin1"],
+    ids=[
+        "typo",
+        "unknown-id",
+        "no-history",
+        "k-too-big",
+        "short-k-too-big",
+        "k-zero",
+        "duplicate",
+        "empty-text",
+        "bad-json",
+        "latin1",
+    ],
 )
 def test_bad_input_is_one_line_and_non_zero(
     capsys: pytest.CaptureFixture[str],
@@ -121,3 +148,144 @@ def test_real_entry_point_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("zsgen: error:")
+
+
+def walk(parser: argparse.ArgumentParser, path: str = "zsgen") -> Iterator[tuple[str, argparse.Action]]:
+    """Every action of every parser in the tree, with the command path that reaches it."""
+    for action in parser._actions:
+        yield path, action
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:  # the one-line help of each subcommand in the parent's --help
+                yield path, choice
+            for name, child in action.choices.items():
+                yield from walk(child, f"{path} {name}")
+
+
+def test_every_option_and_positional_has_help() -> None:
+    actions = list(walk(build_parser()))
+    commands = {path for path, _ in actions}
+    assert {"zsgen recommend", "zsgen encode", "zsgen prompts render", "zsgen evaluate", "zsgen tune"} <= commands
+    missing = [f"{path}: {action.option_strings or action.dest}" for path, action in actions if not action.help]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["recommend", "--demo"], 0),
+        (["-v", "recommend", "--demo"], 1),
+        (["recommend", "--demo", "-v"], 1),
+        (["-v", "recommend", "--demo", "--verbose"], 2),
+        (["recommend", "-vv", "--demo"], 2),
+        (["-q", "prompts", "list"], -1),
+        (["prompts", "list", "--quiet"], -1),
+        (["prompts", "-v", "list"], 1),
+        (["-v", "tune", "--catalog", "d", "--config", "c.toml", "--out", "o.toml", "-q"], -1),
+    ],
+)
+def test_global_flags_before_and_after_the_subcommand(argv: list[str], expected: int) -> None:
+    assert verbosity(build_parser().parse_args(argv)) == expected
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_turns_on_library_info_logs(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The demo user is announced at INFO before any model loads; the missing encoder folder then stops the run."""
+    argv = ["recommend", "--demo", "-k", "2", "--encoder", str(tmp_path / "no-model")]
+    code, _, err = run(capsys, *(["-v", *argv] if where == "before" else [*argv, "-v"]))
+    assert code == 1 and err.startswith("zsgen: error:") and "no-model" in err
+    assert any(r.levelno == logging.INFO and "demo user" in r.getMessage() for r in caplog.records)
+
+
+def test_without_verbose_the_library_logs_at_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    code, _, _ = run(capsys, "recommend", "--demo", "--encoder", str(tmp_path / "no-model"))
+    assert code == 1
+    assert logging.getLogger("zsgen").getEffectiveLevel() == logging.WARNING
+    assert not [r for r in caplog.records if r.levelno < logging.WARNING]
+
+
+def test_short_k_is_k() -> None:
+    assert build_parser().parse_args(["recommend", "-k", "3"]).k == 3
+
+
+def test_version() -> None:
+    proc = subprocess.run([sys.executable, "-m", "zsgen", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"zsgen {zsgen.__version__}"
+
+
+def test_usage_errors_stay_argparse_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--k", "many"])
+    assert exit_info.value.code == 2 and "invalid int value" in capsys.readouterr().err
+
+
+def test_prompts_errors_follow_the_same_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "prompts", "show", "no-such-template")
+    assert code == 1 and out == "" and err.startswith("zsgen: error: no template named 'no-such-template'")
+    assert len(err.strip().splitlines()) == 1
+
+
+def write_ratings(folder: Path) -> Path:
+    """A RecBole-layout dataset with an interaction log: 6 users, 5 items, 4 timed events each."""
+    folder.mkdir()
+    (folder / "toy.item").write_text(
+        "item_id:token\tmovie_title:token_seq\n" + "".join(f"{i}\tItem {i}\n" for i in range(5))
+    )
+    rows = [f"u{u}\t{(u + j) % 5}\t{10 * u + j}\n" for u in range(6) for j in range(4)]
+    (folder / "toy.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\n" + "".join(rows))
+    return folder
+
+
+POPULARITY_ONLY = """\
+[signals.popularity]
+kind = "popularity"
+
+[signals.cooccurrence]
+kind = "cooccurrence"
+
+[search]
+max_trials = 8
+"""
+
+
+def test_tune_writes_a_tuned_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from zsgen.score.config import FusionConfig
+
+    data = write_ratings(tmp_path / "toy")
+    config = tmp_path / "fusion.toml"
+    config.write_text(POPULARITY_ONLY)
+    out = tmp_path / "tuned.toml"
+    code, stdout, err = run(capsys, "tune", "--catalog", str(data), "--config", str(config), "--out", str(out))
+    assert code == 0, err
+    assert stdout.startswith("validation ndcg@10 = ") and f"wrote {out}" in stdout
+    tuned = FusionConfig.load(out)
+    assert tuned.tuned is not None and set(tuned.weights) == {"popularity", "cooccurrence"}
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("no-log", "needs an interaction log"),
+        ("no-config", "fusion.toml"),
+        ("no-out-folder", "does not exist"),
+        ("bad-config", "search.colour"),
+    ],
+)
+def test_tune_errors_are_one_line(setup: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_ratings(tmp_path / "toy")
+    config = tmp_path / "fusion.toml"
+    out = tmp_path / "tuned.toml"
+    if setup == "no-log":
+        data = write_catalog(tmp_path / "c.jsonl", SMALL)
+    if setup != "no-config":
+        config.write_text(POPULARITY_ONLY + ("colour = 'blue'\n" if setup == "bad-config" else ""))
+    if setup == "no-out-folder":
+        out = tmp_path / "missing" / "tuned.toml"
+    code, stdout, err = run(capsys, "tune", "--catalog", str(data), "--config", str(config), "--out", str(out))
+    assert code == 1 and stdout == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zsgen: error:") and message in lines[0], err
+    assert not out.exists()

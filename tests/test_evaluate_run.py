@@ -161,7 +161,7 @@ def test_cli_run_writes_every_artefact(finished: Path) -> None:
 def test_killed_run_resumes_without_losing_or_duplicating_rows(tiny: Path, finished: Path) -> None:
     out = tiny / "killed"
     log = out / "per_user.jsonl"
-    command = [sys.executable, "-m", "zsgen.evaluate", "--config", str(tiny / "tiny.toml"), "--out", str(out)]
+    command = [sys.executable, "-m", "zsgen", "evaluate", "--config", str(tiny / "tiny.toml"), "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
     try:
         deadline = time.monotonic() + 300

@@ -420,11 +420,10 @@ def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: 
 
 @pytest.mark.slow
 def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m zsgen.score` tunes and writes the config; `zsgen recommend --fusion` ranks with those weights."""
+    """`zsgen tune` tunes and writes the config; `zsgen recommend --fusion` ranks with those weights."""
     import json
 
     from zsgen.cli import main
-    from zsgen.score.__main__ import main as tune_main
     from zsgen.score.retriever import FusedRetriever
 
     inter = two_regime_log()
@@ -439,7 +438,7 @@ def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: py
     )
     base_path, config_path = tmp_path / "fusion.toml", tmp_path / "resolved.toml"
     TWO_SIGNALS.save(base_path)
-    assert tune_main(["--catalog", str(folder), "--config", str(base_path), "--out", str(config_path)]) == 0
+    assert main(["tune", "--catalog", str(folder), "--config", str(base_path), "--out", str(config_path)]) == 0
     assert "validation ndcg@10" in capsys.readouterr().out
     tuned, _ = tune_on_validation(TWO_SIGNALS, catalog(), inter, source=str(folder))
     assert FusionConfig.load(config_path) == tuned  # the tuning command wrote what the API computes

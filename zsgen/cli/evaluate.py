@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zsgen.cli.common import Subparsers
 
 
-def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``evaluate`` on the ``zsgen`` command's subparsers."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
+def add_subparser(subparsers: Subparsers) -> None:
+    """Register ``evaluate``."""
+    p = subparsers.add_parser(
         "evaluate",
         help="offline evaluation from a config: metrics, per-user log, report and plots",
         description="Run an evaluation config. Re-running into the same --out resumes an interrupted run.",
@@ -20,20 +22,26 @@ def add_subparser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, help="evaluate a seeded sample of N users (overrides the config)")
     p.add_argument("--seed", type=int, help="run seed (overrides the config)")
     p.add_argument("--dataset", help="dataset path (overrides the config; relative to the current directory)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run_command)
-    return p
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (also with -q)")
+    p.set_defaults(func=run)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run the config (resuming into ``--out``), then print each ranker's headline metrics."""
+    from importlib.util import find_spec
+
+    from zsgen.errors import ConfigError
     from zsgen.evaluate import evaluate
     from zsgen.evaluate.config import load_config
+
+    if find_spec("matplotlib") is None:  # the report's plots need it: say so now, not after the whole run
+        raise ConfigError("zsgen evaluate draws its plots with matplotlib: pip install 'zsgen[eval]'")
 
     overrides: dict[str, Any] = {"users": args.users, "seed": args.seed}
     if args.dataset:
         overrides["dataset"] = {"path": str(Path(args.dataset).resolve())}
     config = load_config(args.config, overrides)
-    summary = evaluate(config, args.out, progress=False if args.no_progress else None)
+    summary = evaluate(config, args.out, progress=False if args.no_progress or args.verbosity < 0 else None)
     k = summary.headline_k
     print(
         f"{summary.name}: {summary.users} users, candidate recall {summary.candidate_recall:.3f}; "
@@ -41,5 +49,5 @@ def run_command(args: argparse.Namespace) -> int:
     )
     for ranker in summary.rankers:
         hr, ndcg = ranker.all_users[f"HR@{k}"], ranker.all_users[f"NDCG@{k}"]
-        print(f"  {ranker.name:<24} HR@{k} {hr.mean:.4f}  NDCG@{k} {ndcg.mean:.4f}", file=sys.stdout)
+        print(f"  {ranker.name:<24} HR@{k} {hr.mean:.4f}  NDCG@{k} {ndcg.mean:.4f}")
     return 0

@@ -9,18 +9,27 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, ZsgenError
 from zsgen.prompts import PromptLibrary, check_dir
 
+if TYPE_CHECKING:
+    from zsgen.cli.common import Subparsers
 
-def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def add_subparser(subparsers: Subparsers) -> None:
     """Register ``prompts`` and its actions; each action sets ``args.func``."""
-    parser = subparsers.add_parser("prompts", help="list, show, render and check prompt templates")
-    actions = parser.add_subparsers(dest="prompts_action", required=True)
+    parser = subparsers.add_parser(
+        "prompts",
+        help="list, show, render and check prompt templates",
+        description="Look at, try out and validate the Jinja2 prompt templates the LLM rerankers render.",
+    )
+    actions = parser.add_subparsers(
+        dest="prompts_action", required=True, metavar="ACTION", title="actions", help="what to do with templates"
+    )
 
     def with_dir(p: argparse.ArgumentParser) -> None:
         p.add_argument("--template-dir", type=Path, help="folder whose *.jinja files override packaged templates")
@@ -30,12 +39,12 @@ def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(func=_cmd_list)
 
     p = actions.add_parser("show", help="print a template's source")
-    p.add_argument("name")
+    p.add_argument("name", help="template name, e.g. listwise (see zsgen prompts list)")
     with_dir(p)
     p.set_defaults(func=_cmd_show)
 
     p = actions.add_parser("render", help="render a template with catalog items and print the chat messages")
-    p.add_argument("name")
+    p.add_argument("name", help="template name, e.g. listwise (see zsgen prompts list)")
     p.add_argument("--history", nargs="*", default=[], metavar="ID", help="history item ids or titles, oldest first")
     p.add_argument(
         "--candidates",
@@ -57,28 +66,10 @@ def add_subparser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     p.set_defaults(func=_cmd_render)
 
     p = actions.add_parser("check", help="validate every *.jinja file in a folder (exit 1 on any problem)")
-    p.add_argument("directory", type=Path)
+    p.add_argument("directory", type=Path, help="folder of *.jinja templates to validate")
     p.set_defaults(func=_cmd_check)
 
 
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _guard(fn: Handler) -> Handler:
-    """Turn a ZsgenError into one line on stderr and exit status 1 (the top-level CLI does the same)."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except ZsgenError as exc:
-            print(f"zsgen prompts: error: {exc}", file=sys.stderr)
-            return 1
-
-    run.__doc__ = fn.__doc__
-    return run
-
-
-@_guard
 def _cmd_list(args: argparse.Namespace) -> int:
     library = PromptLibrary(args.template_dir)
     rows: list[tuple[str, str, str]] = []
@@ -102,7 +93,6 @@ def _first_sentence(text: str) -> str:
     return head + dot.strip()
 
 
-@_guard
 def _cmd_show(args: argparse.Namespace) -> int:
     library = PromptLibrary(args.template_dir)
     template = library.get(args.name)
@@ -117,7 +107,6 @@ def _load_catalog(args: argparse.Namespace) -> Catalog:
     return load_demo().catalog if args.demo else load_dataset(args.catalog).catalog
 
 
-@_guard
 def _cmd_render(args: argparse.Namespace) -> int:
     from zsgen.rerank import build_messages  # the reranker's own prompt builder, so the render matches a real run
     from zsgen.types import History, Profile
@@ -146,7 +135,6 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guard
 def _cmd_check(args: argparse.Namespace) -> int:
     problems = check_dir(args.directory)
     for problem in problems:
