@@ -39,7 +39,9 @@ def _add_recommend(subparsers: Any) -> None:
     p.add_argument("--history", nargs="+", metavar="ID_OR_TITLE", default=[], help="the user's items, oldest first")
     p.add_argument("--profile", help="free-text profile (for a user with no history, or in addition to it)")
     p.add_argument("--k", type=int, default=10, help="how many items to return (default 10)")
-    p.add_argument("--user-vector", choices=USER_VECTORS, default="mean", help="how the history becomes a user vector")
+    p.add_argument(
+        "--user-vector", choices=USER_VECTORS, help="how the history becomes a user vector (cosine first stage; mean)"
+    )
     p.add_argument("--history-length", type=int, help="use only the most recent N history items for retrieval")
     p.add_argument("--threshold", type=float, help="drop candidates below this cosine similarity")
     p.add_argument("--rerank", choices=RERANK_METHODS, help="rerank candidates with an LLM using this method")
@@ -128,10 +130,11 @@ def _cmd_recommend(args: argparse.Namespace) -> int:
             raise ConfigError(_first_pydantic_message(exc)) from None
     encoder = _encoder(args)
     retriever: Any = None
-    if args.fusion is not None:  # fusion weights tuned on a validation split, reused here (zsgen.score.retriever)
-        from zsgen.score.retriever import FusedRetriever
+    if args.fusion is not None:  # fusion weights tuned on a validation split, reused here (zsgen.retrieval.fused)
+        from zsgen.retrieval import FusedRetriever
 
         retriever = FusedRetriever.from_file(args.fusion, catalog, dataset.interactions, encoder=encoder)
+        encoder = None  # the fused first stage holds it; the recommender builds no cosine retriever
     recommender = Recommender(
         catalog,
         encoder=encoder,
