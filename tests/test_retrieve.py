@@ -344,6 +344,26 @@ def test_batch_equals_one_by_one(vector_retriever: Retriever, name: str) -> None
         assert [c.score for c in b] == pytest.approx([c.score for c in s], abs=1e-6)
 
 
+@pytest.mark.parametrize("name", ["mean", "recency", "last", "maxsim"])
+def test_fusion_text_signal_builds_the_same_queries(
+    vector_retriever: Retriever, catalog: Catalog, minilm: TransformersEncoder, name: str
+) -> None:
+    """Text cosine means one thing: the fusion's text signal and the cosine first stage score every item alike
+    (both build their queries in zsgen.retrieval.user_vectors), with and without a profile."""
+    from zsgen.score import TextCosineScorer, UserQuery
+
+    user_vector = cast(UserVector, name)
+    retriever = configured(vector_retriever, user_vector=user_vector, history_length=3)
+    text = TextCosineScorer(user_vector, history_length=3, encoder=minilm, item_vectors=vector_retriever.item_vectors)
+    text.fit(catalog, None)
+    history = ["c1", "s2", "o4", "s6", "c3"]
+    for profile in (None, "a cosy cooking show"):
+        query = UserQuery(history=np.asarray(catalog.indices_of(history), dtype=np.int64), profile=profile)
+        np.testing.assert_allclose(
+            text.score([query])[0], retriever.scores(History.from_ids(history), profile), rtol=0, atol=1e-6
+        )
+
+
 # ----------------------------------------------------------------------------------------------- cold start
 
 
