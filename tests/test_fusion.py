@@ -398,7 +398,7 @@ def test_text_only_catalog_works_end_to_end(encoder: Any, caplog: pytest.LogCapt
 
 def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: Path) -> None:
     from zsgen.recommender import Recommender
-    from zsgen.score.retriever import FusedRetriever
+    from zsgen.retrieval import FirstStage, FusedRetriever, Request
 
     inter = two_regime_log()
     tuned, _ = tune_on_validation(TWO_SIGNALS, catalog(), inter)
@@ -412,10 +412,40 @@ def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: 
     found = retriever.retrieve(History.from_ids([str(i) for i in history]), k=5)
     assert [c.id for c in found] == [str(i) for i in expected]
     assert all(a.score >= b.score for a, b in pairwise(found))
-    ranking = Recommender(catalog(), retriever=retriever).recommend([str(i) for i in history], k=5)
+    assert isinstance(retriever, FirstStage)
+    recommender = Recommender(catalog(), retriever=retriever)
+    ranking = recommender.recommend([str(i) for i in history], k=5)
     assert ranking.item_ids == [str(i) for i in expected]
     assert {item.source for item in ranking.items} == {"fusion"}  # not mislabelled as cosine order
     assert not set(ranking.item_ids) & {str(i) for i in history}
+    # the batch path takes the one request type, and the first stage's own batch call gives the same lists
+    (batched,) = recommender.recommend_batch([Request([str(i) for i in history])], k=5)
+    assert batched.item_ids == ranking.item_ids
+    (direct,) = retriever.retrieve_batch([Request(History.from_ids([str(i) for i in history]))], k=5)
+    assert [c.id for c in direct] == ranking.item_ids
+
+
+def test_fused_first_stage_refuses_options_it_cannot_honour() -> None:
+    """user_vector / history_length belong to the cosine retriever; a fused stage's text signals carry their own.
+    Given with a fused first stage they are an error naming the option and the stage, never silently dropped."""
+    from zsgen.recommender import Recommender
+    from zsgen.retrieval import FusedRetriever
+
+    weighted = TWO_SIGNALS.model_copy(update={"weights": {"popularity": 1.0, "sequential": 1.0}})
+    retriever = FusedRetriever(catalog(), weighted, two_regime_log())
+    with pytest.raises(ConfigError, match=r"fusion first stage FusedRetriever cannot honour user_vector\b"):
+        Recommender(catalog(), retriever=retriever, user_vector="last")
+    with pytest.raises(ConfigError, match=r"cannot honour history_length; its text signals take"):
+        Recommender(catalog(), retriever=retriever, history_length=3)
+    with pytest.raises(ConfigError, match="user_vector, history_length"):
+        Recommender(catalog(), retriever=retriever, user_vector="mean", history_length=3)
+    # nor does the stage itself take them per call (no **kwargs swallowing them)
+    with pytest.raises(TypeError, match="user_vector"):
+        retriever.retrieve(History.from_ids(["14"]), k=3, user_vector="last")  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="history_length"):
+        retriever.retrieve_batch([], k=3, history_length=2)  # type: ignore[call-arg]
+    # without them the same stage works through the recommender
+    assert len(Recommender(catalog(), retriever=retriever).recommend(["14"], k=3).items) == 3
 
 
 @pytest.mark.slow
@@ -424,7 +454,7 @@ def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: py
     import json
 
     from zsgen.cli import main
-    from zsgen.score.retriever import FusedRetriever
+    from zsgen.retrieval import FusedRetriever
 
     inter = two_regime_log()
     folder = tmp_path / "toy"
@@ -448,3 +478,6 @@ def test_zsgen_recommend_uses_the_tuned_fusion_config(tmp_path: Path, capsys: py
     shown = [item["id"] for item in json.loads(capsys.readouterr().out)["items"]]
     expected = FusedRetriever(catalog(), tuned, inter).retrieve(History.from_ids(["14", "15"]), k=4)
     assert shown == [c.id for c in expected]
+    # --user-vector is a cosine option: with --fusion it is refused, not ignored
+    assert main([*args, "--history", "14", "15", "--user-vector", "last"]) == 1
+    assert "cannot honour user_vector" in capsys.readouterr().err

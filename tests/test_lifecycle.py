@@ -18,7 +18,7 @@ from zsgen.catalog import Catalog
 from zsgen.loaders import load_demo, load_demo_user
 from zsgen.recommender import Recommender, Request
 from zsgen.rerank import RerankConfig
-from zsgen.retrieve import Retriever
+from zsgen.retrieval import Retriever
 
 CALLS = 1000
 CONCURRENCY = 4

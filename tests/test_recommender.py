@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from zsgen.catalog import Catalog
-from zsgen.errors import EmptyHistoryError, InvalidKError, UnknownItemError
+from zsgen.errors import ConfigError, EmptyHistoryError, InvalidKError, UnknownItemError
 from zsgen.loaders import load_demo, load_demo_user
 from zsgen.recommender import Recommender, Request
 from zsgen.rerank import RerankConfig, Reranker
-from zsgen.retrieve import Retriever
+from zsgen.retrieval import FirstStage, FusedRetriever, Retriever
+from zsgen.score.config import FusionConfig, SignalConfig
 from zsgen.types import History
 
 KNOWN_FALLBACK_REASONS = {"truncated", "unparseable", "empty", "refusal"}
@@ -79,6 +80,53 @@ def test_user_errors(plain: Recommender, catalog: Catalog) -> None:
         plain.recommend(catalog.ids[:2], k=299)
     with pytest.raises(UnknownItemError, match="Garage Band"):
         plain.recommend(["Garage Bnad"], k=3)
+
+
+def test_both_first_stages_serve_the_recommender(catalog: Catalog, retriever: Retriever) -> None:
+    """The cosine retriever and a fused first stage answer the same protocol: the recommender's rankings are each
+    stage's own candidate lists, labelled with its source, for one request type in and out of batches."""
+    text_only = FusionConfig(
+        signals={"text": SignalConfig(kind="text", params={"user_vector": "mean", "history_length": 100})},
+        weights={"text": 1.0},
+    )
+    fused = FusedRetriever(catalog, text_only, item_vectors=retriever.item_vectors, encoder=retriever.encoder)
+    requests = [
+        Request(load_demo_user().history),
+        Request(profile="cowboys and cattle drives"),
+        Request(catalog.ids[5:9], "a heist in space"),
+    ]
+    found: dict[str, list[list[str]]] = {}
+    for stage in (retriever, fused):
+        assert isinstance(stage, FirstStage)
+        batch = Recommender(catalog, retriever=stage).recommend_batch(requests, k=8)
+        for request, ranking in zip(requests, batch, strict=True):
+            assert ranking.item_ids == [c.id for c in stage.retrieve(request.history, request.profile, k=8)]
+            assert {item.source for item in ranking.items} == {stage.source}
+            assert not set(ranking.item_ids) & set(request.item_keys)
+        found[stage.source] = [r.item_ids for r in batch]
+    # a fusion of text cosine alone is a monotone transform of it: the same items (the same user vectors)
+    assert [set(ids) for ids in found["fusion"]] == [set(ids) for ids in found["cosine"]]
+
+
+def test_cosine_options_configure_the_retriever_the_recommender_builds(catalog: Catalog, retriever: Retriever) -> None:
+    built = Recommender(catalog, encoder=retriever.encoder, user_vector="last", history_length=2)
+    assert isinstance(built.retriever, Retriever)
+    same = Retriever(
+        catalog, retriever.encoder, item_vectors=retriever.item_vectors, user_vector="last", history_length=2
+    )
+    history = load_demo_user().history
+    assert built.recommend(history, k=6).item_ids == [c.id for c in same.retrieve(history, k=6)]
+    assert (
+        built.recommend(history, k=6).item_ids
+        != Recommender(catalog, retriever=retriever).recommend(history, k=6).item_ids
+    )
+    # with a first stage of one's own they cannot be passed on, so they are refused rather than dropped
+    with pytest.raises(ConfigError, match=r"^user_vector: these configure .* give them to that Retriever"):
+        Recommender(catalog, retriever=retriever, user_vector="last")
+    with pytest.raises(ConfigError, match="encoder, history_length"):
+        Recommender(catalog, retriever=retriever, encoder=retriever.encoder, history_length=2)
+    with pytest.raises(ConfigError, match="first stage"):
+        Recommender(catalog, retriever=object())  # type: ignore[arg-type]
 
 
 def _reranked(catalog: Catalog, retriever: Retriever, config: RerankConfig, k: int = 5) -> tuple[list[str], object]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -19,16 +19,16 @@ from zsgen.errors import (
     InvalidKError,
     UnknownItemError,
 )
-from zsgen.index import FaissIndex, ItemIndex, trim
 from zsgen.itemtext import ItemTextTemplate
-from zsgen.retrieve import (
-    RetrievalRequest,
+from zsgen.retrieval import (
+    Request,
     Retriever,
     UserVector,
     blend,
     history_vector,
     recency_weights,
 )
+from zsgen.retrieval.index import FaissIndex, ItemIndex, trim
 from zsgen.types import Candidate, History, Item, Profile
 
 SCIFI = [
@@ -209,6 +209,11 @@ def vector_retriever(catalog: Catalog, minilm: TransformersEncoder) -> Retriever
     return Retriever(catalog, minilm, item_vectors=unit(rng, len(catalog), 384))
 
 
+def configured(base: Retriever, **options: Any) -> Retriever:
+    """A retriever over ``base``'s item vectors (nothing re-encoded) with other user-vector options."""
+    return Retriever(base.catalog, base.encoder, item_vectors=base.item_vectors, **options)
+
+
 def ranked_by(scores: np.ndarray, exclude: set[int], k: int) -> list[int]:
     order = sorted((j for j in range(scores.size) if j not in exclude), key=lambda j: (-scores[j], j))
     return order[:k]
@@ -236,13 +241,14 @@ def test_single_vector_strategies_by_hand(vector_retriever: Retriever, catalog: 
         user = h[3]
     user /= np.linalg.norm(user)
     expected_scores = x @ user
-    result = vector_retriever.retrieve(History.from_ids(history), k=8, user_vector=user_vector)
+    retriever = configured(vector_retriever, user_vector=user_vector)
+    result = retriever.retrieve(History.from_ids(history), k=8)
     assert [catalog.index_of(i) for i in ids(result)] == ranked_by(expected_scores, set(rows), 8)
     np.testing.assert_allclose(
         [c.score for c in result], np.sort(expected_scores[[catalog.index_of(i) for i in ids(result)]])[::-1], atol=1e-5
     )
     np.testing.assert_allclose(
-        vector_retriever.scores(History.from_ids(history), user_vector=user_vector),
+        retriever.scores(History.from_ids(history)),
         expected_scores,
         atol=1e-5,
     )
@@ -254,15 +260,14 @@ def test_maxsim_by_hand(vector_retriever: Retriever, catalog: Catalog) -> None:
     history = ["s1", "c3", "o4"]
     rows = [catalog.index_of(i) for i in history]
     expected_scores = np.array([max(float(x[j] @ x[r]) for r in rows) for j in range(len(catalog))])
-    result = vector_retriever.retrieve(History.from_ids(history), k=10, user_vector="maxsim")
+    maxsim = configured(vector_retriever, user_vector="maxsim")
+    result = maxsim.retrieve(History.from_ids(history), k=10)
     assert [catalog.index_of(i) for i in ids(result)] == ranked_by(expected_scores, set(rows), 10)
     for c in result:
         assert c.score == pytest.approx(expected_scores[catalog.index_of(c.id)], abs=1e-5)
-    np.testing.assert_allclose(
-        vector_retriever.scores(History.from_ids(history), user_vector="maxsim"), expected_scores, atol=1e-5
-    )
+    np.testing.assert_allclose(maxsim.scores(History.from_ids(history)), expected_scores, atol=1e-5)
     # maxsim is not any single vector: it differs from mean here.
-    assert ids(result) != ids(vector_retriever.retrieve(History.from_ids(history), k=10, user_vector="mean"))
+    assert ids(result) != ids(vector_retriever.retrieve(History.from_ids(history), k=10))
 
 
 def test_history_and_profile_blend_by_hand(
@@ -281,7 +286,8 @@ def test_history_and_profile_blend_by_hand(
     np.testing.assert_allclose(blend(h, p, 0.5), user, atol=1e-6)
     # maxsim with a profile: (1 - w) * max_j cos(h_j, item) + w * cos(profile, item)
     both = np.array([0.5 * max(float(x[j] @ x[r]) for r in rows) + 0.5 * float(x[j] @ p) for j in range(len(catalog))])
-    result = vector_retriever.retrieve(History.from_ids(["s3", "o2"]), Profile(text=text), k=6, user_vector="maxsim")
+    maxsim = configured(vector_retriever, user_vector="maxsim")
+    result = maxsim.retrieve(History.from_ids(["s3", "o2"]), Profile(text=text), k=6)
     assert [catalog.index_of(i) for i in ids(result)] == ranked_by(both, set(rows), 6)
     assert [c.score for c in result] == pytest.approx(
         sorted(both[[catalog.index_of(i) for i in ids(result)]], reverse=True), abs=1e-5
@@ -302,7 +308,7 @@ def test_profile_weight_extremes(catalog: Catalog, minilm: TransformersEncoder) 
 
 def test_history_length_limits_the_query_but_not_exclusion(vector_retriever: Retriever, catalog: Catalog) -> None:
     full = History.from_ids(["c1", "c2", "s5", "o3"])
-    limited = vector_retriever.retrieve(full, k=8, history_length=2)
+    limited = configured(vector_retriever, history_length=2).retrieve(full, k=8)
     by_hand = vector_retriever.retrieve(History.from_ids(["s5", "o3"]), k=10)
     assert ids(limited) == [i for i in ids(by_hand) if i not in {"c1", "c2"}][:8]
     assert not {"c1", "c2", "s5", "o3"} & set(ids(limited))
@@ -310,34 +316,52 @@ def test_history_length_limits_the_query_but_not_exclusion(vector_retriever: Ret
 
 def test_exclude_seen_false_and_threshold(vector_retriever: Retriever) -> None:
     history = History.from_ids(["s4"])
-    kept = vector_retriever.retrieve(history, k=3, user_vector="last", exclude_seen=False)
+    kept = configured(vector_retriever, user_vector="last", exclude_seen=False).retrieve(history, k=3)
     assert kept[0].id == "s4" and kept[0].score == pytest.approx(1.0, abs=1e-5)
-    everything = vector_retriever.retrieve(history, k=19, user_vector="last")
+    last = configured(vector_retriever, user_vector="last")
+    everything = last.retrieve(history, k=19)
     cut = everything[4].score
-    thresholded = vector_retriever.retrieve(history, k=19, user_vector="last", threshold=cut)
+    thresholded = last.retrieve(history, k=19, threshold=cut)
     assert ids(thresholded) == ids(everything[:5])
     assert all(c.score >= cut for c in thresholded)
 
 
 @pytest.mark.parametrize("name", ["mean", "recency", "last", "maxsim"])
 def test_batch_equals_one_by_one(vector_retriever: Retriever, name: str) -> None:
-    user_vector = cast(UserVector, name)
+    retriever = configured(vector_retriever, user_vector=cast(UserVector, name))
     requests = [
-        RetrievalRequest(History.from_ids(["s1", "c2", "o3"])),
-        RetrievalRequest(None, Profile(text="space adventure")),
-        RetrievalRequest(History.from_ids(["c7"]), "sushi and rice"),
-        RetrievalRequest(History.from_ids(["o1", "o2", "o3", "o4", "s8"])),
+        Request(History.from_ids(["s1", "c2", "o3"])),
+        Request(None, Profile(text="space adventure")),
+        Request(["c7"], "sushi and rice"),
+        Request(History.from_ids(["o1", "o2", "o3", "o4", "s8"])),
     ]
     ks = [5, 3, 7, 15]
-    batch = vector_retriever.retrieve_batch(requests, k=ks, user_vector=user_vector)
-    single = [
-        vector_retriever.retrieve(r.history, r.profile, k=k, user_vector=user_vector)
-        for r, k in zip(requests, ks, strict=True)
-    ]
+    batch = retriever.retrieve_batch(requests, k=ks)
+    single = [retriever.retrieve(r.history, r.profile, k=k) for r, k in zip(requests, ks, strict=True)]
     assert [ids(b) for b in batch] == [ids(s) for s in single]
     assert [len(b) for b in batch] == ks
     for b, s in zip(batch, single, strict=True):
         assert [c.score for c in b] == pytest.approx([c.score for c in s], abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["mean", "recency", "last", "maxsim"])
+def test_fusion_text_signal_builds_the_same_queries(
+    vector_retriever: Retriever, catalog: Catalog, minilm: TransformersEncoder, name: str
+) -> None:
+    """Text cosine means one thing: the fusion's text signal and the cosine first stage score every item alike
+    (both build their queries in zsgen.retrieval.user_vectors), with and without a profile."""
+    from zsgen.score import TextCosineScorer, UserQuery
+
+    user_vector = cast(UserVector, name)
+    retriever = configured(vector_retriever, user_vector=user_vector, history_length=3)
+    text = TextCosineScorer(user_vector, history_length=3, encoder=minilm, item_vectors=vector_retriever.item_vectors)
+    text.fit(catalog, None)
+    history = ["c1", "s2", "o4", "s6", "c3"]
+    for profile in (None, "a cosy cooking show"):
+        query = UserQuery(history=np.asarray(catalog.indices_of(history), dtype=np.int64), profile=profile)
+        np.testing.assert_allclose(
+            text.score([query])[0], retriever.scores(History.from_ids(history), profile), rtol=0, atol=1e-6
+        )
 
 
 # ----------------------------------------------------------------------------------------------- cold start
@@ -373,15 +397,21 @@ def test_bad_inputs_raise_typed_errors(vector_retriever: Retriever) -> None:
     with pytest.raises(InvalidKError, match="19 items"):
         vector_retriever.retrieve(History.from_ids(["s1"]), k=20)
     assert len(vector_retriever.retrieve(History.from_ids(["s1", "s1"]), k=19)) == 19  # repeats count once
-    assert len(vector_retriever.retrieve(History.from_ids(["s1"]), k=20, exclude_seen=False)) == 20
+    keep_seen = configured(vector_retriever, exclude_seen=False)
+    assert len(keep_seen.retrieve(History.from_ids(["s1"]), k=20)) == 20
     with pytest.raises(EmptyTextError, match="profile"):
         vector_retriever.retrieve(profile="   ")
     with pytest.raises(ConfigError, match="user_vector"):
-        vector_retriever.retrieve(History.from_ids(["s1"]), user_vector="median")  # type: ignore[arg-type]
+        configured(vector_retriever, user_vector="median")
     with pytest.raises(ConfigError, match="history_length"):
-        vector_retriever.retrieve(History.from_ids(["s1"]), history_length=0)
+        configured(vector_retriever, history_length=0)
     with pytest.raises(InvalidKError, match="request 1"):
-        vector_retriever.retrieve_batch([History.from_ids(["s1"]), History.from_ids(["s2"])], k=[3, 0])
+        vector_retriever.retrieve_batch([Request(["s1"]), Request(["s2"])], k=[3, 0])
+    # one request type: anything else is refused with a pointer to it, and a bare string is not a history
+    with pytest.raises(ConfigError, match="Request"):
+        vector_retriever.retrieve_batch([History.from_ids(["s1"])])  # type: ignore[list-item]
+    with pytest.raises(ConfigError, match="one string"):
+        Request("s1")
 
 
 def test_bad_item_vectors_and_blank_item_text(catalog: Catalog, minilm: TransformersEncoder) -> None:

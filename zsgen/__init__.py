@@ -33,11 +33,10 @@ if _typing.TYPE_CHECKING:
     from zsgen.itemtext import ItemTextTemplate
     from zsgen.loaders import ColumnMapping, InteractionMapping, load_dataset, load_demo
     from zsgen.prompts import PromptLibrary
-    from zsgen.recommender import Recommender, Request
+    from zsgen.recommender import Recommender
     from zsgen.rerank import RerankConfig, Reranker
-    from zsgen.retrieve import Retriever
+    from zsgen.retrieval import FirstStage, FusedRetriever, Request, Retriever
     from zsgen.score.config import FusionConfig
-    from zsgen.score.retriever import FusedRetriever
     from zsgen.types import Candidate, History, Interaction, Item, Profile, RankedItem, Ranking, Usage
 
     __version__: str
@@ -46,9 +45,10 @@ if _typing.TYPE_CHECKING:
 _HOMES: dict[str, str] = {
     # the pipeline
     "Recommender": "zsgen.recommender",
-    "Request": "zsgen.recommender",
-    "Retriever": "zsgen.retrieve",
-    "FusedRetriever": "zsgen.score.retriever",
+    "Request": "zsgen.retrieval",
+    "FirstStage": "zsgen.retrieval",
+    "Retriever": "zsgen.retrieval",
+    "FusedRetriever": "zsgen.retrieval",
     "FusionConfig": "zsgen.score.config",
     "RerankConfig": "zsgen.rerank",
     "Reranker": "zsgen.rerank",
@@ -109,6 +109,7 @@ __all__ = [
     "EmptyTextError",
     "Encoder",
     "EncoderError",
+    "FirstStage",
     "FusedRetriever",
     "FusionConfig",
     "History",

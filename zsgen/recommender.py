@@ -8,59 +8,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
 
 from zsgen.catalog import Catalog
 from zsgen.embed import Encoder, default_encoder
-from zsgen.errors import EmptyHistoryError, InvalidKError
+from zsgen.errors import ConfigError, EmptyHistoryError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
 from zsgen.rerank import RerankConfig, Reranker
-from zsgen.retrieve import Retriever, UserVector
-from zsgen.types import Candidate, History, Interaction, Profile, RankedItem, Ranking, Source
+from zsgen.retrieval import FirstStage, Request, Retriever, UserVector
+from zsgen.types import History, Interaction, Profile, RankedItem, Ranking
 
 HistoryInput = History | Sequence[str] | None
 ProfileInput = Profile | str | None
 
-
-@dataclass(frozen=True)
-class Request:
-    """One user in a batch: a history (ids or titles, oldest first), a profile text, or both."""
-
-    history: HistoryInput = None
-    profile: ProfileInput = None
-
-
-class FirstStage(Protocol):
-    """What the recommender needs from a first stage: :class:`~zsgen.retrieve.Retriever` (cosine) or
-    :class:`zsgen.score.retriever.FusedRetriever` (tuned multi-signal fusion). ``source`` labels its items."""
-
-    source: Source
-
-    def retrieve(
-        self,
-        history: History | None = None,
-        profile: Profile | str | None = None,
-        *,
-        k: int = 20,
-        user_vector: UserVector = "mean",
-        threshold: float | None = None,
-        history_length: int | None = None,
-    ) -> list[Candidate]: ...
-
-    def retrieve_batch(
-        self,
-        requests: Sequence[Any],
-        *,
-        k: int | Sequence[int] = 20,
-        user_vector: UserVector = "mean",
-        threshold: float | None = None,
-        history_length: int | None = None,
-    ) -> list[list[Candidate]]: ...
+__all__ = ["FirstStage", "HistoryInput", "ProfileInput", "Recommender", "Request"]
 
 
 class Recommender:
-    """Retrieval by embedding similarity, then (optionally) LLM reranking of the top candidates.
+    """Retrieval by a first stage, then (optionally) LLM reranking of the top candidates.
+
+    The first stage is ``retriever`` (any :class:`~zsgen.retrieval.FirstStage`: the cosine
+    :class:`~zsgen.retrieval.Retriever` or a tuned :class:`~zsgen.retrieval.FusedRetriever`), or, when none is given,
+    a cosine retriever built here from ``encoder``, ``text_template``, ``user_vector`` (default ``mean``) and
+    ``history_length``. Those four only describe the retriever built here, so giving any of them together with a
+    ``retriever`` is a :class:`~zsgen.errors.ConfigError` (set them on that first stage instead) rather than
+    silently unused. ``threshold`` applies to any first stage.
 
     Without a reranker the ranking is the first stage's order itself (items carry ``source="cosine"``, or
     ``"fusion"`` from a fused first stage). With one, ``candidates`` items are retrieved and reranked, and the first
@@ -74,21 +45,37 @@ class Recommender:
         encoder: Encoder | None = None,
         retriever: FirstStage | None = None,
         reranker: Reranker | RerankConfig | None = None,
-        user_vector: UserVector = "mean",
+        user_vector: UserVector | None = None,
         history_length: int | None = None,
         threshold: float | None = None,
         text_template: ItemTextTemplate | None = None,
         candidates: int | None = None,
     ) -> None:
         self.catalog = catalog
-        self.retriever: FirstStage = retriever or Retriever(
-            catalog, encoder if encoder is not None else default_encoder(), text_template=text_template
-        )
+        if retriever is None:
+            retriever = Retriever(
+                catalog,
+                encoder if encoder is not None else default_encoder(),
+                text_template=text_template,
+                user_vector=user_vector if user_vector is not None else "mean",
+                history_length=history_length,
+            )
+        elif not isinstance(retriever, FirstStage):
+            raise ConfigError(
+                f"retriever must be a first stage (zsgen.retrieval.FirstStage), got {type(retriever).__name__}"
+            )
+        else:
+            _refuse_cosine_options(
+                retriever,
+                encoder=encoder,
+                text_template=text_template,
+                user_vector=user_vector,
+                history_length=history_length,
+            )
+        self.retriever: FirstStage = retriever
         if isinstance(reranker, RerankConfig):
             reranker = Reranker(reranker, catalog=catalog)
         self.reranker = reranker
-        self.user_vector: UserVector = user_vector
-        self.history_length = history_length
         self.threshold = threshold
         self.candidates = candidates if candidates is not None else (reranker.config.candidates if reranker else None)
 
@@ -119,14 +106,7 @@ class Recommender:
         start = time.perf_counter()
         pool = max(k, self.candidates or k) if self.reranker else k
         pool = min(pool, self._rankable(resolved))
-        candidates = self.retriever.retrieve(
-            resolved,
-            user_profile,
-            k=pool,
-            user_vector=self.user_vector,
-            threshold=self.threshold,
-            history_length=self.history_length,
-        )
+        candidates = self.retriever.retrieve(resolved, user_profile, k=pool, threshold=self.threshold)
         retrieve_s = time.perf_counter() - start
         if self.reranker is None:
             ranking = Ranking(
@@ -145,7 +125,9 @@ class Recommender:
         return _truncate(ranking, k, retrieve_s)
 
     def recommend_batch(self, requests: Sequence[Request], *, k: int = 10) -> list[Ranking]:
-        """Many users at once: retrieval in one matrix pass, reranking concurrently where the backend allows."""
+        """Many users at once: retrieval in one matrix pass, reranking concurrently where the backend allows.
+
+        A request's history may hold ids or titles, as for :meth:`recommend`."""
         prepared = [self._prepare(r.history, r.profile, k) for r in requests]
         start = time.perf_counter()
         pools = []
@@ -153,11 +135,7 @@ class Recommender:
             pool = max(k, self.candidates or k) if self.reranker else k
             pools.append(min(pool, self._rankable(resolved)))
         candidate_lists = self.retriever.retrieve_batch(
-            [(h, p) for h, p in prepared],
-            k=pools,
-            user_vector=self.user_vector,
-            threshold=self.threshold,
-            history_length=self.history_length,
+            [Request(h, p) for h, p in prepared], k=pools, threshold=self.threshold
         )
         retrieve_s = (time.perf_counter() - start) / max(len(requests), 1)
         if self.reranker is None:
@@ -195,6 +173,27 @@ class Recommender:
 
     def _rankable(self, history: History) -> int:
         return len(self.catalog) - len(set(history.item_ids))
+
+
+def _refuse_cosine_options(stage: FirstStage, **options: object) -> None:
+    """Raise for options of the cosine retriever built here when the caller brought their own first stage: passing
+    them on is impossible (a first stage is configured when it is built) and dropping them would be a silent lie."""
+    given = [name for name, value in options.items() if value is not None]
+    if not given:
+        return
+    names = ", ".join(given)
+    kind = type(stage).__name__
+    if isinstance(stage, Retriever):
+        raise ConfigError(
+            f"{names}: these configure the cosine retriever the Recommender builds when given none; with "
+            f"retriever={kind}(...) give them to that {kind} when building it"
+        )
+    hint = (
+        "; its text signals take user_vector and history_length from the fusion config"
+        if stage.source == "fusion"
+        else ""
+    )
+    raise ConfigError(f"the {stage.source} first stage {kind} cannot honour {names}{hint}")
 
 
 def _truncate(ranking: Ranking, k: int, retrieve_s: float) -> Ranking:

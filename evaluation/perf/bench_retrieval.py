@@ -108,7 +108,7 @@ def contenders(
 ) -> dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]]:
     import faiss
 
-    from zsgen.index import ItemIndex
+    from zsgen.retrieval.index import ItemIndex
 
     out: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {}
     if only in (None, "zsgen", "zsgen-exclude"):

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from zsgen.cli.common import add_catalog_options, encoder_from, load_dataset_from
 from zsgen.rerank.methods import METHODS
+from zsgen.retrieval.user_vectors import USER_VECTORS
 
 if TYPE_CHECKING:
     from zsgen.cli.common import Subparsers
 
 logger = logging.getLogger("zsgen")
-
-USER_VECTORS = ("mean", "recency", "last", "maxsim")
 
 
 def add_subparser(subparsers: Subparsers) -> None:
@@ -36,7 +35,9 @@ def add_subparser(subparsers: Subparsers) -> None:
     p.add_argument("--history", nargs="+", metavar="ID_OR_TITLE", default=[], help="the user's items, oldest first")
     p.add_argument("--profile", help="free-text profile (for a user with no history, or in addition to it)")
     p.add_argument("-k", "--k", type=int, default=10, help="how many items to return (default 10)")
-    p.add_argument("--user-vector", choices=USER_VECTORS, default="mean", help="how the history becomes a user vector")
+    p.add_argument(
+        "--user-vector", choices=USER_VECTORS, help="how the history becomes a user vector (cosine first stage; mean)"
+    )
     p.add_argument("--history-length", type=int, help="use only the most recent N history items for retrieval")
     p.add_argument("--threshold", type=float, help="drop candidates below this cosine similarity")
     p.add_argument("--rerank", choices=list(METHODS), help="rerank candidates with an LLM using this method")
@@ -105,9 +106,10 @@ def run(args: argparse.Namespace) -> int:
     encoder = encoder_from(args)
     retriever: Any = None
     if args.fusion is not None:  # fusion weights tuned on a validation split, reused here (zsgen tune)
-        from zsgen.score.retriever import FusedRetriever
+        from zsgen.retrieval import FusedRetriever
 
         retriever = FusedRetriever.from_file(args.fusion, catalog, dataset.interactions, encoder=encoder)
+        encoder = None  # the fused first stage holds it; the recommender builds no cosine retriever
     recommender = Recommender(
         catalog,
         encoder=encoder,

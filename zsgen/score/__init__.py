@@ -18,14 +18,12 @@ from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
 from zsgen.score.fusion import FusedScorer, fuse, normalise, reciprocal_rank_fusion
 from zsgen.score.llm import LLMScorer, ranking_to_scores, reranker_scores
 from zsgen.score.popularity import PopularityScorer
-from zsgen.score.retriever import FusedRetriever
 from zsgen.score.text import TextCosineScorer
 from zsgen.score.tuning import TuningResult, tune_on_validation, tune_weights, validation_split
 from zsgen.score.userfilter import UserFilteringScorer
 
 __all__ = [
     "CooccurrenceScorer",
-    "FusedRetriever",
     "FusedScorer",
     "FusionConfig",
     "ItemFilteringScorer",

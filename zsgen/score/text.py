@@ -3,8 +3,8 @@
 The only signal that works on a catalog with no interaction log, and the one that covers brand-new items. Item
 vectors are unit rows (the :class:`~zsgen.embed.base.Encoder` contract), so dot products are cosines.
 
-The user vector is built exactly as first-stage retrieval builds it (:func:`zsgen.retrieve.history_vector`, same
-user vectors ``mean`` / ``recency`` / ``last`` / ``maxsim`` over the last ``history_length`` items, same blend with a
+The queries are built by the same code as first-stage retrieval's (:mod:`zsgen.retrieval.user_vectors`: user vectors
+``mean`` / ``recency`` / ``last`` / ``maxsim`` over the last ``history_length`` items, the same blend with a
 profile), so "text cosine" means one thing whether it retrieves candidates or is one signal in a fusion. This scorer
 adds batch scoring of many users over precomputed item vectors.
 """
@@ -19,20 +19,19 @@ import numpy.typing as npt
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError, EmptyHistoryError
-from zsgen.retrieve import (
+from zsgen.retrieval.user_vectors import (
     DEFAULT_HALF_LIFE,
     DEFAULT_PROFILE_WEIGHT,
-    USER_VECTORS,
     UserVector,
-    blend,
-    history_vector,
+    check_options,
+    maxsim_queries,
+    maxsim_scores,
+    single_query,
 )
 from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, not_fitted
 
 if TYPE_CHECKING:  # the encoder package is only needed when vectors are not given
     from zsgen.embed.base import Encoder
-
-UserVector = UserVector
 
 
 class TextCosineScorer:
@@ -56,14 +55,13 @@ class TextCosineScorer:
         profile_weight: float = DEFAULT_PROFILE_WEIGHT,
         name: str = "text",
     ) -> None:
-        if user_vector not in USER_VECTORS:
-            raise ConfigError(f"text user_vector must be one of {', '.join(USER_VECTORS)}; got {user_vector!r}")
-        if history_length < 1:
-            raise ConfigError(f"text history_length must be >= 1, got {history_length}")
-        if half_life <= 0:
-            raise ConfigError(f"text half_life must be positive, got {half_life}")
-        if not 0.0 <= profile_weight <= 1.0:
-            raise ConfigError(f"text profile_weight must be within [0, 1], got {profile_weight}")
+        check_options(
+            user_vector=user_vector,
+            history_length=history_length,
+            half_life=half_life,
+            profile_weight=profile_weight,
+            owner=f"text signal {name!r}",
+        )
         self.user_vector: UserVector = user_vector
         self.history_length = history_length
         self.encoder = encoder
@@ -124,11 +122,13 @@ class TextCosineScorer:
         out = np.zeros((len(queries), self.item_vectors.shape[1]), dtype=np.float32)
         for row, query in enumerate(queries):
             recent = self._recent(query, row, row in profiles)
-            if not recent.size:
-                out[row] = profiles[row]
-                continue
-            vector = history_vector(self.item_vectors[recent], self.user_vector, half_life=self.half_life)
-            out[row] = blend(vector, profiles[row], self.profile_weight) if row in profiles else vector
+            out[row] = single_query(
+                self.item_vectors[recent],
+                profiles.get(row),
+                self.user_vector,
+                half_life=self.half_life,
+                profile_weight=self.profile_weight,
+            )
         return out
 
     def score(self, queries: Sequence[UserQuery]) -> ScoreMatrix:
@@ -141,12 +141,6 @@ class TextCosineScorer:
         out = np.empty((len(queries), vectors.shape[0]), dtype=np.float64)
         for row, query in enumerate(queries):
             recent = self._recent(query, row, row in profiles)
-            profile_scores = (vectors @ profiles[row]).astype(np.float64) if row in profiles else None
-            if not recent.size:
-                assert profile_scores is not None
-                out[row] = profile_scores
-                continue
-            best = (vectors[recent] @ vectors.T).max(axis=0).astype(np.float64)
-            w = self.profile_weight
-            out[row] = best if profile_scores is None else (1.0 - w) * best + w * profile_scores
+            rows = maxsim_queries(vectors[recent], profiles.get(row), profile_weight=self.profile_weight)
+            out[row] = maxsim_scores(rows, vectors)
         return out

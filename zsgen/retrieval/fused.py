@@ -1,10 +1,14 @@
-"""Fused scores as a first stage: the retrieval interface the recommender uses, backed by a tuned fusion.
+"""Fused scores as a first stage: a tuned multi-signal fusion behind the one first-stage interface.
 
-``zsgen recommend`` reuses tuned weights by loading the resolved :class:`~zsgen.score.config.FusionConfig` a tuning
-run wrote and handing a :class:`FusedRetriever` to the recommender in place of the cosine retriever: same
-``retrieve`` / ``retrieve_batch`` calls, same :class:`~zsgen.types.Candidate` lists, best first, seen items left out.
-Signals are fitted on the whole interaction log (nothing is held out when recommending); without a log only the text
-signals are used.
+``zsgen recommend --fusion`` reuses tuned weights by loading the resolved :class:`~zsgen.score.config.FusionConfig`
+a tuning run wrote and handing a :class:`FusedRetriever` to the recommender in place of the cosine retriever: the
+same :class:`~zsgen.retrieval.base.FirstStage` calls, the same :class:`~zsgen.types.Candidate` lists, best first,
+seen items left out. Signals are fitted on the whole interaction log (nothing is held out when recommending);
+without a log only the text signals are used.
+
+How a history becomes a text query is part of the config (each text signal's ``user_vector`` and
+``history_length``), so this stage takes no such options; the recommender refuses them for it rather than ignore
+them.
 """
 
 from __future__ import annotations
@@ -17,21 +21,21 @@ import numpy as np
 import numpy.typing as npt
 
 from zsgen.catalog import Catalog
-from zsgen.errors import ConfigError, EmptyHistoryError, InvalidKError
+from zsgen.errors import EmptyHistoryError, InvalidKError
 from zsgen.interactions import Interactions
+from zsgen.retrieval.base import Request, check_requests
 from zsgen.score.base import TrainData, UserQuery, mask_history, top_k
 from zsgen.score.config import FusionConfig
 from zsgen.score.fusion import FusedScorer
 from zsgen.types import Candidate, History, Profile, Source
 
-Request = tuple[History | None, Profile | str | None] | History | Profile
-
 
 class FusedRetriever:
-    """Top-k candidates by a fused score; a drop-in for :class:`zsgen.retrieve.Retriever` in the recommender.
+    """Top-k candidates by a fused score (a :class:`~zsgen.retrieval.base.FirstStage`, like the cosine
+    :class:`~zsgen.retrieval.cosine.Retriever`).
 
-    ``strategy`` and ``history_length`` of the retrieval calls are accepted for interface compatibility and ignored:
-    each text signal carries its own in the config. ``threshold`` keeps only items whose fused score reaches it.
+    ``threshold`` keeps only items whose fused score reaches it. Each text signal's ``user_vector`` and
+    ``history_length`` come from the config.
     """
 
     source: Source = "fusion"
@@ -64,14 +68,14 @@ class FusedRetriever:
 
     def retrieve(
         self,
-        history: History | None = None,
+        history: History | Sequence[str] | None = None,
         profile: Profile | str | None = None,
         *,
         k: int = 20,
         threshold: float | None = None,
-        **_ignored: Any,
     ) -> list[Candidate]:
-        return self.retrieve_batch([(history, profile)], k=k, threshold=threshold)[0]
+        """The ``k`` best items for one user by fused score, best first, seen items left out."""
+        return self.retrieve_batch([Request(history, profile)], k=k, threshold=threshold)[0]
 
     def retrieve_batch(
         self,
@@ -79,15 +83,15 @@ class FusedRetriever:
         *,
         k: int | Sequence[int] = 20,
         threshold: float | None = None,
-        **_ignored: Any,
     ) -> list[list[Candidate]]:
         """:meth:`retrieve` for many users; all of them are scored in one pass."""
-        ks = [k] * len(requests) if isinstance(k, int) else list(k)
-        if len(ks) != len(requests):
-            raise InvalidKError(f"{len(ks)} values of k for {len(requests)} requests")
+        batch = check_requests(requests)
+        ks = [k] * len(batch) if isinstance(k, int) else list(k)
+        if len(ks) != len(batch):
+            raise InvalidKError(f"{len(ks)} values of k for {len(batch)} requests")
         if any(value < 1 for value in ks):
             raise InvalidKError(f"k must be at least 1, got {min(ks)}")
-        queries = [self._query(request) for request in requests]
+        queries = [self._query(request) for request in batch]
         if not queries:
             return []
         scores = mask_history(self.scorer.score(queries), queries)
@@ -102,18 +106,8 @@ class FusedRetriever:
         return out
 
     def _query(self, request: Request) -> UserQuery:
-        history: History | None
-        profile: Profile | str | None
-        if isinstance(request, History):
-            history, profile = request, None
-        elif isinstance(request, Profile):
-            history, profile = None, request
-        elif isinstance(request, tuple) and len(request) == 2:
-            history, profile = request
-        else:
-            raise ConfigError(f"a retrieval request is a History, a Profile or a (history, profile) pair: {request!r}")
-        text = profile.text if isinstance(profile, Profile) else profile
-        items = self.catalog.indices_of(history.item_ids) if history is not None else []
+        text = request.profile_text
+        items = self.catalog.indices_of(request.item_keys)
         if not items and not (text and text.strip()):
             raise EmptyHistoryError("give a history (item ids) or a profile text")
         return UserQuery(history=np.asarray(items, dtype=np.int64), profile=text)

@@ -1,0 +1,91 @@
+"""The first-stage interface: one request type and one protocol (see :mod:`zsgen.retrieval` for the design)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from zsgen.errors import ConfigError
+from zsgen.types import Candidate, History, Profile, Source
+
+
+@dataclass(frozen=True)
+class Request:
+    """One user: a history (oldest first), a profile text, or both.
+
+    ``history`` is a :class:`~zsgen.types.History` or a sequence of item keys. First stages read the keys as
+    catalog ids; :class:`~zsgen.recommender.Recommender` also accepts titles and resolves them to ids before its
+    first stage sees the request.
+    """
+
+    history: History | Sequence[str] | None = None
+    profile: Profile | str | None = None
+
+    def __post_init__(self) -> None:
+        history, profile = self.history, self.profile
+        if isinstance(history, str | bytes):
+            raise ConfigError(f"history is a sequence of item ids or titles, not one string: use [{history!r}]")
+        if history is not None and not isinstance(history, History | Sequence):
+            raise ConfigError(
+                f"history must be a zsgen.types.History or a list of item ids, got {type(history).__name__}"
+            )
+        if profile is not None and not isinstance(profile, Profile | str):
+            raise ConfigError(f"profile must be a zsgen.types.Profile or a string, got {type(profile).__name__}")
+
+    @property
+    def item_keys(self) -> list[str]:
+        """The history's item keys as given, oldest first (empty without a history)."""
+        if self.history is None:
+            return []
+        if isinstance(self.history, History):
+            return self.history.item_ids
+        return [str(key) for key in self.history]
+
+    @property
+    def profile_text(self) -> str | None:
+        """The profile as plain text (``None`` without one)."""
+        return self.profile.text if isinstance(self.profile, Profile) else self.profile
+
+
+@runtime_checkable
+class FirstStage(Protocol):
+    """What the recommender needs from a first stage: :class:`~zsgen.retrieval.cosine.Retriever` (cosine) or
+    :class:`~zsgen.retrieval.fused.FusedRetriever` (tuned multi-signal fusion).
+
+    Both return :class:`~zsgen.types.Candidate` lists, best first, the user's seen items left out; ``k`` may be given
+    per request in a batch, and ``threshold`` keeps only candidates whose score (in the stage's own scale) reaches it.
+    Everything else about how a stage scores is fixed when the stage is built. ``source`` labels its items in a
+    :class:`~zsgen.types.Ranking` when nothing reranks them.
+    """
+
+    source: Source
+
+    def retrieve(
+        self,
+        history: History | Sequence[str] | None = None,
+        profile: Profile | str | None = None,
+        *,
+        k: int = 20,
+        threshold: float | None = None,
+    ) -> list[Candidate]: ...
+
+    def retrieve_batch(
+        self,
+        requests: Sequence[Request],
+        *,
+        k: int | Sequence[int] = 20,
+        threshold: float | None = None,
+    ) -> list[list[Candidate]]: ...
+
+
+def check_requests(requests: Sequence[Request]) -> list[Request]:
+    """The batch as a list, refusing anything that is not a :class:`Request` (one request type, no guessing)."""
+    out = list(requests)
+    for number, request in enumerate(out):
+        if not isinstance(request, Request):
+            raise ConfigError(
+                f"request {number} is a {type(request).__name__}; a first stage takes "
+                "zsgen.retrieval.Request(history=..., profile=...)"
+            )
+    return out
