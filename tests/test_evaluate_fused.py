@@ -12,7 +12,7 @@ import pytest
 
 from zsgen.errors import ConfigError
 from zsgen.evaluate import evaluate, load_config
-from zsgen.evaluate.recall import target_ranks
+from zsgen.evaluate.ranks import target_ranks
 from zsgen.paths import data_dir
 
 FUSION = """
@@ -174,6 +174,51 @@ def test_recommend_reuses_the_weights_a_run_tuned(run: Path, capsys: pytest.Capt
     assert main([*argv, "--fusion", str(run / "fusion-fused.toml"), "--k", "5", "--json"]) == 0
     items = json.loads(capsys.readouterr().out)["items"]
     assert len(items) == 5 and not set(history) & {i["id"] for i in items}
+
+
+VALIDATION_RUN = """
+name = "tuned-vs-reported"
+protocol = "custom"
+split = "validation"
+history_length = 3
+seed = 5
+
+[dataset]
+path = "{catalog}"
+interactions = "log.jsonl"
+
+[candidates]
+generator = "{generator}"
+n = 12
+
+[metrics]
+bootstrap = 0
+
+[[rankers]]
+name = "fused"
+kind = "fused"
+fusion = "fusion.toml"
+tune_metric = "{metric}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("generator", "metric"), [("full_catalog", "ndcg@10"), ("random", "ndcg@5"), ("random", "hr@1")]
+)
+def test_the_tuned_value_is_the_value_a_run_reports(tmp_path: Path, generator: str, metric: str) -> None:
+    """Evaluated on the validation split it was tuned on, the fused ranker reports exactly the tuned value: the same
+    cases, the same candidate lists (LLMRank-style: the run's own seeded lists), the same sums and the same tie rule.
+    Popularity gives many exact ties, so a tuner with another tie rule or other lists would report another number."""
+    setup(tmp_path)
+    config = tmp_path / "validation.toml"
+    catalog = (data_dir() / "demo_catalog.jsonl").as_posix()
+    config.write_text(VALIDATION_RUN.format(catalog=catalog, generator=generator, metric=metric), encoding="utf-8")
+    summary = evaluate(config, tmp_path / "out", progress=False)
+    tuned = tomllib.loads((tmp_path / "out" / "fusion-fused.toml").read_text())
+    reported = next(r for r in summary.rankers if r.name == "fused").all_users
+    name = metric.upper()
+    assert tuned["tuned"]["metric"] == metric
+    assert reported[name].mean == tuned["tuned"]["value"]
 
 
 def test_target_ranks_match_a_naive_count() -> None:

@@ -1,7 +1,7 @@
 """Fused generators and rankers in a run: each fusion config is loaded and, unless told not to, tuned first.
 
 Tuning reads only the validation split (each user's second-to-last event is the target and the test event is cut
-off before anything is fitted, see :func:`zsgen.score.tuning.tune_on_validation`), so the test targets a run
+off before anything is fitted, see :func:`zsgen.evaluate.tuning.tune_on_validation`), so the test targets a run
 reports on never choose a weight. The tuned config is written beside the results as ``fusion-NAME.toml``: the file
 ``zsgen recommend --fusion`` takes, and the record of which weights produced the numbers.
 """
@@ -67,7 +67,7 @@ def resolve_fusions(
 ) -> dict[str, RunFusion]:
     """Load (and tune) every fusion config of the run; :func:`write_tuned` saves the tuned ones once the output
     folder is known to belong to this run."""
-    from zsgen.score.tuning import tune_on_validation
+    from zsgen.evaluate.tuning import tune_on_validation
 
     resolved: dict[str, RunFusion] = {}
     for key, spec in fusion_specs(config):

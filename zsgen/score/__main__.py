@@ -5,7 +5,7 @@
 
 The written file is the input config with ``weights`` and a ``[tuned]`` record (metric, value, trials, users) filled
 in; ``zsgen recommend --catalog DATASET --fusion tuned.toml`` then ranks with those weights. Only the validation split
-is read for tuning: each user's last event is cut off before anything else (see :mod:`zsgen.score.tuning`).
+is read for tuning: each user's last event is cut off before anything else (see :mod:`zsgen.evaluate.tuning`).
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        from zsgen.evaluate.tuning import tune_on_validation
         from zsgen.loaders import load_dataset
         from zsgen.score.config import FusionConfig
-        from zsgen.score.tuning import tune_on_validation
 
         dataset = load_dataset(args.catalog, format=args.data_format)
         if dataset.interactions is None:
