@@ -121,7 +121,7 @@ def test_tuned_weights_are_written_and_recorded(run: Path) -> None:
     assert set(tuned["weights"]) == {"popularity", "cooccurrence", "user_filtering"}
     resolved = tomllib.loads((run / "config.toml").read_text())["provenance"]["fusion"]
     assert resolved["fused"]["weights"] == tuned["weights"]
-    assert resolved["fused"]["tuned_file"] == str(run / "fusion-fused.toml")
+    assert resolved["fused"]["tuned_file"] == "fusion-fused.toml"  # beside config.toml, named without a machine path
     assert "tuned_file" not in resolved["popularity-as-fusion"]  # tune = false: the file's weights as they are
     only_popularity = {"popularity": 1.0, "cooccurrence": 0.0, "user_filtering": 0.0}
     assert resolved["popularity-as-fusion"]["weights"] == only_popularity
@@ -219,6 +219,50 @@ def test_the_tuned_value_is_the_value_a_run_reports(tmp_path: Path, generator: s
     name = metric.upper()
     assert tuned["tuned"]["metric"] == metric
     assert reported[name].mean == tuned["tuned"]["value"]
+
+
+def test_results_name_files_without_machine_paths_and_resume_after_a_move(run: Path, tmp_path: Path) -> None:
+    """Every file a run records is named relative to its output folder, with the data files' sha256; the resolved
+    config re-runs from there; and the resume fingerprint holds contents, not locations, so a moved run resumes."""
+    import hashlib
+    import shutil
+
+    config = tomllib.loads((run / "config.toml").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    tuned = tomllib.loads((run / "fusion-fused.toml").read_text())
+    fusion = config["provenance"]["fusion"]
+    recorded = [
+        config["dataset"]["path"],
+        config["dataset"]["interactions"],
+        config["candidates"]["fusion"],
+        *(r["fusion"] for r in config["rankers"] if "fusion" in r),
+        *(f["source"] for f in fusion.values()),
+        fusion["fused"]["tuned_file"],
+        summary["dataset"],
+        tuned["tuned"]["source"],
+    ]
+    assert not [p for p in recorded if Path(p).is_absolute()]
+    assert (run / config["dataset"]["interactions"]).resolve() == (run.parent / "log.jsonl").resolve()
+    assert (run / config["dataset"]["path"]).resolve() == (data_dir() / "demo_catalog.jsonl").resolve()
+    data = config["provenance"]["dataset"]
+    assert data["files"] == {
+        "demo_catalog.jsonl": hashlib.sha256((data_dir() / "demo_catalog.jsonl").read_bytes()).hexdigest(),
+        "../log.jsonl": hashlib.sha256((run.parent / "log.jsonl").read_bytes()).hexdigest(),
+    }
+    assert summary["dataset_sha256"] == data["sha256"]
+    assert f"- dataset: `{summary['dataset']}` (sha256 `{data['sha256'][:16]}`)" in (run / "report.md").read_text()
+    assert load_config(run / "config.toml").fingerprint() == load_config(run.parent / "fused.toml").fingerprint()
+
+    moved = tmp_path / "elsewhere" / "deeper"
+    shutil.copytree(run.parent, moved)
+    before = (moved / "out" / "per_user.jsonl").read_bytes()
+    evaluate(moved / "fused.toml", moved / "out", progress=False)  # resumes: same contents, another place
+    assert (moved / "out" / "per_user.jsonl").read_bytes() == before
+    moved_config = tomllib.loads((moved / "out" / "config.toml").read_text())
+    assert moved_config["provenance"]["fingerprint"] == config["provenance"]["fingerprint"]
+    (moved / "log.jsonl").write_text((moved / "log.jsonl").read_text().replace('"timestamp": 1', '"timestamp": 2'))
+    with pytest.raises(ConfigError, match="different config"):  # edited data: not the run that folder holds
+        evaluate(moved / "fused.toml", moved / "out", progress=False)
 
 
 def test_target_ranks_match_a_naive_count() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import EvalConfig, _FusionOptions
+from zsgen.evaluate.config import EvalConfig, _FusionOptions, relative_path
 from zsgen.evaluate.generators import ScorerFactory
 from zsgen.interactions import Interactions
 from zsgen.score.config import FusionConfig
@@ -35,14 +35,15 @@ class RunFusion:
     source_hash: str
     written: Path | None = None
 
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self, out_dir: Path) -> dict[str, Any]:
+        """The fusion's record in the resolved config; paths relative to ``out_dir``, where that config lies."""
         record: dict[str, Any] = {
-            "source": str(self.source),
+            "source": relative_path(self.source, out_dir),
             "source_hash": self.source_hash,
             "weights": {name: self.config.weight(name) for name in self.config.signals},
         }
         if self.written is not None:
-            record["tuned_file"] = str(self.written)
+            record["tuned_file"] = relative_path(self.written, out_dir)
         if self.config.tuned is not None:
             record["validation"] = {"metric": self.config.tuned.metric, "value": self.config.tuned.value}
         return record
@@ -63,10 +64,17 @@ def fusion_hashes(config: EvalConfig) -> list[str]:
 
 
 def resolve_fusions(
-    config: EvalConfig, catalog: Catalog, interactions: Interactions, factory: ScorerFactory, out_dir: Path
+    config: EvalConfig,
+    catalog: Catalog,
+    interactions: Interactions,
+    factory: ScorerFactory,
+    out_dir: Path,
+    *,
+    data_source: str | None = None,
 ) -> dict[str, RunFusion]:
     """Load (and tune) every fusion config of the run; :func:`write_tuned` saves the tuned ones once the output
-    folder is known to belong to this run."""
+    folder is known to belong to this run. ``data_source`` is how the tuned files name the dataset they were tuned
+    on (relative to ``out_dir``, where they are written)."""
     from zsgen.evaluate.tuning import tune_on_validation
 
     resolved: dict[str, RunFusion] = {}
@@ -90,7 +98,7 @@ def resolve_fusions(
             protocol="sampled" if sampled else "full_catalog",
             n_candidates=config.candidates.n,
             seed=config.seed,
-            source=config.dataset.path,
+            source=data_source if data_source is not None else config.dataset.path,
             encoder=factory.encoder,
             item_vectors=factory.item_vectors() if uses_text else None,
         )
