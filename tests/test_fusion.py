@@ -13,9 +13,10 @@ import pytest
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
+from zsgen.evaluate.protocol import ranking_task
 from zsgen.evaluate.ranks import target_ranks
 from zsgen.evaluate.split import validation_split
-from zsgen.evaluate.tuning import protocol_task, tune_on_validation, tune_weights
+from zsgen.evaluate.tuning import tune_on_validation, tune_weights
 from zsgen.interactions import Interactions
 from zsgen.score import PopularityScorer, TrainData, UserQuery, history_mask, mask_history, top_k
 from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
@@ -277,10 +278,10 @@ def test_tuning_never_reads_the_test_targets() -> None:
 def test_sampled_candidates_hold_the_target_and_no_history() -> None:
     inter = two_regime_log()
     split = validation_split(inter, n_items=N_ITEMS)
-    task = protocol_task(split, N_ITEMS, "sampled", n=8, seed=4)
+    task = ranking_task(split, N_ITEMS, "sampled", n=8, seed=4)
     assert task.columns is not None
     lists, positions = task.columns, task.targets
-    again = protocol_task(split, N_ITEMS, "sampled", n=8, seed=4).columns
+    again = ranking_task(split, N_ITEMS, "sampled", n=8, seed=4).columns
     assert np.array_equal(lists, again)
     assert np.array_equal(lists[np.arange(len(lists)), positions], split.targets)
     assert len(set(positions.tolist())) > 1  # the target is not always in the same slot
@@ -325,7 +326,7 @@ def test_tune_on_validation_starts_from_the_configured_weights() -> None:
         assert len(started) == 1, protocol
         # The configured weights' validation value, computed the way a run reports it.
         split = validation_split(inter, n_items=N_ITEMS)
-        task = protocol_task(split, N_ITEMS, protocol, n=8)  # type: ignore[arg-type]
+        task = ranking_task(split, N_ITEMS, protocol, n=8)  # type: ignore[arg-type]
         scores = FusedScorer(config).fit(catalog(), split.train).score(split.queries)
         from zsgen.evaluate.metrics import metric_values
 

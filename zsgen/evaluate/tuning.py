@@ -5,11 +5,12 @@ The validation split (:func:`zsgen.evaluate.split.validation_split`) is leave-on
 user's events minus the last two; the test event is cut off before anything else is read.
 
 Tuning is an evaluation run on that split, repeated for many weight vectors, so it lives here and uses the protocol's
-own parts: the same cases, the same candidate lists (:class:`~zsgen.evaluate.generators.RandomGenerator` for the
-sampled protocol), the same fused sum (:func:`zsgen.score.fusion.weighted_sum`, float64, in config order), the same
-tie rule (:func:`zsgen.evaluate.ranks.target_ranks`) and the same metric formulas
-(:func:`zsgen.evaluate.metrics.metric_values`). The value a search reports for a weight vector is therefore exactly
-what ``zsgen evaluate`` would report for those weights on the validation split.
+own parts: the same cases and candidate lists (:func:`zsgen.evaluate.protocol.ranking_task`: for the sampled protocol
+the run's own :class:`~zsgen.evaluate.generators.RandomGenerator` lists), the same fused sum
+(:func:`zsgen.score.fusion.weighted_sum`, float64, in config order), the same tie rule
+(:func:`zsgen.evaluate.ranks.target_ranks`) and the same metric formulas (:func:`zsgen.evaluate.metrics.metric_values`).
+The value a search reports for a weight vector is therefore exactly what ``zsgen evaluate`` reports for those weights
+on the validation split.
 
 :func:`tune_weights` is the search itself: a bounded set of weight vectors (see
 :class:`~zsgen.score.config.SearchSpace`), each scored by the validation metric. Signals are transformed once; each
@@ -23,19 +24,19 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
-from zsgen.evaluate.generators import RandomGenerator
 from zsgen.evaluate.metrics import metric_values, parse_metric
+from zsgen.evaluate.protocol import Protocol, ranking_task
 from zsgen.evaluate.ranks import target_ranks
-from zsgen.evaluate.split import IndexArray, Split, validation_split
+from zsgen.evaluate.split import IndexArray, validation_split
 from zsgen.interactions import Interactions
-from zsgen.score.base import ScoreMatrix, history_mask
+from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, Method, Normalisation, SearchSpace, TuningRecord
 from zsgen.score.fusion import FusedScorer, transform, weighted_sum
 
@@ -194,44 +195,6 @@ def tune_weights(
     return TuningResult(weights=weights, val_metric=value, metric=metric, trials=trials, users=int(shape[0]))
 
 
-Protocol = Literal["full_catalog", "sampled"]
-
-
-@dataclass(frozen=True)
-class ValidationTask:
-    """What a weight search ranks on: the validation split and, for the sampled protocol, its candidate lists.
-
-    ``columns`` is None for the full catalog (every item not in the history is ranked, ``exclude`` is the history);
-    for ``sampled`` it holds each user's list as :class:`~zsgen.evaluate.generators.RandomGenerator` shows it to the
-    rankers of ``zsgen evaluate`` (same seed, same per-user shuffle) and ``targets`` are positions in those lists.
-    """
-
-    split: Split
-    targets: IndexArray
-    columns: IndexArray | None
-    exclude: npt.NDArray[np.bool_] | None
-
-    def ranks(self, scores: ScoreMatrix) -> IndexArray:
-        """Target ranks of full-row ``scores`` (users × catalog) under this task's protocol and the reported rule."""
-        if self.columns is not None:
-            return target_ranks(np.take_along_axis(scores, self.columns, axis=1), self.targets)
-        return target_ranks(scores, self.targets, self.exclude)
-
-
-def protocol_task(
-    split: Split, n_items: int, protocol: Protocol = "full_catalog", *, n: int = 20, seed: int = 0
-) -> ValidationTask:
-    """The ranking task of ``protocol`` on ``split`` (usable on the test split too, for experiments)."""
-    if protocol == "sampled":
-        lists = RandomGenerator(n_items, n, seed).generate(split.cases)
-        columns = np.stack([c.items for c in lists]).astype(np.int64)
-        positions = np.array([c.position_of(case.target) for case, c in zip(split.cases, lists, strict=True)])
-        return ValidationTask(split, positions.astype(np.int64), columns, None)
-    if protocol != "full_catalog":
-        raise ConfigError(f"protocol must be full_catalog or sampled; got {protocol!r}")
-    return ValidationTask(split, split.targets, None, history_mask(split.queries, n_items))
-
-
 def tune_on_validation(
     config: FusionConfig,
     catalog: Catalog,
@@ -256,7 +219,7 @@ def tune_on_validation(
     """
     parse_metric(metric)
     split = validation_split(interactions, n_items=len(catalog), users=users)
-    task = protocol_task(split, len(catalog), protocol, n=n_candidates, seed=seed)
+    task = ranking_task(split, len(catalog), protocol, n=n_candidates, seed=seed)
     llm_signals = [n for n, s in config.signals.items() if s.kind == "llm"]
     base_signals = [n for n in config.signals if n not in llm_signals]
     base = FusedScorer(config, signals=base_signals, **resources).fit(catalog, split.train)
@@ -293,12 +256,4 @@ def tune_on_validation(
     return config.with_weights(result.weights, result.record(source)), result
 
 
-__all__ = [
-    "Protocol",
-    "Trial",
-    "TuningResult",
-    "ValidationTask",
-    "protocol_task",
-    "tune_on_validation",
-    "tune_weights",
-]
+__all__ = ["Trial", "TuningResult", "tune_on_validation", "tune_weights"]
