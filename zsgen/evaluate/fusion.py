@@ -18,7 +18,8 @@ from typing import Any
 
 from zsgen.catalog import Catalog
 from zsgen.evaluate.config import EvalConfig, _FusionOptions, relative_path
-from zsgen.evaluate.generators import ScorerFactory
+from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
+from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
 from zsgen.score.config import FusionConfig
 
@@ -87,20 +88,17 @@ def resolve_fusions(
             continue
         if config.split == "validation":
             logger.warning("%s: tuning and evaluating on the same validation split; the numbers are optimistic", key)
-        # LLMRank-style runs rank short random lists, so weights are chosen for that task; otherwise the full catalog.
-        sampled = config.candidates.generator == "random"
         uses_text = any(signal.kind == "text" for signal in fusion.signals.values())
         tuned, result = tune_on_validation(
             fusion,
             catalog,
             interactions,
             metric=spec.tune_metric,
-            protocol="sampled" if sampled else "full_catalog",
-            n_candidates=config.candidates.n,
             seed=config.seed,
             source=data_source if data_source is not None else config.dataset.path,
             encoder=factory.encoder,
             item_vectors=factory.item_vectors() if uses_text else None,
+            **tuning_task(config, key, factory, resolved),
         )
         written = out_dir / f"fusion-{_slug(key)}.toml"
         logger.info(
@@ -113,6 +111,35 @@ def resolve_fusions(
         )
         resolved[key] = RunFusion(key, tuned, source, digest, written)
     return resolved
+
+
+def tuning_task(
+    config: EvalConfig, key: str, factory: ScorerFactory, resolved: Mapping[str, RunFusion]
+) -> dict[str, Any]:
+    """What the fusion ``key`` is tuned on, so that its tuned value is the value the run reports for it on the
+    validation split: the lists the run's generator makes there, ranked as the run's rankers rank them.
+
+    - the fused generator itself (``key == "candidates"``) lists its own top ``n``: the full catalog, ranks from
+      ``n`` on count as misses;
+    - a fused ranker over the full catalog: the full catalog;
+    - over LLMRank's random lists: the same seeded lists (the ``sampled`` protocol);
+    - over any other generator: that generator, fitted on the validation training data (for a fused generator, with
+      its tuned weights), run on the validation cases.
+    """
+    candidates = config.candidates
+    if key == "candidates":
+        return {"protocol": "full_catalog", "max_rank": candidates.n}
+    if candidates.generator == "full_catalog":
+        return {"protocol": "full_catalog"}
+    if candidates.generator == "random":
+        return {"protocol": "sampled", "n_candidates": candidates.n}
+    fusion = resolved["candidates"].config if candidates.generator == "fused" else None
+
+    def lists(split: Split) -> list[CandidateList]:
+        generator = build_generator(candidates, factory.with_train(split.train), seed=config.seed, fusion=fusion)
+        return generator.generate(split.cases)
+
+    return {"candidates": lists}
 
 
 def write_tuned(fusions: Mapping[str, RunFusion]) -> None:

@@ -177,6 +177,11 @@ class ScorerFactory:
             self._item_vectors = scorer.item_vectors
         return scorer
 
+    def with_train(self, train: Any) -> ScorerFactory:
+        """The same catalog, encoder and item vectors, fitting scorers on other training data (e.g. the validation
+        split's, to build the candidate lists a fusion is tuned on)."""
+        return ScorerFactory(self.catalog, train, encoder=self.encoder, item_vectors=self._item_vectors)
+
     def item_vectors(self) -> Any:
         """The catalog's unit item vectors, encoded on first use and shared by every text scorer of the run."""
         if self._item_vectors is None:

@@ -31,10 +31,11 @@ import numpy.typing as npt
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
+from zsgen.evaluate.generators import CandidateList
 from zsgen.evaluate.metrics import metric_values, parse_metric
-from zsgen.evaluate.protocol import Protocol, ranking_task
-from zsgen.evaluate.ranks import target_ranks
-from zsgen.evaluate.split import IndexArray, validation_split
+from zsgen.evaluate.protocol import Protocol, RankingTask, ranking_task
+from zsgen.evaluate.ranks import NOT_RANKED, target_ranks
+from zsgen.evaluate.split import IndexArray, Split, validation_split
 from zsgen.interactions import Interactions
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, Method, Normalisation, SearchSpace, TuningRecord
@@ -144,6 +145,7 @@ def tune_weights(
     columns: IndexArray | None = None,
     fixed: Mapping[str, float] | None = None,
     start: Mapping[str, float] | None = None,
+    max_rank: int | None = None,
 ) -> TuningResult:
     """Search fusion weights that maximise the mean ``metric`` of the validation ``targets``.
 
@@ -157,7 +159,8 @@ def tune_weights(
     go to the earlier position, as the rankers break them. ``fixed``: signals held at a given weight while the
     others are searched. ``start``: a weight vector tried before the random and coordinate steps (signals it does not
     name weigh 0), so re-tuning a config — say after adding a signal — never returns weights that score lower on
-    validation than the ones it started from.
+    validation than the ones it started from. ``max_rank``: ranks from there on are misses (the run ranks only the
+    top ``max_rank`` items of the fused score itself).
     """
     parse_metric(metric)  # a typo fails before any trial
     search = search or SearchSpace()
@@ -188,6 +191,8 @@ def tune_weights(
     def evaluate(weights: dict[str, float]) -> float:
         used = {name: weight for name, weight in weights.items() if weight > 0}
         ranks = target_ranks(weighted_sum(parts, used), target_cols, exclude)
+        if max_rank is not None:
+            ranks[ranks >= max_rank] = NOT_RANKED
         return float(metric_values(ranks, metric).mean())
 
     weights, value, trials = _search(evaluate, names, search, fixed, start)
@@ -206,12 +211,17 @@ def tune_on_validation(
     seed: int = 0,
     users: IndexArray | None = None,
     source: str | None = None,
+    candidates: Callable[[Split], Sequence[CandidateList]] | None = None,
+    max_rank: int | None = None,
     **resources: Any,
 ) -> tuple[FusionConfig, TuningResult]:
     """Fit every configured signal on the validation training data, search weights, return the tuned config.
 
-    ``protocol="full_catalog"`` ranks all unseen items; ``"sampled"`` ranks the target among ``n_candidates - 1``
-    random unseen items, the lists ``zsgen evaluate`` shows with the same ``seed``. The search starts from the
+    ``protocol="full_catalog"`` ranks all unseen items (``max_rank``: ranks from there on are misses, as when a run
+    lists the fused score's own top ``n``); ``"sampled"`` ranks the target among ``n_candidates - 1`` random unseen
+    items, the lists ``zsgen evaluate`` shows with the same ``seed``. ``candidates`` overrides both: it makes the
+    candidate lists of the validation split (a run's generator, fitted on that split's training data), and each list
+    is ranked as the run's rankers rank it. The search starts from the
     config's own weights, so the result never scores below them on validation. Non-LLM signals are tuned together
     first; an LLM signal (whose candidates depend on the other weights) is then fitted on the tuned fusion and its
     weight searched with the others held fixed. ``resources`` (``encoder``, ``item_vectors``, ``llm``) go to
@@ -219,7 +229,10 @@ def tune_on_validation(
     """
     parse_metric(metric)
     split = validation_split(interactions, n_items=len(catalog), users=users)
-    task = ranking_task(split, len(catalog), protocol, n=n_candidates, seed=seed)
+    if candidates is not None:
+        task = RankingTask.from_lists(split, candidates(split))
+    else:
+        task = ranking_task(split, len(catalog), protocol, n=n_candidates, seed=seed, max_rank=max_rank)
     llm_signals = [n for n, s in config.signals.items() if s.kind == "llm"]
     base_signals = [n for n in config.signals if n not in llm_signals]
     base = FusedScorer(config, signals=base_signals, **resources).fit(catalog, split.train)
@@ -241,6 +254,7 @@ def tune_on_validation(
             columns=task.columns,
             fixed=fixed,
             start=start,
+            max_rank=task.max_rank,
         )
 
     configured = {name: config.weight(name) for name in scores}
