@@ -11,9 +11,9 @@ from zsgen.errors import ConfigError
 from zsgen.evaluate.config import load_config, write_resolved
 
 REPO = Path(__file__).resolve().parents[1]
-# Evaluation configs; fusion-*.toml beside them are fusion configs that fused rankers name.
-CONFIGS = sorted(p for p in (REPO / "evaluation" / "configs").glob("*.toml") if not p.name.startswith("fusion-"))
-FUSION_CONFIGS = sorted((REPO / "evaluation" / "configs").glob("fusion-*.toml"))
+# Evaluation configs; the fusion configs that fused rankers and generators name live apart, in configs/fusion/.
+CONFIGS = sorted((REPO / "evaluation" / "configs").glob("*.toml"))
+FUSION_CONFIGS = sorted((REPO / "evaluation" / "configs" / "fusion").glob("*.toml"))
 
 MINIMAL = """
 name = "t"
@@ -38,9 +38,9 @@ def test_committed_configs_load_and_name_the_shared_dataset() -> None:
         config = load_config(path)
         assert Path(config.dataset.path) == (REPO.parent / "shared" / "data" / "ml-100k").resolve()
         assert config.baseline is not None
-        for ranker in config.rankers:
-            if ranker.fusion is not None:
-                assert Path(ranker.fusion) in FUSION_CONFIGS
+        for fusion in [config.candidates.fusion, *(ranker.fusion for ranker in config.rankers)]:
+            if fusion is not None:
+                assert Path(fusion) in FUSION_CONFIGS
 
 
 def test_committed_fusion_configs_load() -> None:

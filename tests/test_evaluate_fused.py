@@ -12,7 +12,7 @@ import pytest
 
 from zsgen.errors import ConfigError
 from zsgen.evaluate import evaluate, load_config
-from zsgen.evaluate.recall import target_ranks
+from zsgen.evaluate.ranks import target_ranks
 from zsgen.paths import data_dir
 
 FUSION = """
@@ -121,7 +121,7 @@ def test_tuned_weights_are_written_and_recorded(run: Path) -> None:
     assert set(tuned["weights"]) == {"popularity", "cooccurrence", "user_filtering"}
     resolved = tomllib.loads((run / "config.toml").read_text())["provenance"]["fusion"]
     assert resolved["fused"]["weights"] == tuned["weights"]
-    assert resolved["fused"]["tuned_file"] == str(run / "fusion-fused.toml")
+    assert resolved["fused"]["tuned_file"] == "fusion-fused.toml"  # beside config.toml, named without a machine path
     assert "tuned_file" not in resolved["popularity-as-fusion"]  # tune = false: the file's weights as they are
     only_popularity = {"popularity": 1.0, "cooccurrence": 0.0, "user_filtering": 0.0}
     assert resolved["popularity-as-fusion"]["weights"] == only_popularity
@@ -174,6 +174,116 @@ def test_recommend_reuses_the_weights_a_run_tuned(run: Path, capsys: pytest.Capt
     assert main([*argv, "--fusion", str(run / "fusion-fused.toml"), "--k", "5", "--json"]) == 0
     items = json.loads(capsys.readouterr().out)["items"]
     assert len(items) == 5 and not set(history) & {i["id"] for i in items}
+
+
+VALIDATION_RUN = """
+name = "tuned-vs-reported"
+protocol = "custom"
+split = "validation"
+history_length = 3
+seed = 5
+
+[dataset]
+path = "{catalog}"
+interactions = "log.jsonl"
+
+[candidates]
+generator = "{generator}"
+n = {n}
+{candidates_fusion}
+
+[metrics]
+bootstrap = 0
+
+[[rankers]]
+name = "generator"
+kind = "generator"
+
+[[rankers]]
+name = "fused"
+kind = "fused"
+fusion = "fusion.toml"
+tune_metric = "{metric}"
+"""
+
+
+@pytest.mark.parametrize(
+    ("generator", "n", "metric"),
+    [
+        ("full_catalog", 12, "ndcg@10"),
+        ("random", 12, "ndcg@5"),
+        ("random", 12, "hr@1"),
+        ("user_filtering", 8, "ndcg@10"),
+        ("fused", 6, "ndcg@10"),
+    ],
+)
+def test_the_tuned_value_is_the_value_a_run_reports(tmp_path: Path, generator: str, n: int, metric: str) -> None:
+    """Evaluated on the validation split it was tuned on, a fused ranker reports exactly its tuned value: the same
+    cases, the same candidate lists (the run's seeded random lists, or its generator's lists on that split), the same
+    sums and the same tie rule. Popularity and filtering counts give many exact ties, so a tuner with another tie rule
+    or other lists would report another number. A fused generator's tuned value is its own top-n list's (``n`` below
+    the metric's cut-off: ranks past the list are misses)."""
+    setup(tmp_path)
+    config = tmp_path / "validation.toml"
+    catalog = (data_dir() / "demo_catalog.jsonl").as_posix()
+    extra = f'fusion = "fusion.toml"\ntune_metric = "{metric}"' if generator == "fused" else ""
+    text = VALIDATION_RUN.format(catalog=catalog, generator=generator, n=n, metric=metric, candidates_fusion=extra)
+    config.write_text(text, encoding="utf-8")
+    summary = evaluate(config, tmp_path / "out", progress=False)
+    name = metric.upper()
+    reported = {r.name: r.all_users[name].mean for r in summary.rankers}
+    tuned = tomllib.loads((tmp_path / "out" / "fusion-fused.toml").read_text())["tuned"]
+    assert tuned["metric"] == metric
+    assert reported["fused"] == tuned["value"]
+    if generator == "fused":
+        own = tomllib.loads((tmp_path / "out" / "fusion-candidates.toml").read_text())["tuned"]
+        assert reported["generator"] == own["value"]
+    if generator in ("user_filtering", "fused"):
+        assert summary.candidate_recall < 1.0  # some targets are missed by the lists: they count as misses in tuning
+
+
+def test_results_name_files_without_machine_paths_and_resume_after_a_move(run: Path, tmp_path: Path) -> None:
+    """Every file a run records is named relative to its output folder, with the data files' sha256; the resolved
+    config re-runs from there; and the resume fingerprint holds contents, not locations, so a moved run resumes."""
+    import hashlib
+    import shutil
+
+    config = tomllib.loads((run / "config.toml").read_text())
+    summary = json.loads((run / "summary.json").read_text())
+    tuned = tomllib.loads((run / "fusion-fused.toml").read_text())
+    fusion = config["provenance"]["fusion"]
+    recorded = [
+        config["dataset"]["path"],
+        config["dataset"]["interactions"],
+        config["candidates"]["fusion"],
+        *(r["fusion"] for r in config["rankers"] if "fusion" in r),
+        *(f["source"] for f in fusion.values()),
+        fusion["fused"]["tuned_file"],
+        summary["dataset"],
+        tuned["tuned"]["source"],
+    ]
+    assert not [p for p in recorded if Path(p).is_absolute()]
+    assert (run / config["dataset"]["interactions"]).resolve() == (run.parent / "log.jsonl").resolve()
+    assert (run / config["dataset"]["path"]).resolve() == (data_dir() / "demo_catalog.jsonl").resolve()
+    data = config["provenance"]["dataset"]
+    assert data["files"] == {
+        "demo_catalog.jsonl": hashlib.sha256((data_dir() / "demo_catalog.jsonl").read_bytes()).hexdigest(),
+        "../log.jsonl": hashlib.sha256((run.parent / "log.jsonl").read_bytes()).hexdigest(),
+    }
+    assert summary["dataset_sha256"] == data["sha256"]
+    assert f"- dataset: `{summary['dataset']}` (sha256 `{data['sha256'][:16]}`)" in (run / "report.md").read_text()
+    assert load_config(run / "config.toml").fingerprint() == load_config(run.parent / "fused.toml").fingerprint()
+
+    moved = tmp_path / "elsewhere" / "deeper"
+    shutil.copytree(run.parent, moved)
+    before = (moved / "out" / "per_user.jsonl").read_bytes()
+    evaluate(moved / "fused.toml", moved / "out", progress=False)  # resumes: same contents, another place
+    assert (moved / "out" / "per_user.jsonl").read_bytes() == before
+    moved_config = tomllib.loads((moved / "out" / "config.toml").read_text())
+    assert moved_config["provenance"]["fingerprint"] == config["provenance"]["fingerprint"]
+    (moved / "log.jsonl").write_text((moved / "log.jsonl").read_text().replace('"timestamp": 1', '"timestamp": 2'))
+    with pytest.raises(ConfigError, match="different config"):  # edited data: not the run that folder holds
+        evaluate(moved / "fused.toml", moved / "out", progress=False)
 
 
 def test_target_ranks_match_a_naive_count() -> None:

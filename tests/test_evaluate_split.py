@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from zsgen.catalog import Catalog
-from zsgen.errors import ConfigError
-from zsgen.evaluate.split import derive_seed, holdout_events, leave_one_out, sample_users, user_rng
+from zsgen.errors import ConfigError, DataError
+from zsgen.evaluate.split import (
+    derive_seed,
+    holdout_events,
+    leave_one_out,
+    make_split,
+    sample_users,
+    user_rng,
+    validation_split,
+)
 from zsgen.interactions import Interactions
 from zsgen.types import Item
 
@@ -55,6 +63,22 @@ def test_validation_split_moves_one_step_back_and_hides_the_last_event() -> None
     assert cases["a"].target == 3 and cases["a"].history.tolist() == [1, 2]
     assert cases["b"].target == 6 and cases["b"].history.tolist() == [5]
     assert holdout_events("validation") == 2 and holdout_events("test") == 1
+
+
+def test_a_split_is_its_cases_and_training_data_without_the_held_out_events() -> None:
+    test = make_split(LOG, "test", n_items=8)
+    assert [c.user_id for c in test.cases] == [c.user_id for c in leave_one_out(LOG)]
+    assert test.targets.tolist() == [0, 4] and test.users.tolist() == [0, 1]
+    assert [q.history.tolist() for q in test.queries] == [[1, 2, 3], [5, 6]]
+    assert [q.user for q in test.queries] == [0, 1]
+    assert [s.tolist() for s in test.train.sequences] == [[1, 2, 3], [5, 6], []]  # the targets never reach scorers
+    validation = validation_split(LOG, n_items=8)
+    assert validation.targets.tolist() == [3, 6]
+    assert [s.tolist() for s in validation.train.sequences] == [[1, 2], [5], []]
+    assert make_split(LOG, "test", n_items=8, users=[1]).targets.tolist() == [4]
+    assert test.subset([1]).targets.tolist() == [4] and test.subset([1]).train is test.train
+    with pytest.raises(DataError, match="no user"):
+        make_split(LOG, "validation", n_items=8, min_history=5)
 
 
 def test_min_history_skips_short_users() -> None:

@@ -13,19 +13,15 @@ import pytest
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
+from zsgen.evaluate.protocol import ranking_task
+from zsgen.evaluate.ranks import target_ranks
+from zsgen.evaluate.split import validation_split
+from zsgen.evaluate.tuning import tune_on_validation, tune_weights
 from zsgen.interactions import Interactions
-from zsgen.score import PopularityScorer, TrainData, UserQuery, mask_history, top_k
+from zsgen.score import PopularityScorer, TrainData, UserQuery, history_mask, mask_history, top_k
 from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
 from zsgen.score.cooccurrence import CooccurrenceScorer
 from zsgen.score.fusion import FusedScorer, combine, fuse, normalise, reciprocal_rank_fusion
-from zsgen.score.tuning import (
-    history_mask,
-    sample_candidates,
-    target_ranks,
-    tune_on_validation,
-    tune_weights,
-    validation_split,
-)
 from zsgen.score.userfilter import UserFilteringScorer
 from zsgen.types import History, Item
 
@@ -293,8 +289,10 @@ def test_tuning_never_reads_the_test_targets() -> None:
 def test_sampled_candidates_hold_the_target_and_no_history() -> None:
     inter = two_regime_log()
     split = validation_split(inter, n_items=N_ITEMS)
-    lists, positions = sample_candidates(split.queries, split.targets, N_ITEMS, 8, seed=4)
-    again, _ = sample_candidates(split.queries, split.targets, N_ITEMS, 8, seed=4)
+    task = ranking_task(split, N_ITEMS, "sampled", n=8, seed=4)
+    assert task.columns is not None
+    lists, positions = task.columns, task.targets
+    again = ranking_task(split, N_ITEMS, "sampled", n=8, seed=4).columns
     assert np.array_equal(lists, again)
     assert np.array_equal(lists[np.arange(len(lists)), positions], split.targets)
     assert len(set(positions.tolist())) > 1  # the target is not always in the same slot
@@ -303,6 +301,50 @@ def test_sampled_candidates_hold_the_target_and_no_history() -> None:
         assert not set(lists[row].tolist()) & set(query.history.tolist())
     tuned, result = tune_on_validation(TWO_SIGNALS, catalog(), inter, protocol="sampled", n_candidates=8)
     assert result.weights["sequential"] > 0 and tuned.tuned is not None
+
+
+def test_tuned_value_is_the_metric_the_rankers_report_when_float_noise_ties() -> None:
+    """0.2 + 0.01 is 0.21000000000000002 (and more than 0.21 in float32 too): a tuner comparing raw sums ranks such an
+    item above a target scored 0.21 and listed earlier, while the reported ordering (tie-safe scores, earlier item
+    first) ranks the target first. The tuned value must be the reported one."""
+    from zsgen.evaluate.metrics import rank_metrics
+    from zsgen.evaluate.rankers import order_by_scores
+
+    a = np.array([[0.21, 0.2, 0.0, 0.05], [0.0, 0.21, 0.2, 0.0], [0.2, 0.0, 0.21, 0.2]])
+    b = np.array([[0.0, 0.01, 0.0, 0.05], [0.0, 0.0, 0.01, 0.0], [0.01, 0.0, 0.0, 0.0]])
+    targets = np.array([0, 1, 2])  # row 2: the target (0.21) is listed after an item scoring 0.2 + 0.01
+    assert (a + b)[0, 1] > (a + b)[0, 0] and (a + b)[1, 2] > (a + b)[1, 1]  # the raw sums do not tie...
+    assert np.float32(0.2) + np.float32(0.01) > np.float32(0.21)  # ...in float32 either
+    result = tune_weights({"a": a, "b": b}, targets, metric="ndcg@1", normalisation="none", fixed={"a": 1.0, "b": 1.0})
+    reported = []
+    for row, target in enumerate(targets):
+        order = order_by_scores(fuse({"a": a, "b": b}, result.weights, normalisation="none")[row])
+        reported.append(int(np.flatnonzero(order == target)[0]))
+    assert reported == [0, 0, 1]  # rows 0 and 1 tie and the target is earlier; row 2's target is later
+    assert result.val_metric == float(rank_metrics(reported, [1])["NDCG@1"].mean()) == pytest.approx(2 / 3)
+
+
+def test_tune_on_validation_starts_from_the_configured_weights() -> None:
+    """A configured vector outside the search grid is tried, so re-tuning never ends below it on validation."""
+    inter = two_regime_log(3)
+    configured = {"popularity": 0.3, "sequential": 1.0}
+    config = TWO_SIGNALS.model_copy(
+        update={"weights": configured, "search": SearchSpace(default_values=[0.0, 1.0], max_trials=10)}
+    )
+    for protocol in ("full_catalog", "sampled"):
+        tuned, result = tune_on_validation(config, catalog(), inter, protocol=protocol, n_candidates=8)  # type: ignore[arg-type]
+        started = [t for t in result.trials if t.weights == configured]
+        assert len(started) == 1, protocol
+        # The configured weights' validation value, computed the way a run reports it.
+        split = validation_split(inter, n_items=N_ITEMS)
+        task = ranking_task(split, N_ITEMS, protocol, n=8)  # type: ignore[arg-type]
+        scores = FusedScorer(config).fit(catalog(), split.train).score(split.queries)
+        from zsgen.evaluate.metrics import metric_values
+
+        value = float(metric_values(task.ranks(scores), "ndcg@10").mean())
+        assert started[0].value == value
+        assert result.val_metric >= value
+        assert tuned.tuned is not None and tuned.tuned.value == result.val_metric
 
 
 # -- the fused scorer -----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from zsgen.score import (
     TrainData,
     UserFilteringScorer,
     UserQuery,
+    history_mask,
     history_matrix,
     mask_history,
     ranking_to_scores,
@@ -104,6 +105,9 @@ def test_top_k_breaks_ties_by_lower_index_and_mask_history() -> None:
     assert np.array_equal(top_k(big, 25), reference)
     masked = mask_history(scores, [UserQuery(history=np.array([1, 4]))])
     assert top_k(masked, 2).tolist() == [[2, 5]]
+    mask = history_mask([UserQuery(history=np.array([1, 4])), UserQuery(history=np.array([], dtype=np.int64))], 6)
+    assert mask.tolist() == [[False, True, False, False, True, False], [False] * 6]
+    assert np.array_equal(np.isneginf(masked), mask[:1])  # one rule, as a mask or as -inf scores
 
 
 # -- popularity -----------------------------------------------------------------------------------------------------

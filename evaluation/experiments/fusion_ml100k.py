@@ -2,8 +2,10 @@
 
 Protocol: leave-one-out by time over all users; each user's last event is the test target, the second-to-last the
 validation target. Signals are fitted on events with the targets removed (validation: last two per user dropped;
-test: last one dropped). The user's history is excluded from the ranking. Ties in scores go to the lower catalog
-index (the rule of ``zsgen.score.top_k``).
+test: last one dropped). The user's history is excluded from the ranking. Splits, candidate lists, ranks (tie-safe
+scores, ties to the earlier item) and metrics are zsgen's own (``zsgen.evaluate.experiment``), so the numbers are
+those ``zsgen evaluate`` reports: the sampled protocol's test lists are ``evaluation/configs/llmrank-all.toml``'s
+(seed 0) and its validation lists the ones that run tunes on.
 
 Steps, each chosen on validation only:
 1. each signal family's variant (text user vector, co-occurrence window/decay, neighbourhood size, popularity window);
@@ -32,20 +34,15 @@ from typing import Any
 import numpy as np
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.metrics import bootstrap_indices, bootstrap_interval, paired_difference, rank_metrics
-from zsgen.interactions import Interactions
-from zsgen.loaders import load_dataset
-from zsgen.score import TrainData, UserQuery
-from zsgen.score.base import IndexArray, ScoreMatrix
+from zsgen.evaluate.experiment import Experiment, mean_metric, per_user, summarise
+from zsgen.evaluate.metrics import bootstrap_indices, paired_difference
+from zsgen.evaluate.protocol import Protocol
+from zsgen.evaluate.split import IndexArray
+from zsgen.evaluate.tuning import tune_on_validation, tune_weights
+from zsgen.score import UserQuery
+from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
-from zsgen.score.fusion import FusedScorer, build_signal, combine
-from zsgen.score.tuning import (
-    history_mask,
-    sample_candidates,
-    target_ranks,
-    tune_on_validation,
-    validation_split,
-)
+from zsgen.score.fusion import FusedScorer, combine
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "ml-100k"
@@ -94,109 +91,32 @@ def log(message: str) -> None:
     logging.getLogger("fusion_ml100k").info(message)
 
 
-# -- evaluation helpers ---------------------------------------------------------------------------------------------
-class Split:
-    """Queries, targets, training data and history mask of one split (``holdout`` 1 = test, 2 = validation)."""
-
-    def __init__(self, interactions: Interactions, n_items: int, holdout: int) -> None:
-        if holdout == 2:
-            split = validation_split(interactions, n_items=n_items)
-            self.train, self.queries, self.targets = split.train, split.queries, split.targets
-        else:
-            self.train = TrainData.from_interactions(interactions, holdout=1, n_items=n_items)
-            sequences = interactions.item_sequences()
-            self.queries = [UserQuery(history=s[:-1], user=u) for u, s in enumerate(sequences)]
-            self.targets = np.array([int(s[-1]) for s in sequences], dtype=np.int64)
-        self.mask = history_mask(self.queries, n_items)
-        self.n_items = n_items
-
-    def ranks(self, scores: ScoreMatrix) -> IndexArray:
-        return target_ranks(scores, self.targets, self.mask)
-
-    def sampled_ranks(self, scores: ScoreMatrix, lists: IndexArray, positions: IndexArray) -> IndexArray:
-        return target_ranks(np.take_along_axis(scores, lists, axis=1), positions, None)
-
-
-def summarise(ranks: IndexArray, boot: np.ndarray) -> dict[str, Any]:
-    values = rank_metrics([int(r) for r in ranks], KS)
-    return {name: bootstrap_interval(v, boot).model_dump() for name, v in values.items()}
-
-
-def per_user(ranks: IndexArray, metric: str) -> np.ndarray:
-    return rank_metrics([int(r) for r in ranks], KS)[metric]
-
-
 def fmt(cell: Mapping[str, float]) -> str:
     return f"{cell['mean']:.4f} [{cell['low']:.4f}, {cell['high']:.4f}]"
 
 
-def ndcg10(ranks: IndexArray) -> float:
-    return float(per_user(ranks, "NDCG@10").mean())
-
-
 # -- the pipeline ---------------------------------------------------------------------------------------------------
-def signal_scores(
-    signals: Mapping[str, SignalConfig], catalog: Catalog, split: Split, vectors: np.ndarray
-) -> dict[str, ScoreMatrix]:
-    out = {}
-    for name, signal in signals.items():
-        scorer = build_signal(name, signal, item_vectors=vectors).fit(catalog, split.train)
-        out[name] = scorer.score(split.queries)
-    return out
-
-
-class Protocol:
-    """How a split is ranked: ``full_catalog`` (every unseen item) or ``sampled`` (target + 19 random unseen items,
-    seeded per user; the validation lists use ``seed + 1``, exactly as :func:`tune_on_validation` draws them)."""
-
-    def __init__(self, name: str, val: Split, test: Split, seed: int) -> None:
-        self.name, self.val, self.test, self.seed = name, val, test, seed
-        if name == "sampled":
-            self.val_lists = sample_candidates(val.queries, val.targets, val.n_items, 20, seed=seed + 1)
-            self.test_lists = sample_candidates(test.queries, test.targets, test.n_items, 20, seed=seed)
-
-    def val_ranks(self, scores: ScoreMatrix) -> IndexArray:
-        if self.name == "sampled":
-            return self.val.sampled_ranks(scores, *self.val_lists)
-        return self.val.ranks(scores)
-
-    def test_ranks(self, scores: ScoreMatrix) -> IndexArray:
-        if self.name == "sampled":
-            return self.test.sampled_ranks(scores, *self.test_lists)
-        return self.test.ranks(scores)
-
-
-def choose_variants(
-    catalog: Catalog, protocol: Protocol, vectors: np.ndarray
-) -> tuple[dict[str, SignalConfig], list[dict[str, Any]]]:
+def choose_variants(exp: Experiment, protocol: Protocol) -> tuple[dict[str, SignalConfig], list[dict[str, Any]]]:
     """The best variant of each family on validation NDCG@10 under ``protocol``."""
     chosen: dict[str, SignalConfig] = {}
     table = []
     for family, variants in FAMILIES.items():
         best = (-1.0, variants[0])
         for variant in variants:
-            scores = signal_scores({family: variant}, catalog, protocol.val, vectors)[family]
-            value = ndcg10(protocol.val_ranks(scores))
+            scores = exp.signal_scores({family: variant}, "validation")[family]
+            value = mean_metric(exp.task("validation", protocol).ranks(scores))
             table.append({"family": family, "params": variant.params, "val_ndcg10": value})
             if value > best[0]:
                 best = (value, variant)
         chosen[family] = best[1]
-        log(f"{protocol.name} {family}: chose {best[1].params} (validation NDCG@10 {best[0]:.4f})")
+        log(f"{protocol} {family}: chose {best[1].params} (validation NDCG@10 {best[0]:.4f})")
     return chosen, table
 
 
 def tune(
-    signals: Mapping[str, SignalConfig],
-    catalog: Catalog,
-    interactions: Interactions,
-    vectors: np.ndarray,
-    *,
-    normalisation: str,
-    method: str,
-    protocol: str = "full_catalog",
-    seed: int = 0,
-    **resources: Any,
+    signals: Mapping[str, SignalConfig], exp: Experiment, *, normalisation: str, method: str, protocol: Protocol
 ) -> tuple[FusionConfig, float]:
+    """Weights on validation by zsgen's own search, on the lists ``zsgen evaluate`` tunes on (same seed)."""
     config = FusionConfig(
         signals=dict(signals),
         normalisation=normalisation,
@@ -205,86 +125,43 @@ def tune(
     )
     tuned, result = tune_on_validation(
         config,
-        catalog,
-        interactions,
-        protocol=protocol,  # type: ignore[arg-type]
-        seed=seed,
-        item_vectors=vectors,
+        exp.catalog,
+        exp.interactions,
+        protocol=protocol,
+        n_candidates=exp.n_candidates,
+        seed=exp.seed,
+        item_vectors=exp.vectors,
         source="ml-100k",
-        **resources,
     )
     return tuned, result.val_metric
 
 
-class TestScores:
-    """Test-split scores of each signal variant, computed once however many protocols use it."""
-
-    def __init__(self, catalog: Catalog, test: Split, vectors: np.ndarray) -> None:
-        self.catalog, self.test, self.vectors = catalog, test, vectors
-        self._cache: dict[str, ScoreMatrix] = {}
-
-    def of(self, signals: Mapping[str, SignalConfig]) -> dict[str, ScoreMatrix]:
-        out = {}
-        for name, signal in signals.items():
-            key = signal.model_dump_json()
-            if key not in self._cache:
-                self._cache[key] = signal_scores({name: signal}, self.catalog, self.test, self.vectors)[name]
-            out[name] = self._cache[key]
-        return out
-
-
-def run_protocol(
-    protocol: Protocol,
-    catalog: Catalog,
-    interactions: Interactions,
-    vectors: np.ndarray,
-    test_cache: TestScores,
-    boot: np.ndarray,
-) -> tuple[dict[str, Any], FusionConfig]:
+def run_protocol(exp: Experiment, protocol: Protocol, boot: np.ndarray) -> tuple[dict[str, Any], FusionConfig]:
     """Variants, normalisation and weights on validation; then singles, leave-one-out and fused on test."""
-    signals, variant_table = choose_variants(catalog, protocol, vectors)
+    signals, variant_table = choose_variants(exp, protocol)
+    test_task = exp.task("test", protocol)
     tuned_by_norm = {}
     for normalisation, method in NORMALISATIONS:
-        tuned, value = tune(
-            signals,
-            catalog,
-            interactions,
-            vectors,
-            normalisation=normalisation,
-            method=method,
-            protocol=protocol.name,
-            seed=protocol.seed + 1,
-        )
+        tuned, value = tune(signals, exp, normalisation=normalisation, method=method, protocol=protocol)
         tuned_by_norm[f"{method}/{normalisation}"] = (tuned, value)
-        log(f"{protocol.name} {method}/{normalisation}: validation NDCG@10 {value:.4f}, weights {tuned.weights}")
+        log(f"{protocol} {method}/{normalisation}: validation NDCG@10 {value:.4f}, weights {tuned.weights}")
     best_key = max(tuned_by_norm, key=lambda k: tuned_by_norm[k][1])
     config = tuned_by_norm[best_key][0]
 
-    scores = test_cache.of(signals)
-    fused_ranks = protocol.test_ranks(fused_from(config, scores))
+    scores = exp.signal_scores(signals, "test")
+    fused_ranks = test_task.ranks(fused_from(config, scores))
     left_out: dict[str, dict[str, Any]] = {}
     for name in signals:
         rest = {k: v for k, v in signals.items() if k != name}
-        cfg, value = tune(
-            rest,
-            catalog,
-            interactions,
-            vectors,
-            normalisation=config.normalisation,
-            method=config.method,
-            protocol=protocol.name,
-            seed=protocol.seed + 1,
-        )
-        ranks = protocol.test_ranks(fused_from(cfg, scores))
+        cfg, value = tune(rest, exp, normalisation=config.normalisation, method=config.method, protocol=protocol)
+        ranks = test_task.ranks(fused_from(cfg, scores))
         left_out[name] = {
             "val_ndcg10": value,
             "weights": cfg.weights,
             "test": summarise(ranks, boot),
-            "paired_ndcg10_vs_fused": paired_difference(
-                per_user(ranks, "NDCG@10"), per_user(fused_ranks, "NDCG@10"), boot
-            ).model_dump(),
+            "paired_ndcg10_vs_fused": paired_difference(per_user(ranks), per_user(fused_ranks), boot).model_dump(),
         }
-        log(f"{protocol.name} without {name}: test NDCG@10 {left_out[name]['test']['NDCG@10']['mean']:.4f}")
+        log(f"{protocol} without {name}: test NDCG@10 {left_out[name]['test']['NDCG@10']['mean']:.4f}")
     result = {
         "variants": variant_table,
         "chosen_signals": {k: v.model_dump() for k, v in signals.items()},
@@ -292,10 +169,10 @@ def run_protocol(
         "weights": config.weights,
         "val_ndcg10": tuned_by_norm[best_key][1],
         "normalisations": {
-            key: {"val_ndcg10": value, "test": summarise(protocol.test_ranks(fused_from(cfg, scores)), boot)}
+            key: {"val_ndcg10": value, "test": summarise(test_task.ranks(fused_from(cfg, scores)), boot)}
             for key, (cfg, value) in tuned_by_norm.items()
         },
-        "singles": {name: summarise(protocol.test_ranks(s), boot) for name, s in scores.items()},
+        "singles": {name: summarise(test_task.ranks(s), boot) for name, s in scores.items()},
         "left_out": left_out,
         "fused": summarise(fused_ranks, boot),
     }
@@ -304,14 +181,6 @@ def run_protocol(
 
 def fused_from(config: FusionConfig, scores: Mapping[str, ScoreMatrix]) -> ScoreMatrix:
     return combine({k: v for k, v in scores.items() if config.weight(k) > 0}, config)
-
-
-def item_vectors(catalog: Catalog) -> np.ndarray:
-    from zsgen.embed import default_encoder
-    from zsgen.itemtext import ItemTextTemplate
-
-    encoder = default_encoder()
-    return np.asarray(encoder.encode(ItemTextTemplate().render_all(catalog)), dtype=np.float32)
 
 
 # -- the LLM signal -------------------------------------------------------------------------------------------------
@@ -342,16 +211,9 @@ def llm_callable(catalog: Catalog, cache_path: Path, history_length: int) -> Cal
     return score
 
 
-def llm_stage(
-    config: FusionConfig,
-    catalog: Catalog,
-    interactions: Interactions,
-    vectors: np.ndarray,
-    users: np.ndarray,
-    boot_seed: int,
-    cache: Path,
-) -> dict[str, Any]:
+def llm_stage(config: FusionConfig, exp: Experiment, users: np.ndarray, boot_seed: int, cache: Path) -> dict[str, Any]:
     """Tune the LLM weight on validation (others fixed) for a user sample, then compare on test for that sample."""
+    catalog = exp.catalog
     fn = llm_callable(catalog, cache, history_length=5)
     with_llm = config.model_copy(
         update={
@@ -362,16 +224,14 @@ def llm_stage(
     # Other weights stay as tuned on all users; only the LLM weight is searched, on the sampled validation users.
     fixed_weights = {k: config.weight(k) for k in config.signals}
     tuned_config = with_llm.model_copy(update={"weights": fixed_weights})
-    split = validation_split(interactions, n_items=len(catalog), users=users)
-    fused = FusedScorer(tuned_config, item_vectors=vectors, llm=fn, signals=list(with_llm.signals))
-    fused.fit(catalog, split.train)
-    val_scores = fused.score_signals(split.queries)
-    from zsgen.score.tuning import tune_weights
-
+    val_task = exp.task("validation", "full_catalog").subset(np.searchsorted(exp.val.users, users))
+    fused = FusedScorer(tuned_config, item_vectors=exp.vectors, llm=fn, signals=list(with_llm.signals))
+    fused.fit(catalog, exp.val.train)
+    val_scores = fused.score_signals(val_task.split.queries)
     result = tune_weights(
         val_scores,
-        split.targets,
-        history_mask(split.queries, len(catalog)),
+        val_task.targets,
+        val_task.exclude,
         search=with_llm.search,
         normalisation=config.normalisation,
         method=config.method,
@@ -384,13 +244,10 @@ def llm_stage(
         if any(t.weights["llm"] == 0.0 for t in result.trials)
         else None
     )
-    test = Split(interactions, len(catalog), holdout=1)
-    test_queries = [test.queries[int(u)] for u in users]
-    test_targets = test.targets[users]
-    test_mask = test.mask[users]
-    fused_test = FusedScorer(tuned_config, item_vectors=vectors, llm=fn, signals=list(with_llm.signals))
-    fused_test.fit(catalog, test.train)
-    test_scores = fused_test.score_signals(test_queries)
+    test_task = exp.task("test", "full_catalog").subset(np.searchsorted(exp.test.users, users))
+    fused_test = FusedScorer(tuned_config, item_vectors=exp.vectors, llm=fn, signals=list(with_llm.signals))
+    fused_test.fit(catalog, exp.test.train)
+    test_scores = fused_test.score_signals(test_task.split.queries)
     fn.flush()  # type: ignore[attr-defined]
     final = {**fixed_weights, "llm": llm_weight}
     probe = {**fixed_weights, "llm": 1.0}  # the LLM at the weight of an ordinary signal, whatever was chosen
@@ -399,11 +256,11 @@ def llm_stage(
         scores = combine(
             {k: v for k, v in test_scores.items() if weights.get(k, 0) > 0}, with_llm.with_weights(weights)
         )
-        return target_ranks(scores, test_targets, test_mask)
+        return test_task.ranks(scores)
 
     boot = bootstrap_indices(len(users), resamples=1000, seed=boot_seed)
     base_ranks, chosen_ranks, probe_ranks = ranks_for(fixed_weights), ranks_for(final), ranks_for(probe)
-    llm_alone = target_ranks(test_scores["llm"], test_targets, test_mask)
+    llm_alone = test_task.ranks(test_scores["llm"])
     out = {
         "users": len(users),
         "llm_weight": llm_weight,
@@ -414,10 +271,10 @@ def llm_stage(
         "test_with_weight_1": summarise(probe_ranks, boot),
         "test_llm_alone_on_its_20_candidates": summarise(llm_alone, boot),
         "paired_ndcg10_chosen_minus_without": paired_difference(
-            per_user(chosen_ranks, "NDCG@10"), per_user(base_ranks, "NDCG@10"), boot
+            per_user(chosen_ranks), per_user(base_ranks), boot
         ).model_dump(),
         "paired_ndcg10_weight1_minus_without": paired_difference(
-            per_user(probe_ranks, "NDCG@10"), per_user(base_ranks, "NDCG@10"), boot
+            per_user(probe_ranks), per_user(base_ranks), boot
         ).model_dump(),
     }
     return out
@@ -441,43 +298,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.perf_counter()
 
-    dataset = load_dataset(args.data)
-    catalog, interactions = dataset.catalog, dataset.interactions
-    assert interactions is not None
-    n_items = len(catalog)
-    vectors = item_vectors(catalog)
-    val = Split(interactions, n_items, holdout=2)
-    test = Split(interactions, n_items, holdout=1)
-    boot = bootstrap_indices(len(test.queries), resamples=1000, seed=args.seed)
-    test_cache = TestScores(catalog, test, vectors)
-    log(f"{len(test.queries)} users, {n_items} items, {len(interactions)} events")
+    exp = Experiment(args.data, seed=args.seed)
+    n_users = len(exp.test.cases)
+    boot = bootstrap_indices(n_users, resamples=1000, seed=args.seed)
+    log(f"{n_users} users, {exp.n_items} items, {len(exp.interactions)} events")
 
-    full, config = run_protocol(
-        Protocol("full_catalog", val, test, args.seed), catalog, interactions, vectors, test_cache, boot
-    )
-    sampled, sampled_cfg = run_protocol(
-        Protocol("sampled", val, test, args.seed), catalog, interactions, vectors, test_cache, boot
-    )
+    full, config = run_protocol(exp, "full_catalog", boot)
+    sampled, sampled_cfg = run_protocol(exp, "sampled", boot)
 
     # candidate recall at N for each generator (test, history excluded), with the full-catalog variants
-    generators = {**test_cache.of(config.signals), "fused": fused_from(config, test_cache.of(config.signals))}
+    test_scores = exp.signal_scores(config.signals, "test")
+    generators = {**test_scores, "fused": fused_from(config, test_scores)}
+    full_task = exp.task("test", "full_catalog")
     recall = {
-        name: {str(n): float((test.ranks(scores) < n).mean()) for n in (10, 20, 50, 100)}
+        name: {str(n): mean_metric(full_task.ranks(scores), f"hr@{n}") for n in (10, 20, 50, 100)}
         for name, scores in generators.items()
     }
 
     llm = None
     if args.llm:
         rng = np.random.default_rng(args.seed)
-        users = np.sort(rng.choice(len(test.queries), size=min(args.llm_users, len(test.queries)), replace=False))
+        users = np.sort(rng.choice(n_users, size=min(args.llm_users, n_users), replace=False))
         cache = args.out / "fusion_ml100k_llm_cache.json"
-        llm = llm_stage(config, catalog, interactions, vectors, users, args.seed, cache)
+        llm = llm_stage(config, exp, exp.test.users[users], args.seed, cache)
 
     results = {
         "dataset": str(args.data.name),
-        "users": len(test.queries),
-        "items": n_items,
-        "protocol": "leave-one-out by time; history excluded; ties to the lower item index; 1000 bootstrap resamples",
+        "users": n_users,
+        "items": exp.n_items,
+        "protocol": "leave-one-out by time; history excluded; tie-safe scores, ties to the earlier item (the rule of "
+        "zsgen evaluate); 1000 bootstrap resamples",
         "search": SEARCH.model_dump(),
         "full_catalog": full,
         "sampled": sampled,

@@ -5,7 +5,7 @@
 
 The written file is the input config with ``weights`` and a ``[tuned]`` record (metric, value, trials, users) filled
 in; ``zsgen recommend --catalog DATASET --fusion tuned.toml`` then ranks with those weights. Only the validation split
-is read for tuning: each user's last event is cut off before anything else (see :mod:`zsgen.score.tuning`).
+is read for tuning: each user's last event is cut off before anything else (see :mod:`zsgen.evaluate.tuning`).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def add_subparser(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the dataset and config, tune, write ``--out`` and print the validation metric and weights."""
+    from zsgen.evaluate.tuning import tune_on_validation
     from zsgen.loaders import load_dataset
     from zsgen.score.config import FusionConfig
-    from zsgen.score.tuning import tune_on_validation
 
     if not args.out.parent.is_dir():  # found out now, not after minutes of tuning
         raise ConfigError(f"--out {args.out}: folder {args.out.parent} does not exist")

@@ -10,8 +10,9 @@ generator and the history length; anything the file sets explicitly wins over th
 - ``custom``: no preset; the file must say which generator to use.
 
 Relative paths (the dataset, a template folder, a response cache) are resolved against the folder of the config
-file first; if nothing exists there, against the current directory. The resolved config that a run writes holds
-absolute paths, so it documents exactly what was read.
+file first; if nothing exists there, against the current directory. The resolved config that a run writes names them
+relative to its own folder (no machine paths in committed results; it still re-runs from anywhere), and the run's
+provenance records the sha256 of the data files read.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -211,8 +213,13 @@ class EvalConfig(StrictConfig):
         return next((r.name for r in self.rankers if r.kind == "cosine"), None)
 
     def fingerprint(self) -> str:
-        """A digest of everything that decides the results, to refuse resuming into another run's folder."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """A digest of everything that decides the results, to refuse resuming into another run's folder.
+
+        File paths are left out: where the data or a fusion file lies on this machine does not decide the results,
+        their contents do, and the runner adds those hashes. A run therefore resumes after it, or its data, moved.
+        """
+        portable = rewrite_paths(self, lambda _: "<path>")
+        payload = json.dumps(portable.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -236,6 +243,30 @@ def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
         if beside.exists() or not (Path.cwd() / path).exists():
             return beside
     return (Path.cwd() / path).resolve()
+
+
+def relative_path(value: str | Path, base_dir: Path) -> str:
+    """``value`` relative to ``base_dir`` (the inverse of :func:`resolve_path`): how a file written in ``base_dir``
+    names it without a machine path, so that file still resolves when read from anywhere."""
+    return Path(os.path.relpath(Path(value).resolve(), base_dir.resolve())).as_posix()
+
+
+def rewrite_paths(config: EvalConfig, rewrite: Callable[[str], str]) -> EvalConfig:
+    """A copy of ``config`` with every file setting (dataset, interaction log, fusion configs, rerank template folder
+    and cache) passed through ``rewrite``."""
+    out = config.model_copy(deep=True)
+    out.dataset.path = rewrite(out.dataset.path)
+    if out.dataset.interactions is not None:
+        out.dataset.interactions = rewrite(out.dataset.interactions)
+    if out.candidates.fusion is not None:
+        out.candidates.fusion = rewrite(out.candidates.fusion)
+    for ranker in out.rankers:
+        if ranker.fusion is not None:
+            ranker.fusion = rewrite(ranker.fusion)
+        for key in ("template_dir", "cache"):
+            if ranker.rerank is not None and ranker.rerank.get(key):
+                ranker.rerank[key] = rewrite(str(ranker.rerank[key]))
+    return out
 
 
 def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "<config>") -> EvalConfig:

@@ -1,7 +1,7 @@
 """Fused generators and rankers in a run: each fusion config is loaded and, unless told not to, tuned first.
 
 Tuning reads only the validation split (each user's second-to-last event is the target and the test event is cut
-off before anything is fitted, see :func:`zsgen.score.tuning.tune_on_validation`), so the test targets a run
+off before anything is fitted, see :func:`zsgen.evaluate.tuning.tune_on_validation`), so the test targets a run
 reports on never choose a weight. The tuned config is written beside the results as ``fusion-NAME.toml``: the file
 ``zsgen recommend --fusion`` takes, and the record of which weights produced the numbers.
 """
@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import EvalConfig, _FusionOptions
-from zsgen.evaluate.generators import ScorerFactory
+from zsgen.evaluate.config import EvalConfig, _FusionOptions, relative_path
+from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
+from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
 from zsgen.score.config import FusionConfig
 
@@ -35,14 +36,15 @@ class RunFusion:
     source_hash: str
     written: Path | None = None
 
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self, out_dir: Path) -> dict[str, Any]:
+        """The fusion's record in the resolved config; paths relative to ``out_dir``, where that config lies."""
         record: dict[str, Any] = {
-            "source": str(self.source),
+            "source": relative_path(self.source, out_dir),
             "source_hash": self.source_hash,
             "weights": {name: self.config.weight(name) for name in self.config.signals},
         }
         if self.written is not None:
-            record["tuned_file"] = str(self.written)
+            record["tuned_file"] = relative_path(self.written, out_dir)
         if self.config.tuned is not None:
             record["validation"] = {"metric": self.config.tuned.metric, "value": self.config.tuned.value}
         return record
@@ -63,11 +65,18 @@ def fusion_hashes(config: EvalConfig) -> list[str]:
 
 
 def resolve_fusions(
-    config: EvalConfig, catalog: Catalog, interactions: Interactions, factory: ScorerFactory, out_dir: Path
+    config: EvalConfig,
+    catalog: Catalog,
+    interactions: Interactions,
+    factory: ScorerFactory,
+    out_dir: Path,
+    *,
+    data_source: str | None = None,
 ) -> dict[str, RunFusion]:
     """Load (and tune) every fusion config of the run; :func:`write_tuned` saves the tuned ones once the output
-    folder is known to belong to this run."""
-    from zsgen.score.tuning import tune_on_validation
+    folder is known to belong to this run. ``data_source`` is how the tuned files name the dataset they were tuned
+    on (relative to ``out_dir``, where they are written)."""
+    from zsgen.evaluate.tuning import tune_on_validation
 
     resolved: dict[str, RunFusion] = {}
     for key, spec in fusion_specs(config):
@@ -79,20 +88,17 @@ def resolve_fusions(
             continue
         if config.split == "validation":
             logger.warning("%s: tuning and evaluating on the same validation split; the numbers are optimistic", key)
-        # LLMRank-style runs rank short random lists, so weights are chosen for that task; otherwise the full catalog.
-        sampled = config.candidates.generator == "random"
         uses_text = any(signal.kind == "text" for signal in fusion.signals.values())
         tuned, result = tune_on_validation(
             fusion,
             catalog,
             interactions,
             metric=spec.tune_metric,
-            protocol="sampled" if sampled else "full_catalog",
-            n_candidates=config.candidates.n,
             seed=config.seed,
-            source=config.dataset.path,
+            source=data_source if data_source is not None else config.dataset.path,
             encoder=factory.encoder,
             item_vectors=factory.item_vectors() if uses_text else None,
+            **tuning_task(config, key, factory, resolved),
         )
         written = out_dir / f"fusion-{_slug(key)}.toml"
         logger.info(
@@ -105,6 +111,35 @@ def resolve_fusions(
         )
         resolved[key] = RunFusion(key, tuned, source, digest, written)
     return resolved
+
+
+def tuning_task(
+    config: EvalConfig, key: str, factory: ScorerFactory, resolved: Mapping[str, RunFusion]
+) -> dict[str, Any]:
+    """What the fusion ``key`` is tuned on, so that its tuned value is the value the run reports for it on the
+    validation split: the lists the run's generator makes there, ranked as the run's rankers rank them.
+
+    - the fused generator itself (``key == "candidates"``) lists its own top ``n``: the full catalog, ranks from
+      ``n`` on count as misses;
+    - a fused ranker over the full catalog: the full catalog;
+    - over LLMRank's random lists: the same seeded lists (the ``sampled`` protocol);
+    - over any other generator: that generator, fitted on the validation training data (for a fused generator, with
+      its tuned weights), run on the validation cases.
+    """
+    candidates = config.candidates
+    if key == "candidates":
+        return {"protocol": "full_catalog", "max_rank": candidates.n}
+    if candidates.generator == "full_catalog":
+        return {"protocol": "full_catalog"}
+    if candidates.generator == "random":
+        return {"protocol": "sampled", "n_candidates": candidates.n}
+    fusion = resolved["candidates"].config if candidates.generator == "fused" else None
+
+    def lists(split: Split) -> list[CandidateList]:
+        generator = build_generator(candidates, factory.with_train(split.train), seed=config.seed, fusion=fusion)
+        return generator.generate(split.cases)
+
+    return {"candidates": lists}
 
 
 def write_tuned(fusions: Mapping[str, RunFusion]) -> None:

@@ -19,7 +19,8 @@ import numpy.typing as npt
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
 from zsgen.evaluate.config import CandidateConfig
-from zsgen.evaluate.split import IndexArray, UserCase, user_rng
+from zsgen.evaluate.ranks import tie_safe
+from zsgen.evaluate.split import IndexArray, UserCase, queries_for, user_rng
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -40,29 +41,10 @@ class CandidateList:
         return int(hits[0]) if hits.size else None
 
 
-#: Scores are compared after rounding to this many decimals. Summing the same weights in another order changes the
-#: last bits (NIR's user filtering gives 5/17 as 0.29411764705882354 for one item and 0.2941176470588235 for
-#: another), and float noise must not decide a tie that the "lower catalog index first" rule is meant to decide.
-TIE_DECIMALS = 10
-
-
-def tie_safe(scores: npt.ArrayLike) -> FloatArray:
-    """Scores with float noise below :data:`TIE_DECIMALS` removed, so equal scores compare equal."""
-    values = np.asarray(scores, dtype=np.float64)
-    return np.asarray(values.round(TIE_DECIMALS), dtype=np.float64)
-
-
 class CandidateGenerator(Protocol):
     name: str
 
     def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]: ...
-
-
-def queries_for(cases: Sequence[UserCase]) -> list[Any]:
-    """Scorer queries for cases: the whole visible history, and the user's row in the training data."""
-    from zsgen.score.base import UserQuery
-
-    return [UserQuery(history=case.history, user=case.user) for case in cases]
 
 
 class ScorerGenerator:
@@ -194,6 +176,11 @@ class ScorerFactory:
         if kind in ("embedding", "cosine") and self._item_vectors is None:
             self._item_vectors = scorer.item_vectors
         return scorer
+
+    def with_train(self, train: Any) -> ScorerFactory:
+        """The same catalog, encoder and item vectors, fitting scorers on other training data (e.g. the validation
+        split's, to build the candidate lists a fusion is tuned on)."""
+        return ScorerFactory(self.catalog, train, encoder=self.encoder, item_vectors=self._item_vectors)
 
     def item_vectors(self) -> Any:
         """The catalog's unit item vectors, encoded on first use and shared by every text scorer of the run."""

@@ -11,11 +11,15 @@ the pairing (the same users, the same candidates) and gives much tighter interva
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel
+
+from zsgen.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -35,26 +39,68 @@ def metric_names(ks: Sequence[int]) -> list[str]:
     return [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks] + ["MRR"]
 
 
-def rank_metrics(ranks: Sequence[int | None], ks: Sequence[int] = DEFAULT_KS) -> dict[str, FloatArray]:
-    """Per-user values of every metric, from each user's 0-based target rank (``None``: target not ranked)."""
+Ranks = Sequence[int | None] | npt.NDArray[np.integer[Any]]
+
+
+def _rank_array(ranks: Ranks) -> FloatArray:
+    """Ranks as floats with ``inf`` for "not ranked" (``None``, or :data:`zsgen.evaluate.ranks.NOT_RANKED`)."""
+    if isinstance(ranks, np.ndarray):
+        rank = ranks.astype(np.float64)
+    else:
+        rank = np.array([np.inf if r is None else float(r) for r in ranks], dtype=np.float64)
+    if (rank < -1).any():
+        raise ValueError("ranks must be >= 0 (or -1, or None, for a target that was not ranked)")
+    rank[rank == -1] = np.inf
+    return rank
+
+
+def _values(rank: FloatArray, kind: str, k: int | None) -> FloatArray:
+    """One metric from ranks (``inf``: not ranked); ``k`` None means no cut-off."""
+    hit = np.isfinite(rank) if k is None else rank < k
+    if kind == "hr":
+        return hit.astype(np.float64)
+    safe = np.where(hit, rank, 0.0)
+    if kind == "ndcg":
+        return np.where(hit, 1.0 / np.log2(safe + 2.0), 0.0)
+    if kind == "mrr":
+        return np.where(hit, 1.0 / (safe + 1.0), 0.0)
+    raise ValueError(f"unknown metric kind {kind!r}")
+
+
+def rank_metrics(ranks: Ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, FloatArray]:
+    """Per-user values of every metric, from each user's 0-based target rank (``None`` or negative: not ranked)."""
     for k in ks:
         if k <= 0:
             raise ValueError(f"cut-offs must be positive, got {k}")
-    rank = np.array([np.inf if r is None else float(r) for r in ranks], dtype=np.float64)
-    if (rank < 0).any():
-        raise ValueError("ranks must be >= 0")
-    found = np.isfinite(rank)
-    gain = np.zeros_like(rank)
-    gain[found] = 1.0 / np.log2(rank[found] + 2.0)
+    rank = _rank_array(ranks)
     out: dict[str, FloatArray] = {}
     for k in ks:
-        out[f"HR@{k}"] = (rank < k).astype(np.float64)
+        out[f"HR@{k}"] = _values(rank, "hr", k)
     for k in ks:
-        out[f"NDCG@{k}"] = np.where(rank < k, gain, 0.0)
-    rr = np.zeros_like(rank)
-    rr[found] = 1.0 / (rank[found] + 1.0)
-    out["MRR"] = rr
+        out[f"NDCG@{k}"] = _values(rank, "ndcg", k)
+    out["MRR"] = _values(rank, "mrr", None)
     return out
+
+
+_METRIC = re.compile(r"^(ndcg|hr|mrr)(?:@(\d+))?$")
+
+
+def parse_metric(metric: str) -> tuple[str, int | None]:
+    """``"ndcg@10"`` → ``("ndcg", 10)``; ``mrr`` may omit the cut-off, the others need it. The names are the
+    summary's columns in lower case (``NDCG@10``, ``HR@10``, ``MRR``), so a tuned metric names a reported one."""
+    match = _METRIC.match(metric.strip().lower())
+    if not match or (match.group(1) != "mrr" and match.group(2) is None):
+        raise ConfigError(f"metric must look like ndcg@10, hr@10, mrr or mrr@10; got {metric!r}")
+    k = int(match.group(2)) if match.group(2) else None
+    if k is not None and k < 1:
+        raise ConfigError(f"metric cut-off must be >= 1; got {metric!r}")
+    return match.group(1), k
+
+
+def metric_values(ranks: Ranks, metric: str) -> FloatArray:
+    """Per-user values of one named ``metric`` (see :func:`parse_metric`), by the formulas of :func:`rank_metrics`."""
+    kind, k = parse_metric(metric)
+    return _values(_rank_array(ranks), kind, k)
 
 
 def bootstrap_indices(n: int, *, resamples: int, seed: int) -> npt.NDArray[np.int64]:

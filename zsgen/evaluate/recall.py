@@ -13,24 +13,12 @@ import numpy as np
 
 from zsgen.evaluate.config import EvalConfig
 from zsgen.evaluate.fusion import RunFusion
-from zsgen.evaluate.generators import ScorerFactory, queries_for, tie_safe
-from zsgen.evaluate.split import UserCase
+from zsgen.evaluate.generators import ScorerFactory
+from zsgen.evaluate.ranks import target_ranks
+from zsgen.evaluate.split import UserCase, queries_for
 
 #: Users scored at once (a users × items score matrix per chunk).
 CHUNK_USERS = 256
-
-
-def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based rank of each row's target among the row's finite scores, ties going to the lower item index (as the
-    generators break them); ``-1`` where the target is excluded (a history item, score ``-inf``)."""
-    rows = np.arange(scores.shape[0])
-    target_scores = scores[rows, targets]
-    above = (scores > target_scores[:, None]).sum(axis=1)
-    columns = np.arange(scores.shape[1])[None, :]
-    tied_before = ((scores == target_scores[:, None]) & (columns < targets[:, None])).sum(axis=1)
-    ranks: np.ndarray = np.asarray(above + tied_before, dtype=np.int64)
-    ranks[~np.isfinite(target_scores)] = -1
-    return ranks
 
 
 def generator_recall(
@@ -49,7 +37,7 @@ def generator_recall(
         for start in range(0, len(cases), CHUNK_USERS):
             chunk = cases[start : start + CHUNK_USERS]
             queries = queries_for(chunk)
-            scores = mask_history(tie_safe(scorer.score(queries)), queries)
+            scores = mask_history(scorer.score(queries), queries)
             ranks[start : start + len(chunk)] = target_ranks(scores, targets[start : start + len(chunk)])
         found = ranks >= 0
         out[name] = {str(n): float(np.mean(found & (ranks < n))) for n in config.metrics.recall_at}

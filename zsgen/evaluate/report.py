@@ -53,7 +53,9 @@ def render_markdown(summary: Summary) -> str:
     if summary.description:
         out += [summary.description.strip(), ""]
     out += [
-        f"- dataset: `{summary.dataset}` ({summary.split} split: leave-one-out by time)",
+        f"- dataset: `{summary.dataset}`"
+        + (f" (sha256 `{summary.dataset_sha256[:16]}`)" if summary.dataset_sha256 else "")
+        + f"; {summary.split} split: leave-one-out by time",
         f"- protocol: {summary.protocol}; candidates: {summary.generator} (mean list length "
         f"{summary.mean_candidates:.1f})"
         + (f"; LLM prompts see the last {summary.history_length} items" if has_llm else ""),

@@ -10,6 +10,7 @@ output folder, so even the user that was in flight is not asked again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import numpy as np
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
-from zsgen.evaluate.config import EvalConfig, RankerConfig, write_resolved
+from zsgen.evaluate.config import EvalConfig, RankerConfig, relative_path, rewrite_paths, write_resolved
 from zsgen.evaluate.fusion import RunFusion, fusion_hashes, resolve_fusions, write_tuned
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.rankers import (
@@ -128,6 +129,37 @@ def resolve_interactions(config: EvalConfig) -> Path | None:
     return path
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dataset_record(config: EvalConfig, catalog: Catalog, interactions: Interactions, out_dir: Path) -> dict[str, Any]:
+    """What the run read, without machine paths: the dataset path relative to ``out_dir`` (as the resolved config
+    names it) and the sha256 of each file the loaders read (the catalog and the interaction log), plus one digest
+    over them all. The digest, not the path, is what the resume fingerprint holds."""
+    root = Path(config.dataset.path).resolve()
+    base = root if root.is_dir() else root.parent
+    files: dict[str, str] = {}
+    for source in (catalog.source, interactions.source):
+        if source is None:
+            continue
+        path = Path(source).resolve()
+        if path.is_file():
+            name = path.relative_to(base).as_posix() if path.is_relative_to(base) else relative_path(path, out_dir)
+            files[name] = file_sha256(path)
+    combined = hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items())).encode())
+    return {"path": relative_path(root, out_dir), "sha256": combined.hexdigest(), "files": files}
+
+
+def portable_config(config: EvalConfig, out_dir: Path) -> EvalConfig:
+    """The config as the output folder records it: every file setting relative to ``out_dir``."""
+    return rewrite_paths(config, lambda value: relative_path(value, out_dir))
+
+
 def build_rankers(
     config: EvalConfig,
     catalog: Catalog,
@@ -201,9 +233,12 @@ def provenance(
     rankers: Sequence[Ranker],
     fingerprint: str,
     fusions: Mapping[str, RunFusion] | None = None,
+    dataset: Mapping[str, Any] | None = None,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Versions, the models and templates each LLM ranker used, and each fused scorer's weights, for the resolved
-    config."""
+    """Versions, the data files read (with their sha256), the models and templates each LLM ranker used, and each
+    fused scorer's weights, for the resolved config. Paths are relative to ``out_dir`` (the current directory when
+    it is not given)."""
     from importlib.metadata import PackageNotFoundError, version
 
     versions: dict[str, str] = {"python": platform.python_version()}
@@ -223,18 +258,21 @@ def provenance(
                 "template": str(getattr(reranker, "template_name", "")),
                 "template_hash": str(getattr(reranker, "template_hash", "")),
             }
-    record: dict[str, Any] = {"fingerprint": fingerprint, "versions": versions, "llm": models}
+    record: dict[str, Any] = {"fingerprint": fingerprint, "versions": versions}
+    if dataset is not None:
+        record["dataset"] = dict(dataset)
+    record["llm"] = models
     if fusions:
-        record["fusion"] = {key: fusion.provenance() for key, fusion in fusions.items()}
+        folder = out_dir if out_dir is not None else Path.cwd()
+        record["fusion"] = {key: fusion.provenance(folder) for key, fusion in fusions.items()}
     return record
 
 
-def run_fingerprint(config: EvalConfig, rankers: Sequence[Ranker]) -> str:
-    """The config's digest plus the template and fusion file hashes: an edited template or fusion config must not
-    resume into old results."""
-    import hashlib
-
-    hashes = [str(getattr(r.reranker, "template_hash", "")) for r in rankers if isinstance(r, LLMRanker)]
+def run_fingerprint(config: EvalConfig, rankers: Sequence[Ranker], data_sha256: str = "") -> str:
+    """The config's digest (paths left out) plus the data, template and fusion file hashes: edited data, an edited
+    template or fusion config must not resume into old results, while the same files elsewhere may."""
+    hashes = [data_sha256]
+    hashes += [str(getattr(r.reranker, "template_hash", "")) for r in rankers if isinstance(r, LLMRanker)]
     hashes += fusion_hashes(config)
     return hashlib.sha256("|".join([config.fingerprint(), *hashes]).encode()).hexdigest()[:16]
 
@@ -345,9 +383,11 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
         )
     train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
     factory = ScorerFactory(catalog, train)
-    fusions = resolve_fusions(config, catalog, interactions, factory, out)
+    data = dataset_record(config, catalog, interactions, out)
+    recorded = portable_config(config, out)
+    fusions = resolve_fusions(config, catalog, interactions, factory, out, data_source=recorded.dataset.path)
     rankers = build_rankers(config, catalog, interactions, factory, out, fusions)
-    fingerprint = run_fingerprint(config, rankers)
+    fingerprint = run_fingerprint(config, rankers, data["sha256"])
     check_resumable(out, fingerprint)
     write_tuned(fusions)
     log_path = out / LOG_NAME
@@ -359,7 +399,7 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     todo = [case for case in cases if case.user_id not in done]
     if done:
         logger.info("resuming: %d of %d users already done", len(done), len(cases))
-    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions))
+    write_resolved(recorded, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions, data, out))
 
     candidate_fusion = fusions["candidates"].config if "candidates" in fusions else None
     generator = build_generator(config.candidates, factory, seed=config.seed, fusion=candidate_fusion)
@@ -393,10 +433,12 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
         bar.close()
 
     # Rewritten now that backends are loaded: model ids are the ones actually used.
-    write_resolved(config, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions))
+    write_resolved(recorded, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions, data, out))
     records = read_log(log_path)
     recall = generator_recall(config, factory, cases, fusions)
-    summary = summarize(config, [records[case.user_id] for case in cases], generator_recall=recall)
+    summary = summarize(
+        recorded, [records[case.user_id] for case in cases], generator_recall=recall, dataset_sha256=data["sha256"]
+    )
     (out / SUMMARY_NAME).write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     write_report(summary, out)
     return summary

@@ -16,15 +16,18 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from zsgen.catalog import Catalog
-from zsgen.errors import ConfigError
+from zsgen.errors import ConfigError, DataError
 from zsgen.interactions import Interactions
 from zsgen.types import History, Interaction
+
+if TYPE_CHECKING:  # scorers load scipy.stats; the split must stay cheap to import (configs, summaries, the CLI)
+    from zsgen.score.base import TrainData, UserQuery
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +109,72 @@ def leave_one_out(interactions: Interactions, holdout: Holdout = "test", *, min_
     if skipped:
         logger.info("leave-one-out (%s): skipped %d users with too few events", holdout, skipped)
     return cases
+
+
+def queries_for(cases: Sequence[UserCase]) -> list[UserQuery]:
+    """Scorer queries for cases: the whole visible history, and the user's row in the training data."""
+    from zsgen.score.base import UserQuery
+
+    return [UserQuery(history=case.history, user=case.user) for case in cases]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One holdout of the log: the evaluated cases and the training data their signals may be fitted on.
+
+    ``train`` drops each user's last :func:`holdout_events` events, so neither the split's targets nor (for the
+    validation split) the test targets can reach a scorer.
+    """
+
+    holdout: Holdout
+    cases: list[UserCase]
+    train: TrainData
+
+    @property
+    def queries(self) -> list[UserQuery]:
+        return queries_for(self.cases)
+
+    @property
+    def targets(self) -> IndexArray:
+        return np.array([case.target for case in self.cases], dtype=np.int64)
+
+    @property
+    def users(self) -> IndexArray:
+        """Each case's row in ``Interactions.user_ids`` (and in ``train``)."""
+        return np.array([case.user for case in self.cases], dtype=np.int64)
+
+    def subset(self, rows: npt.ArrayLike) -> Split:
+        """The cases at ``rows`` (positions in :attr:`cases`), with the same training data."""
+        return Split(self.holdout, [self.cases[int(r)] for r in np.asarray(rows).ravel()], self.train)
+
+
+def make_split(
+    interactions: Interactions,
+    holdout: Holdout = "test",
+    *,
+    n_items: int,
+    min_history: int = 1,
+    users: npt.ArrayLike | None = None,
+) -> Split:
+    """:func:`leave_one_out` cases and their training data; ``users`` keeps only those user rows (e.g. a sample)."""
+    from zsgen.score.base import TrainData
+
+    cases = leave_one_out(interactions, holdout, min_history=min_history)
+    if users is not None:
+        wanted = {int(u) for u in np.asarray(users, dtype=np.int64).ravel()}
+        cases = [case for case in cases if case.user in wanted]
+    if not cases:
+        raise DataError(f"no user has enough events for a {holdout} split", path=interactions.source)
+    train = TrainData.from_interactions(interactions, holdout=holdout_events(holdout), n_items=n_items)
+    return Split(holdout, cases, train)
+
+
+def validation_split(
+    interactions: Interactions, *, n_items: int, min_history: int = 1, users: npt.ArrayLike | None = None
+) -> Split:
+    """The split weights are tuned on: each user's second-to-last event is the target and the last one (the test
+    target) is cut off before any item is looked at."""
+    return make_split(interactions, "validation", n_items=n_items, min_history=min_history, users=users)
 
 
 def derive_seed(seed: int, *parts: str) -> int:

@@ -71,7 +71,8 @@ class Summary(BaseModel):
     name: str
     description: str
     protocol: str
-    dataset: str
+    dataset: str  #: as the run's config.toml names it: relative to the output folder
+    dataset_sha256: str | None = None  #: over the data files read (each file's digest is in config.toml)
     split: str
     generator: str
     history_length: int
@@ -133,8 +134,11 @@ def summarize(
     records: Sequence[Mapping[str, Any]],
     *,
     generator_recall: Mapping[str, Mapping[str, float]] | None = None,
+    dataset_sha256: str | None = None,
 ) -> Summary:
-    """Aggregate log lines (one per user, in the run's user order); ``generator_recall`` is passed through."""
+    """Aggregate log lines (one per user, in the run's user order); ``generator_recall`` and ``dataset_sha256`` (of
+    the data files read) are passed through. ``config`` is the config as recorded (dataset path relative to the
+    output folder)."""
     ks = list(config.metrics.ks)
     names = metric_names(ks)
     k_head = headline_k(ks)
@@ -200,6 +204,7 @@ def summarize(
         description=config.description,
         protocol=config.protocol,
         dataset=config.dataset.path,
+        dataset_sha256=dataset_sha256,
         split=config.split,
         generator=config.candidates.generator,
         history_length=config.history_length,

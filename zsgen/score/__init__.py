@@ -2,6 +2,7 @@
 
 Each scorer follows :class:`~zsgen.score.base.Scorer`: ``fit(catalog, train)`` once, then ``score(queries)`` gives a
 ``(n_queries, n_items)`` array. Log-based signals need :class:`~zsgen.score.base.TrainData`; text works without.
+Choosing the fusion weights is part of the evaluation protocol and lives in :mod:`zsgen.evaluate.tuning`.
 """
 
 from zsgen.score.base import (
@@ -9,6 +10,7 @@ from zsgen.score.base import (
     Scorer,
     TrainData,
     UserQuery,
+    history_mask,
     history_matrix,
     mask_history,
     top_k,
@@ -19,7 +21,6 @@ from zsgen.score.fusion import FusedScorer, fuse, normalise, reciprocal_rank_fus
 from zsgen.score.llm import LLMScorer, ranking_to_scores, reranker_scores
 from zsgen.score.popularity import PopularityScorer
 from zsgen.score.text import TextCosineScorer
-from zsgen.score.tuning import TuningResult, tune_on_validation, tune_weights, validation_split
 from zsgen.score.userfilter import UserFilteringScorer
 
 __all__ = [
@@ -35,10 +36,10 @@ __all__ = [
     "SignalConfig",
     "TextCosineScorer",
     "TrainData",
-    "TuningResult",
     "UserFilteringScorer",
     "UserQuery",
     "fuse",
+    "history_mask",
     "history_matrix",
     "mask_history",
     "normalise",
@@ -46,7 +47,4 @@ __all__ = [
     "reciprocal_rank_fusion",
     "reranker_scores",
     "top_k",
-    "tune_on_validation",
-    "tune_weights",
-    "validation_split",
 ]

@@ -5,7 +5,7 @@ generation and evaluation treat them alike. Scores are dense ``(n_queries, n_ite
 library targets (thousands to a few hundred thousand items) make that cheap, and it keeps fusion a matrix operation.
 
 Scorers never mask the user's history: whether seen items may be recommended again is the caller's decision
-(:func:`mask_history` does the usual thing).
+(:func:`mask_history` does the usual thing; :func:`history_mask` is the same rule as a boolean mask).
 
 Which data a scorer may learn from is :class:`TrainData`, built so that evaluation targets can never be in it:
 :meth:`TrainData.from_interactions` drops each user's last ``holdout`` events.
@@ -180,12 +180,19 @@ def history_matrix(
     return sp.csr_matrix((v[last], (r[last], c[last])), shape=(len(queries), n_items))
 
 
+def history_mask(queries: Sequence[UserQuery], n_items: int) -> npt.NDArray[np.bool_]:
+    """Queries × items, True where the item is in the query's history: the items "no repeats" leaves out."""
+    mask = np.zeros((len(queries), n_items), dtype=bool)
+    for row, query in enumerate(queries):
+        if len(query.history):
+            mask[row, np.asarray(query.history, dtype=np.int64)] = True
+    return mask
+
+
 def mask_history(scores: ScoreMatrix, queries: Sequence[UserQuery], value: float = -np.inf) -> ScoreMatrix:
     """A copy of ``scores`` with each user's history items set to ``value`` (the usual "no repeats" rule)."""
     out = np.array(scores, dtype=np.float64, copy=True)
-    for row, query in enumerate(queries):
-        if len(query.history):
-            out[row, np.asarray(query.history, dtype=np.int64)] = value
+    out[history_mask(queries, out.shape[1])] = value
     return out
 
 

@@ -87,7 +87,9 @@ def _weights(score_matrices: Mapping[str, Any], weights: Mapping[str, float]) ->
     return used
 
 
-def _weighted_sum(parts: Mapping[str, ScoreMatrix], used: Mapping[str, float]) -> ScoreMatrix:
+def weighted_sum(parts: Mapping[str, ScoreMatrix], used: Mapping[str, float]) -> ScoreMatrix:
+    """``Σ weight · part`` over ``used`` in its order, in float64: the one summation every fused score goes through,
+    so the weight search (:mod:`zsgen.evaluate.tuning`) sums bit for bit as :func:`combine` does."""
     shapes = {parts[k].shape for k in used}
     if len(shapes) != 1:
         raise DataError(f"signals disagree on the score shape: {sorted(shapes)}")
@@ -106,7 +108,7 @@ def fuse(
     """``Σ weight · normalise(scores)``; signals with weight 0 (or absent from ``weights``) are not even read."""
     used = _weights(score_matrices, weights)
     parts = {k: normalise(score_matrices[k], normalisation, name=k) for k in used}
-    return _weighted_sum(parts, used)
+    return weighted_sum(parts, used)
 
 
 def reciprocal_rank_fusion(
@@ -120,7 +122,7 @@ def reciprocal_rank_fusion(
         raise ConfigError(f"rrf k must be positive, got {k}")
     used = _weights(score_matrices, weights if weights is not None else dict.fromkeys(score_matrices, 1.0))
     parts = {name: transform(score_matrices[name], "rrf", "none", k, name=name) for name in used}
-    return _weighted_sum(parts, used)
+    return weighted_sum(parts, used)
 
 
 def combine(score_matrices: Mapping[str, npt.ArrayLike], config: FusionConfig) -> ScoreMatrix:

@@ -1,8 +1,9 @@
 """Probes for the LLMRank-style gap: signals and fusion changes tried on top of the committed sampled fusion.
 
-The committed fusion (``evaluation/configs/fusion-sampled.toml``) reaches NDCG@10 0.742 over all 943 users against a
+The committed fusion (``evaluation/configs/fusion/sampled.toml``) reaches NDCG@10 0.742 over all 943 users against a
 goal of 0.75. Each probe below is chosen on the validation split only and then read once on test, with the candidate
-lists of ``fusion_ml100k.py``'s sampled protocol (target + 19 random unseen items, seeded per user). None of these
+lists of ``zsgen evaluate``'s LLMRank-style protocol (target + 19 random unseen items, seeded per user, seed 0: the
+test lists of ``evaluation/configs/llmrank-all.toml``), built by ``zsgen.evaluate.experiment``. None of these
 became a zsgen signal, because none moved the test value; this script keeps the evidence reproducible.
 
 Probes:
@@ -14,64 +15,38 @@ Probes:
 5. item age (days since the item was first seen, as of the user's time);
 6. separate weights for users with short and long histories (median split).
 
-Run:  HF_HUB_OFFLINE=1 python evaluation/experiments/fusion_probes.py   (under a minute on 2 cores; output kept in
-      evaluation/results/fusion_probes.txt)
+Run:  HF_HUB_OFFLINE=1 python evaluation/experiments/archive/fusion_probes.py   (about a minute on 2 cores; output
+      kept in evaluation/results/fusion_probes.txt)
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fusion_ml100k import (
-    DEFAULT_DATA,
-    SEARCH,
-    Protocol,
-    Split,
-    item_vectors,
-    ndcg10,
-    signal_scores,
-)
-
-from zsgen.loaders import load_dataset
+from zsgen.evaluate.experiment import Experiment, FusionProbe, mean_metric, query_times, training_events
+from zsgen.evaluate.split import Split
+from zsgen.evaluate.tuning import tune_weights
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, SignalConfig
-from zsgen.score.fusion import transform
-from zsgen.score.tuning import tune_weights
 
-ROOT = Path(__file__).resolve().parents[2]
-FUSION = ROOT / "evaluation" / "configs" / "fusion-sampled.toml"
+ROOT = Path(__file__).resolve().parents[3]
+DATA = ROOT.parent / "shared" / "data" / "ml-100k"
+FUSION = ROOT / "evaluation" / "configs" / "fusion" / "sampled.toml"
 COUNT_SIGNALS = ("sequential", "cooccurrence", "user_filtering", "item_filtering")
 DAY = 86400.0
 
 
-def query_times(split: Split) -> np.ndarray:
-    """Each query's time: its last visible history event (never the target's time)."""
-    assert split.train.timestamps is not None
-    return np.array([split.train.timestamps[q.user][len(q.history) - 1] for q in split.queries])
-
-
-def training_events(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    """All training events of the split as (times, items), sorted by time."""
-    assert split.train.timestamps is not None
-    stamps = np.concatenate(split.train.timestamps)
-    items = np.concatenate(split.train.sequences)
-    order = np.argsort(stamps, kind="stable")
-    return stamps[order], items[order]
-
-
 def popularity_as_of(split: Split, window: float, blend: float = 0.5) -> ScoreMatrix:
     stamps, items = training_events(split)
-    n_items = split.n_items
+    n_items = split.train.n_items
     all_time = np.log1p(np.bincount(items, minlength=n_items).astype(np.float64))
-    out = np.empty((len(split.queries), n_items))
+    out = np.empty((len(split.cases), n_items))
     for row, t in enumerate(query_times(split)):
         lo, hi = np.searchsorted(stamps, [t - window, t], side="right")
         recent = np.log1p(np.bincount(items[lo:hi], minlength=n_items).astype(np.float64))
@@ -82,70 +57,51 @@ def popularity_as_of(split: Split, window: float, blend: float = 0.5) -> ScoreMa
 def item_age(split: Split) -> ScoreMatrix:
     """Higher for items first seen shortly before the user's time; items not yet seen score lowest."""
     stamps, items = training_events(split)
-    first = np.full(split.n_items, np.inf)
+    first = np.full(split.train.n_items, np.inf)
     np.minimum.at(first, items, stamps)
-    out = np.empty((len(split.queries), split.n_items))
+    out = np.empty((len(split.cases), split.train.n_items))
     for row, t in enumerate(query_times(split)):
         known = first <= t
         out[row] = np.where(known, -np.log1p(np.where(known, t - first, 0.0) / DAY), -10.0)
     return out
 
 
-class Probe:
+class Probe(FusionProbe):
+    """The committed sampled fusion's signals on both splits, plus the probes' own."""
+
     def __init__(self) -> None:
-        dataset = load_dataset(DEFAULT_DATA)
-        self.catalog, interactions = dataset.catalog, dataset.interactions
-        assert interactions is not None
-        self.interactions = interactions
-        n_items = len(self.catalog)
-        self.vectors = item_vectors(self.catalog)
-        self.val = Split(interactions, n_items, holdout=2)
-        self.test = Split(interactions, n_items, holdout=1)
-        self.protocol = Protocol("sampled", self.val, self.test, seed=0)
-        self.fusion = FusionConfig.load(FUSION)
-        self.scores = {
-            "val": signal_scores(self.fusion.signals, self.catalog, self.val, self.vectors),
-            "test": signal_scores(self.fusion.signals, self.catalog, self.test, self.vectors),
-        }
+        super().__init__(Experiment(DATA, seed=0), FusionConfig.load(FUSION), "sampled")
 
-    def add(self, name: str, make: Callable[[Split], ScoreMatrix]) -> None:
-        self.scores["val"][name] = make(self.val)
-        self.scores["test"][name] = make(self.test)
+    def add_cooccurrence(self, name: str, params: dict[str, Any]) -> None:
+        self.add_signal(name, SignalConfig(kind="cooccurrence", params=dict(params)))
 
-    def add_cooccurrence(self, name: str, params: Mapping[str, Any]) -> None:
-        signal = SignalConfig(kind="cooccurrence", params=dict(params))
-        self.add(name, lambda split: signal_scores({name: signal}, self.catalog, split, self.vectors)[name])
+    def fuse(
+        self, names: Sequence[str], *, log_counts: bool = False, users: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """Tune weights on validation (optionally for a subset of users), then score test; prints validation."""
+        val_task, test_task = self.task("validation"), self.task("test")
+        assert val_task.columns is not None
+        val_rows = np.ones(len(val_task.targets), dtype=bool) if users is None else users[0]
+        test_rows = np.ones(len(test_task.targets), dtype=bool) if users is None else users[1]
 
-    def solo(self, name: str) -> float:
-        return ndcg10(self.protocol.val_ranks(self.scores["val"][name]))
-
-    def fuse(self, names: Sequence[str], *, log_counts: bool = False, users: np.ndarray | None = None) -> None:
-        """Tune weights on validation (optionally for a subset of users), then read test once; prints both."""
-        lists, positions = self.protocol.val_lists
-        val_rows = np.ones(len(lists), dtype=bool) if users is None else users[0]
-        test_rows = np.ones(len(self.test.queries), dtype=bool) if users is None else users[1]
-
-        def prepared(split: str, name: str, rows: np.ndarray) -> ScoreMatrix:
-            matrix = self.scores[split][name][rows]
-            return np.log1p(np.maximum(matrix, 0.0)) if log_counts and name in COUNT_SIGNALS else matrix
+        def prepared(holdout: str, name: str, rows: np.ndarray) -> ScoreMatrix:
+            matrix = self.scores[holdout][name][rows]
+            return np.asarray(np.log1p(np.maximum(matrix, 0.0))) if log_counts and name in COUNT_SIGNALS else matrix
 
         result = tune_weights(
-            {name: prepared("val", name, val_rows) for name in names},
-            positions[val_rows],
+            {name: prepared("validation", name, val_rows) for name in names},
+            val_task.targets[val_rows],
             None,
-            search=SEARCH,
+            search=self.fusion.search,
             normalisation=self.fusion.normalisation,
-            columns=lists[val_rows],
+            columns=val_task.columns[val_rows],
         )
-        total = np.zeros((int(test_rows.sum()), self.test.n_items))
-        for name, weight in result.weights.items():
-            if weight > 0:
-                part = transform(
-                    prepared("test", name, test_rows), "weighted", self.fusion.normalisation, 60.0, name=name
-                )
-                total += weight * part
-        self.last = (result.val_metric, total)
+        test = {name: prepared("test", name, test_rows) for name in names}
+        self.last = (result.val_metric, self.fused("test", result.weights, scores=test))
         print(f"  validation {result.val_metric:.4f}; weights {result.weights}")
+
+    def test_value(self, total: ScoreMatrix) -> float:
+        return mean_metric(self.task("test").ranks(total))
 
 
 def main() -> None:
@@ -154,7 +110,7 @@ def main() -> None:
     base = list(probe.fusion.signals)
     print("committed fusion:")
     probe.fuse(base)
-    print(f"  test {ndcg10(probe.protocol.test_ranks(probe.last[1])):.4f}")
+    print(f"  test {probe.test_value(probe.last[1]):.4f}")
 
     print("1. sequential co-occurrence variants, each alone on validation (committed variant first):")
     committed = dict(probe.fusion.signals["sequential"].params)
@@ -200,20 +156,20 @@ def main() -> None:
     for label, names, log_counts in fusions:
         print(label)
         probe.fuse(names, log_counts=log_counts)
-        print(f"  test {ndcg10(probe.protocol.test_ranks(probe.last[1])):.4f}")
+        print(f"  test {probe.test_value(probe.last[1]):.4f}")
 
     print("6. separate weights for short and long histories (median split of validation history lengths):")
-    val_lengths = np.array([len(q.history) for q in probe.val.queries])
-    test_lengths = np.array([len(q.history) for q in probe.test.queries])
+    val_lengths = np.array([len(case.history) for case in probe.exp.val.cases])
+    test_lengths = np.array([len(case.history) for case in probe.exp.test.cases])
     cut = float(np.median(val_lengths))
-    total = np.zeros((len(probe.test.queries), probe.test.n_items))
+    total = np.zeros((len(probe.exp.test.cases), probe.exp.n_items))
     weighted_val = 0.0
     for long_history in (False, True):
         rows = (val_lengths >= cut) == long_history, (test_lengths >= cut) == long_history
         probe.fuse(base, users=rows)
         weighted_val += probe.last[0] * rows[0].sum() / len(rows[0])
         total[rows[1]] = probe.last[1]
-    print(f"  validation {weighted_val:.4f}; test {ndcg10(probe.protocol.test_ranks(total)):.4f}")
+    print(f"  validation {weighted_val:.4f}; test {probe.test_value(total):.4f}")
 
 
 if __name__ == "__main__":

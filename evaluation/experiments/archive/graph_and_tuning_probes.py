@@ -20,14 +20,16 @@ Probes:
 5. where the committed fusion loses between validation and test: NDCG@10 by the target's training count and by
    history length, on both splits (diagnostic only, nothing is chosen).
 
-Run:  HF_HUB_OFFLINE=1 python evaluation/experiments/graph_and_tuning_probes.py   (about 30 s on 2 cores;
-      output kept in evaluation/results/graph_and_tuning_probes.txt)
+The candidate lists are those of ``zsgen evaluate``'s LLMRank-style protocol (seed 0: the test lists of
+``evaluation/configs/llmrank-all.toml``), built by ``zsgen.evaluate.experiment``.
+
+Run:  HF_HUB_OFFLINE=1 python evaluation/experiments/archive/graph_and_tuning_probes.py   (about a minute on 2
+      cores; output kept in evaluation/results/graph_and_tuning_probes.txt)
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -35,24 +37,28 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import minimize
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fusion_ml100k import SEARCH, Split, ndcg10, per_user, signal_scores
-from fusion_probes import DAY, Probe, query_times, training_events
-
-from zsgen.score import TrainData, UserQuery
-from zsgen.score.base import ScoreMatrix, history_matrix, top_k
+from zsgen.evaluate.experiment import Experiment, FusionProbe, per_user, query_times, training_events
+from zsgen.evaluate.protocol import ranking_task
+from zsgen.evaluate.split import Split, UserCase, holdout_events
+from zsgen.evaluate.tuning import tune_weights
+from zsgen.score.base import ScoreMatrix, TrainData, history_matrix, top_k
+from zsgen.score.config import FusionConfig
 from zsgen.score.fusion import transform
-from zsgen.score.tuning import sample_candidates, tune_weights
+
+ROOT = Path(__file__).resolve().parents[3]
+DATA = ROOT.parent / "shared" / "data" / "ml-100k"
+FUSION = ROOT / "evaluation" / "configs" / "fusion" / "sampled.toml"
+DAY = 86400.0
 
 
 # -- signals outside the item-neighbourhood family -----------------------------------------------------------------
 def ease(split: Split, lam: float, recent: int | None, decay: float) -> ScoreMatrix:
     x = split.train.incidence()
-    gram = (x.T @ x).toarray() + lam * np.eye(split.n_items)
+    gram = (x.T @ x).toarray() + lam * np.eye(split.train.n_items)
     inverse = np.linalg.inv(gram)
     weights = -inverse / np.diag(inverse)
     np.fill_diagonal(weights, 0.0)
-    return np.asarray(history_matrix(split.queries, split.n_items, recent=recent, decay=decay) @ weights)
+    return np.asarray(history_matrix(split.queries, split.train.n_items, recent=recent, decay=decay) @ weights)
 
 
 def rp3beta(split: Split, beta: float, recent: int | None, decay: float) -> ScoreMatrix:
@@ -63,15 +69,15 @@ def rp3beta(split: Split, beta: float, recent: int | None, decay: float) -> Scor
     item_to_user = sp.diags(1.0 / item_counts) @ x.T
     walk = (item_to_user @ user_to_item).toarray() / item_counts[None, :] ** beta
     np.fill_diagonal(walk, 0.0)
-    return np.asarray(history_matrix(split.queries, split.n_items, recent=recent, decay=decay) @ walk)
+    return np.asarray(history_matrix(split.queries, split.train.n_items, recent=recent, decay=decay) @ walk)
 
 
 def session_knn(split: Split, neighbours: int, recent: int, decay: float) -> ScoreMatrix:
     x = split.train.incidence()
     lengths = np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1.0)
-    query = history_matrix(split.queries, split.n_items, recent=recent, decay=decay)
+    query = history_matrix(split.queries, split.train.n_items, recent=recent, decay=decay)
     similarity = np.asarray((query @ x.T).toarray()) / np.sqrt(lengths)[None, :]
-    own = np.array([q.user for q in split.queries], dtype=np.int64)
+    own = np.array([case.user for case in split.cases], dtype=np.int64)
     similarity[np.arange(own.size), own] = -np.inf  # the user's own training row is the user
     chosen = top_k(similarity, neighbours)
     weights = np.take_along_axis(similarity, chosen, axis=1)
@@ -84,34 +90,33 @@ def session_knn(split: Split, neighbours: int, recent: int, decay: float) -> Sco
 class Ratings:
     """Ratings of each split's training events (the held-out events' ratings are never read)."""
 
-    def __init__(self, probe: Probe) -> None:
-        self.interactions = probe.interactions
-        self.holdout = {id(probe.val): 2, id(probe.test): 1}
+    def __init__(self, probe: FusionProbe) -> None:
+        self.interactions = probe.exp.interactions
 
     def events(self, split: Split) -> tuple[np.ndarray, np.ndarray]:
         inter = self.interactions
-        cut = self.holdout[id(split)]
+        cut = holdout_events(split.holdout)
         positions = np.concatenate([p[:-cut] for p in inter.event_order_by_user()])
         return inter.item_index[positions], inter.rating[positions]
 
     def mean_rating(self, split: Split, prior: float) -> ScoreMatrix:
         items, ratings = self.events(split)
-        counts = np.bincount(items, minlength=split.n_items)
-        sums = np.bincount(items, weights=ratings, minlength=split.n_items)
+        counts = np.bincount(items, minlength=split.train.n_items)
+        sums = np.bincount(items, weights=ratings, minlength=split.train.n_items)
         shrunk = (sums + prior * ratings.mean()) / (counts + prior)
-        return np.tile(shrunk, (len(split.queries), 1))
+        return np.tile(shrunk, (len(split.cases), 1))
 
     def liked(self, split: Split) -> ScoreMatrix:
         items, ratings = self.events(split)
-        return np.tile(np.log1p(np.bincount(items[ratings >= 4], minlength=split.n_items)), (len(split.queries), 1))
+        return np.tile(np.log1p(np.bincount(items[ratings >= 4], minlength=split.train.n_items)), (len(split.cases), 1))
 
 
 def recent_popularity(split: Split, window: float) -> ScoreMatrix:
     stamps, items = training_events(split)
-    out = np.empty((len(split.queries), split.n_items))
+    out = np.empty((len(split.cases), split.train.n_items))
     for row, t in enumerate(query_times(split)):
         lo, hi = np.searchsorted(stamps, [t - window, t], side="right")
-        out[row] = np.log1p(np.bincount(items[lo:hi], minlength=split.n_items))
+        out[row] = np.log1p(np.bincount(items[lo:hi], minlength=split.train.n_items))
     return out
 
 
@@ -120,17 +125,13 @@ def zscored(matrix: ScoreMatrix, name: str) -> ScoreMatrix:
     return transform(matrix, "weighted", "zscore", 60.0, name=name)
 
 
-def split_ranks(probe: Probe, split: str, weights: Mapping[str, float]) -> np.ndarray:
-    """Target ranks of z-scored signals summed with ``weights`` (of either sign: the softmax fit may give negatives)."""
-    total = np.asarray(sum(w * zscored(probe.scores[split][n], n) for n, w in weights.items() if w != 0))
-    return probe.protocol.test_ranks(total) if split == "test" else probe.protocol.val_ranks(total)
+def value(probe: FusionProbe, holdout: str, weights: Mapping[str, float]) -> float:
+    """NDCG@10 of the committed normalisation (z-scores) summed with ``weights`` (either sign: the softmax fit may
+    give negatives)."""
+    return probe.value("validation" if holdout == "val" else "test", weights)
 
 
-def value(probe: Probe, split: str, weights: Mapping[str, float]) -> float:
-    return ndcg10(split_ranks(probe, split, weights))
-
-
-def best_variant(probe: Probe, family: str, variants: Mapping[str, Callable[[Split], ScoreMatrix]]) -> str:
+def best_variant(probe: FusionProbe, family: str, variants: Mapping[str, Callable[[Split], ScoreMatrix]]) -> str:
     values = {}
     for label, make in variants.items():
         probe.add(label, make)
@@ -141,24 +142,26 @@ def best_variant(probe: Probe, family: str, variants: Mapping[str, Callable[[Spl
     return best
 
 
-def retune(probe: Probe, names: Sequence[str]) -> None:
-    lists, positions = probe.protocol.val_lists
+def retune(probe: FusionProbe, names: Sequence[str]) -> None:
+    task = probe.task("validation")
     result = tune_weights(
-        {n: probe.scores["val"][n] for n in names},
-        positions,
+        {n: probe.scores["validation"][n] for n in names},
+        task.targets,
         None,
-        search=SEARCH,
+        search=probe.fusion.search,
         normalisation="zscore",
-        columns=lists,
+        columns=task.columns,
         start=probe.fusion.weights,
     )
     kept = {n: w for n, w in result.weights.items() if w > 0}
     print(f"  validation {result.val_metric:.4f}; test {value(probe, 'test', result.weights):.4f}; weights {kept}")
 
 
-def softmax_weights(probe: Probe, names: Sequence[str], l2: float) -> dict[str, float]:
-    lists, positions = probe.protocol.val_lists
-    features = np.stack([np.take_along_axis(zscored(probe.scores["val"][n], n), lists, 1) for n in names], -1)
+def softmax_weights(probe: FusionProbe, names: Sequence[str], l2: float) -> dict[str, float]:
+    task = probe.task("validation")
+    assert task.columns is not None
+    lists, positions = task.columns, task.targets
+    features = np.stack([np.take_along_axis(zscored(probe.scores["validation"][n], n), lists, 1) for n in names], -1)
     rows = np.arange(len(lists))
 
     def loss(w: np.ndarray) -> float:
@@ -170,27 +173,43 @@ def softmax_weights(probe: Probe, names: Sequence[str], l2: float) -> dict[str, 
     return dict(zip(names, (float(v) for v in fitted), strict=True))
 
 
-def pooled_validation(probe: Probe, names: Sequence[str], deepest: int) -> None:
+def deeper_split(exp: Experiment, depth: int) -> Split:
+    """Each user's ``depth``-th-to-last event as target (the later ones never seen), training data without them.
+    ``holdout`` is a label only here: depth 2 is the validation split, deeper ones go further back."""
+    interactions = exp.interactions
+    cases = []
+    for user, positions in enumerate(interactions.event_order_by_user()):
+        if len(positions) <= depth:
+            continue
+        events = np.asarray(positions[:-depth], dtype=np.int64)
+        cases.append(
+            UserCase(
+                user=user,
+                user_id=interactions.user_ids[user],
+                history=np.asarray(interactions.item_index[events], dtype=np.int64),
+                events=events,
+                target=int(interactions.item_index[positions[-depth]]),
+            )
+        )
+    train = TrainData.from_interactions(interactions, holdout=depth, n_items=exp.n_items)
+    return Split("validation", cases, train)
+
+
+def pooled_validation(probe: FusionProbe, names: Sequence[str], deepest: int) -> None:
     """Tune on the 2nd- to ``deepest``-th-to-last events pooled; each depth has its own training data and lists."""
-    interactions = probe.interactions
-    sequences = interactions.item_sequences()
-    n_items = len(probe.catalog)
+    exp = probe.exp
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     targets: list[np.ndarray] = []
     for depth in range(2, deepest + 1):
-        users = [u for u, s in enumerate(sequences) if len(s) > depth]
-        split = Split.__new__(Split)
-        split.train = TrainData.from_interactions(interactions, holdout=depth, n_items=n_items)
-        split.queries = [UserQuery(history=sequences[u][:-depth], user=u) for u in users]
-        split.targets = np.array([int(sequences[u][-depth]) for u in users], dtype=np.int64)
-        split.n_items = n_items
-        scores = signal_scores({n: probe.fusion.signals[n] for n in names}, probe.catalog, split, probe.vectors)
-        lists, positions = sample_candidates(split.queries, split.targets, n_items, 20, seed=100 + depth)
+        split = deeper_split(exp, depth)
+        scores = exp.scores_on({n: probe.fusion.signals[n] for n in names}, split)
+        task = ranking_task(split, exp.n_items, "sampled", n=20, seed=100 + depth)
+        assert task.columns is not None
         for n in names:
-            parts[n].append(np.take_along_axis(zscored(scores[n], n), lists, 1))
-        targets.append(positions)
+            parts[n].append(np.take_along_axis(zscored(scores[n], n), task.columns, 1))
+        targets.append(task.targets)
         pooled = {n: np.concatenate(v) for n, v in parts.items()}
-        result = tune_weights(pooled, np.concatenate(targets), None, search=SEARCH, normalisation="none")
+        result = tune_weights(pooled, np.concatenate(targets), None, search=probe.fusion.search, normalisation="none")
         kept = {n: w for n, w in result.weights.items() if w > 0}
         print(
             f"  events 2..{depth} from the end ({len(pooled[names[0]])} targets): validation {result.val_metric:.4f};"
@@ -198,12 +217,13 @@ def pooled_validation(probe: Probe, names: Sequence[str], deepest: int) -> None:
         )
 
 
-def breakdown(probe: Probe) -> None:
+def breakdown(probe: FusionProbe) -> None:
     committed = probe.fusion.weights
-    for name, split in (("val", probe.val), ("test", probe.test)):
-        ndcg = per_user(split_ranks(probe, name, committed), "NDCG@10")
+    for name, holdout in (("val", "validation"), ("test", "test")):
+        split = probe.exp.splits[holdout]
+        ndcg = per_user(probe.task(split.holdout).ranks(probe.fused(split.holdout, committed)))
         counts = np.asarray(split.train.incidence().sum(axis=0)).ravel()[split.targets]
-        lengths = np.array([len(q.history) for q in split.queries])
+        lengths = np.array([len(case.history) for case in split.cases])
         print(f"  {name}: NDCG@10 {ndcg.mean():.4f}; median training count of the target {np.median(counts):.0f}")
         for label, values, edges in (
             ("target count", counts, (0, 20, 50, 100, 200)),
@@ -218,7 +238,7 @@ def breakdown(probe: Probe) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
-    probe = Probe()
+    probe = FusionProbe(Experiment(DATA, seed=0), FusionConfig.load(FUSION), "sampled")
     base = list(probe.fusion.signals)
     committed = probe.fusion.weights
     print(

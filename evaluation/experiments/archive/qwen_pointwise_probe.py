@@ -6,17 +6,20 @@ Q4_K_M GGUF). This probe asks it, for a seeded sample of validation users, one y
 (``prompts/pointwise.jinja``, the last ``--history`` items, zsgen's verbalizer backend with the shared prefix run
 once) over the same lists as the fusion experiments (target + 19 random unseen items), and reports:
 - the LLM's NDCG@10 alone (random ≈ 0.22, popularity ≈ 0.55, MiniLM cosine ≈ 0.43 on this protocol);
-- the committed fusion (``fusion-sampled.toml`` weights) on the same users, and the fusion plus the LLM's z-scored
-  log-odds at a few weights, as paired differences with 95% normal intervals over users;
+- the committed fusion (``evaluation/configs/fusion/sampled.toml`` weights) on the same users, and the fusion plus
+  the LLM's z-scored log-odds at a few weights, as paired differences with 95% normal intervals over users;
 - seconds per user, which is what makes a run over all 943 users of both splits a matter of hours on 2 cores.
 
 The weights are not tuned here (100 users cannot separate differences of 0.01); the question is only whether any
 weight helps at all.
 
 Prepare the model once (about 3 minutes, 3.6 GB on disk; the GGUF's sha256 is checked):
-    python evaluation/experiments/qwen_pointwise_probe.py --prepare /tmp/qwen
+    python evaluation/experiments/archive/qwen_pointwise_probe.py --prepare /tmp/qwen
 Run (about 20 minutes for 100 users on 2 cores; output kept in evaluation/results/qwen_pointwise_probe.txt):
-    HF_HUB_OFFLINE=1 python evaluation/experiments/qwen_pointwise_probe.py --model-dir /tmp/qwen/hf --users 100
+    HF_HUB_OFFLINE=1 python evaluation/experiments/archive/qwen_pointwise_probe.py --model-dir /tmp/qwen/hf --users 100
+
+The lists are those of ``zsgen evaluate``'s LLMRank-style protocol on the validation split (seed 0, the lists
+``evaluation/configs/llmrank-all.toml`` tunes on), built by ``zsgen.evaluate.experiment``; ranks follow its tie rule.
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fusion_ml100k import ndcg10
-from fusion_probes import Probe
-
+from zsgen.evaluate.experiment import Experiment, FusionProbe, mean_metric, per_user
+from zsgen.evaluate.ranks import target_ranks
 from zsgen.llm.verbalizer import VerbalizerBackend
 from zsgen.prompts import PromptLibrary
 from zsgen.rerank import item_view
-from zsgen.score.fusion import transform
+from zsgen.score.config import FusionConfig
 
+ROOT = Path(__file__).resolve().parents[3]
+DATA = ROOT.parent / "shared" / "data" / "ml-100k"
+FUSION = ROOT / "evaluation" / "configs" / "fusion" / "sampled.toml"
 PARTS = 22
 GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 GGUF_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
@@ -83,9 +87,8 @@ def paired(values: np.ndarray) -> str:
 
 
 def per_user_ndcg(scores: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    target = scores[np.arange(len(scores)), positions]
-    ranks = (scores > target[:, None]).sum(axis=1)  # ties go to the target: none occur with these float scores
-    return np.where(ranks < 10, 1.0 / np.log2(ranks + 2.0), 0.0)
+    """NDCG@10 of each list's target (scores over the shown lists, ``positions`` the targets' places in them)."""
+    return per_user(target_ranks(scores, positions))
 
 
 def zscore_rows(matrix: np.ndarray) -> np.ndarray:
@@ -105,16 +108,19 @@ def main() -> None:
         print(f"model folder: {prepare(args.prepare)}")
         return
 
-    probe = Probe()
+    probe = FusionProbe(Experiment(DATA, seed=0), FusionConfig.load(FUSION), "sampled")
     backend = VerbalizerBackend(args.model_dir, dtype="bfloat16", batch_size=20)
     template = PromptLibrary().get("pointwise")
-    lists, positions = probe.protocol.val_lists
-    users = np.sort(np.random.default_rng(args.seed).choice(len(probe.val.queries), args.users, replace=False))
-    items = list(probe.catalog)
+    task = probe.task("validation")
+    assert task.columns is not None
+    lists, positions = task.columns, task.targets
+    cases = probe.exp.val.cases
+    users = np.sort(np.random.default_rng(args.seed).choice(len(cases), args.users, replace=False))
+    items = list(probe.exp.catalog)
     yes = np.empty((users.size, lists.shape[1]))
     start = time.perf_counter()
     for row, user in enumerate(users):
-        history = [item_view(items[i]) for i in probe.val.queries[user].history[-args.history :]]
+        history = [item_view(items[i]) for i in cases[user].history[-args.history :]]
         conversations = [
             template.render(history=history, candidate=item_view(items[c]), profile=None) for c in lists[user]
         ]
@@ -123,18 +129,14 @@ def main() -> None:
 
     p = np.clip(yes, 1e-6, 1 - 1e-6)
     llm = np.log(p) - np.log1p(-p)
-    fused = sum(
-        w * transform(probe.scores["val"][n], "weighted", "zscore", 60.0, name=n)
-        for n, w in probe.fusion.weights.items()
-        if w > 0
-    )
-    fused_lists = np.take_along_axis(np.asarray(fused)[users], lists[users], axis=1)
+    fused = probe.fused("validation", probe.fusion.weights)
+    fused_lists = np.take_along_axis(fused[users], lists[users], axis=1)
     target_positions = positions[users]
     base = per_user_ndcg(fused_lists, target_positions)
     print(f"{args.model_dir} (bf16) pointwise, history {args.history}, {users.size} seeded validation users")
     print(f"  {seconds:.1f} s per user (20 candidates) on this machine")
     print(f"  LLM alone NDCG@10 {per_user_ndcg(llm, target_positions).mean():.4f}")
-    everyone = ndcg10(probe.protocol.val_ranks(np.asarray(fused)))
+    everyone = mean_metric(task.ranks(fused))
     print(f"  committed fusion on these users {base.mean():.4f} (all validation users: {everyone:.4f})")
     for weight in (0.05, 0.1, 0.2, 0.4):
         combined = per_user_ndcg(zscore_rows(fused_lists) + weight * zscore_rows(llm), target_positions)
