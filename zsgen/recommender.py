@@ -13,6 +13,7 @@ from zsgen.catalog import Catalog
 from zsgen.embed import Encoder, default_encoder
 from zsgen.errors import ConfigError, EmptyHistoryError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
+from zsgen.lifecycle import Closing
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import FirstStage, Request, Retriever, UserVector
 from zsgen.types import History, Interaction, Profile, RankedItem, Ranking
@@ -23,7 +24,7 @@ ProfileInput = Profile | str | None
 __all__ = ["FirstStage", "HistoryInput", "ProfileInput", "Recommender", "Request"]
 
 
-class Recommender:
+class Recommender(Closing):
     """Retrieval by a first stage, then (optionally) LLM reranking of the top candidates.
 
     The first stage is ``retriever`` (any :class:`~zsgen.retrieval.FirstStage`: the cosine
@@ -83,12 +84,6 @@ class Recommender:
         """Release the reranker's backend (its HTTP connections); using the recommender again reopens them."""
         if self.reranker is not None:
             self.reranker.close()
-
-    def __enter__(self) -> Recommender:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def resolve_history(self, history: HistoryInput) -> History:
         """Accept a History, or ids / titles as a user would type them (titles resolved with suggestions)."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import openai
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 from zsgen.embed.base import FloatMatrix, empty_matrix, l2_normalise
 from zsgen.embed.local import PROGRESS_THRESHOLD
 from zsgen.errors import ConfigError, EncoderError
+from zsgen.lifecycle import Closing
 from zsgen.llm.openai_client import RetryPolicy, resolve_api_key, sync_client
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 _PROBE_TEXT = "dimension probe"
 
 
-class OpenAIEmbeddingEncoder:
+class OpenAIEmbeddingEncoder(Closing):
     """Encodes through an OpenAI-compatible embeddings endpoint, ``batch_size`` texts per request.
 
     ``dim`` is what the server returns (or ``dimensions`` when requested); reading it before any encode costs one
@@ -86,14 +86,6 @@ class OpenAIEmbeddingEncoder:
     def close(self) -> None:
         """Close the HTTP client's connections (the encoder cannot be used afterwards)."""
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"OpenAIEmbeddingEncoder({self._identity!r}, batch_size={self.batch_size})"

@@ -9,14 +9,13 @@ machine-readable ``reason``, so the reranker can record why it fell back to cosi
 configuration faults (labels the model cannot produce) are :class:`zsgen.errors.ConfigError`.
 
 Backends own what they open (HTTP clients) and release it in ``close`` / ``aclose``; ``with`` and ``async with`` do
-the same. Closing twice is harmless.
+the same (:class:`zsgen.lifecycle.Closing`). Closing twice is harmless.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -54,36 +53,6 @@ class Completion(BaseModel):
     usage: Usage
     model: str
     cached: bool = False
-
-
-class Closing:
-    """``with`` / ``async with`` support for a backend, in terms of its ``close`` and ``aclose``.
-
-    Backends that hold nothing to release (local models live as long as the object) inherit no-op closes.
-    """
-
-    def close(self) -> None:
-        """Release what this backend opened. It may be used again afterwards; it then opens anew."""
-
-    async def aclose(self) -> None:
-        """:meth:`close` for async code."""
-        self.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
 
 @runtime_checkable

@@ -15,7 +15,8 @@ from typing import Any
 
 from zsgen.cache import ResponseCache, request_key
 from zsgen.errors import BackendError, ConfigError
-from zsgen.llm.base import ChatMessage, Closing, Completion, completion_from_cache, store_completion
+from zsgen.lifecycle import Closing
+from zsgen.llm.base import ChatMessage, Completion, completion_from_cache, store_completion
 from zsgen.llm.models import LoadedModel, load_causal_lm, render_chat
 from zsgen.types import Usage
 

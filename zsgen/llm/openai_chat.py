@@ -25,7 +25,8 @@ import openai
 from zsgen._sync import arun_on_portal, run_sync
 from zsgen.cache import ResponseCache, request_key
 from zsgen.errors import BackendError, ConfigError
-from zsgen.llm.base import ChatMessage, Closing, Completion, completion_from_cache, store_completion
+from zsgen.lifecycle import Closing
+from zsgen.llm.base import ChatMessage, Completion, completion_from_cache, store_completion
 from zsgen.llm.openai_client import (
     PLACEHOLDER_API_KEY,
     RetryPolicy,

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.errors import ConfigError, LabelTokenError
-from zsgen.llm.base import ChatMessage, Closing
+from zsgen.lifecycle import Closing
+from zsgen.llm.base import ChatMessage
 from zsgen.llm.models import LoadedModel, load_causal_lm, render_chat
 
 log = logging.getLogger(__name__)

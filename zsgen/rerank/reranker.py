@@ -19,12 +19,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
 from zsgen.errors import BackendError, LLMError, ParseError
+from zsgen.lifecycle import Closing
 from zsgen.llm.base import ChatBackend, ScoringBackend
 from zsgen.prompts import PromptLibrary, PromptTemplate
 from zsgen.rerank.aggregate import borda, cosine_order, order_by, weighted_rrf
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["Reranker"]
 
 
-class Reranker:
+class Reranker(Closing):
     """Reranks retrieved candidates with an LLM; never raises for an LLM fault (see module docstring).
 
     User mistakes still raise: an unknown template, a template error, a template whose ``output:`` does not fit the
@@ -125,22 +125,6 @@ class Reranker:
     async def aclose(self) -> None:
         if self._backend is not None:
             await self._backend.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     # -- public API -----------------------------------------------------------------------------------------------
     def rerank(
