@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,11 @@ from zsgen.errors import ConfigError
 from zsgen.evaluate.config import CandidateConfig
 from zsgen.evaluate.ranks import tie_safe
 from zsgen.evaluate.split import IndexArray, UserCase, queries_for, user_rng
+
+if TYPE_CHECKING:  # the scorers import lazily at run time; these names are for the type checker
+    from zsgen.embed.base import Encoder
+    from zsgen.score.base import Scorer, TrainData
+    from zsgen.score.config import FusionConfig
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -50,7 +55,7 @@ class CandidateGenerator(Protocol):
 class ScorerGenerator:
     """Top ``n`` unseen items by a fitted :class:`zsgen.score.base.Scorer`."""
 
-    def __init__(self, scorer: Any, n: int, *, name: str) -> None:
+    def __init__(self, scorer: Scorer, n: int, *, name: str) -> None:
         self.scorer = scorer
         self.n = n
         self.name = name
@@ -123,7 +128,14 @@ class ScorerFactory:
     ``item_vectors`` (unit rows in catalog order) skips encoding altogether, e.g. with vectors computed elsewhere.
     """
 
-    def __init__(self, catalog: Catalog, train: Any, *, encoder: Any = None, item_vectors: Any = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        train: TrainData,
+        *,
+        encoder: Encoder | None = None,
+        item_vectors: npt.ArrayLike | None = None,
+    ) -> None:
         self.catalog = catalog
         self.train = train
         self.encoder = encoder
@@ -137,8 +149,8 @@ class ScorerFactory:
         include_self: bool = True,
         user_vector: str | None = None,
         history_length: int | None = None,
-        fusion: Any = None,
-    ) -> Any:
+        fusion: FusionConfig | None = None,
+    ) -> Scorer:
         """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine, or
         ``fused`` with ``fusion``, a :class:`zsgen.score.config.FusionConfig`)."""
         if kind == "fused":
@@ -152,7 +164,7 @@ class ScorerFactory:
         if kind == "popularity":
             from zsgen.score import PopularityScorer
 
-            scorer: Any = PopularityScorer()
+            scorer: Scorer = PopularityScorer()
         elif kind == "user_filtering":
             from zsgen.score import UserFilteringScorer
 
@@ -169,15 +181,15 @@ class ScorerFactory:
                 options["user_vector"] = user_vector
             if history_length is not None:
                 options["history_length"] = history_length
-            scorer = TextCosineScorer(**options)
+            text = TextCosineScorer(**options).fit(self.catalog, self.train)
+            if self._item_vectors is None:
+                self._item_vectors = text.item_vectors
+            return text
         else:
             raise ConfigError(f"no scorer for {kind!r}")
-        scorer.fit(self.catalog, self.train)
-        if kind in ("embedding", "cosine") and self._item_vectors is None:
-            self._item_vectors = scorer.item_vectors
-        return scorer
+        return scorer.fit(self.catalog, self.train)
 
-    def with_train(self, train: Any) -> ScorerFactory:
+    def with_train(self, train: TrainData) -> ScorerFactory:
         """The same catalog, encoder and item vectors, fitting scorers on other training data (e.g. the validation
         split's, to build the candidate lists a fusion is tuned on)."""
         return ScorerFactory(self.catalog, train, encoder=self.encoder, item_vectors=self._item_vectors)
@@ -190,7 +202,7 @@ class ScorerFactory:
 
 
 def build_generator(
-    config: CandidateConfig, factory: ScorerFactory, *, seed: int, fusion: Any = None
+    config: CandidateConfig, factory: ScorerFactory, *, seed: int, fusion: FusionConfig | None = None
 ) -> CandidateGenerator:
     """The configured generator; score-based ones get a scorer fitted on the training data (targets removed).
     ``fusion`` is the (tuned) fusion config of the ``fused`` generator."""

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from zsgen.evaluate.generators import CandidateList
 from zsgen.evaluate.ranks import tie_safe
 from zsgen.evaluate.split import IndexArray, UserCase, derive_seed, queries_for, user_rng
 from zsgen.interactions import Interactions
+from zsgen.score.base import Scorer
 from zsgen.types import Candidate, History, Ranking
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ class GeneratorOrderRanker:
 class ScorerRanker:
     """Reorders candidates by a fitted scorer (popularity, cosine similarity of the user vector)."""
 
-    def __init__(self, name: str, kind: str, scorer: Any) -> None:
+    def __init__(self, name: str, kind: str, scorer: Scorer) -> None:
         self.name = name
         self.kind = kind
         self.scorer = scorer
@@ -129,7 +130,7 @@ class LLMRanker:
         catalog: Catalog,
         interactions: Interactions,
         seed: int,
-        cosine: Any,
+        cosine: Scorer,
     ) -> None:
         self.name = name
         self.reranker = reranker

@@ -21,12 +21,14 @@ import numpy as np
 import numpy.typing as npt
 
 from zsgen.catalog import Catalog
+from zsgen.embed.base import Encoder
 from zsgen.errors import EmptyHistoryError, InvalidKError
 from zsgen.interactions import Interactions
 from zsgen.retrieval.base import Request, check_requests
 from zsgen.score.base import TrainData, UserQuery, mask_history, top_k
 from zsgen.score.config import FusionConfig
 from zsgen.score.fusion import FusedScorer
+from zsgen.score.llm import CandidateScoreFn
 from zsgen.types import Candidate, History, Profile, Source
 
 
@@ -46,9 +48,9 @@ class FusedRetriever:
         config: FusionConfig,
         interactions: Interactions | None = None,
         *,
-        encoder: Any | None = None,
+        encoder: Encoder | None = None,
         item_vectors: npt.ArrayLike | None = None,
-        llm: Any | None = None,
+        llm: CandidateScoreFn | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = config

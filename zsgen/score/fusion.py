@@ -18,6 +18,7 @@ import numpy.typing as npt
 from scipy.stats import rankdata
 
 from zsgen.catalog import Catalog
+from zsgen.embed.base import Encoder
 from zsgen.errors import ConfigError, DataError
 from zsgen.score.base import ScoreMatrix, Scorer, TrainData, UserQuery, not_fitted
 from zsgen.score.config import FusionConfig, Method, Normalisation, SignalConfig
@@ -138,7 +139,7 @@ def build_signal(
     name: str,
     signal: SignalConfig,
     *,
-    encoder: Any | None = None,
+    encoder: Encoder | None = None,
     item_vectors: npt.ArrayLike | None = None,
     llm: CandidateScoreFn | None = None,
     llm_candidates: Scorer | None = None,
@@ -178,7 +179,7 @@ class FusedScorer:
         self,
         config: FusionConfig,
         *,
-        encoder: Any | None = None,
+        encoder: Encoder | None = None,
         item_vectors: npt.ArrayLike | None = None,
         llm: CandidateScoreFn | None = None,
         name: str = "fused",
