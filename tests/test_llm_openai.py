@@ -14,7 +14,7 @@ import openai
 import pytest
 from servers import Reply, ScriptedServer, completion_body, embedding_body
 
-from zsgen.cache import ResponseCache
+from zsgen.cache import ResponseCache, request_key
 from zsgen.embed.openai_compat import OpenAIEmbeddingEncoder
 from zsgen.errors import BackendError, ConfigError, EncoderError
 from zsgen.llm import Completion, OpenAIChatBackend
@@ -493,6 +493,8 @@ def test_cache_base_url_drops_credentials_query_and_case() -> None:
     assert cache_base_url("http://user:s3cret@Host.Example:8000/v1/?token=abc") == "http://host.example:8000/v1"
     assert cache_base_url("HTTP://host.example:8000/v1") == "http://host.example:8000/v1"
     assert cache_base_url(None) == "https://api.openai.com/v1"
+    with pytest.raises(ConfigError, match="credentials"):
+        request_key(backend="openai", base_url="http://user:s3cret@host/v1", model="m")
     assert "s3cret" not in cache_base_url("http://:s3cret@[::1]:8000/v1") and "[::1]:8000" in cache_base_url(
         "http://:s3cret@[::1]:8000/v1"
     )

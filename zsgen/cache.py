@@ -20,6 +20,7 @@ import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from zsgen.errors import ConfigError
 from zsgen.sqlitedb import SqliteFile
@@ -47,6 +48,9 @@ def request_key(**canonical: Any) -> str:
     """
     if any("api_key" in name.lower() for name in canonical):
         raise ConfigError("API keys must never be part of a cache key")
+    base_url = canonical.get("base_url")
+    if isinstance(base_url, str) and "@" in urlsplit(base_url).netloc:
+        raise ConfigError("a base URL in a cache key must not carry credentials (user:password@)")
     body = {"cache_version": CACHE_VERSION, **canonical}
     try:
         text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
