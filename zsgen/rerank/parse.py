@@ -6,6 +6,10 @@ first and loose scanning of prose last, because loose scanning is where the arti
 mistaken for a label. Whatever it reads is repaired the same way: unknown labels and duplicates are dropped, missing
 candidates are appended in the caller's fallback order, and every repair is reported. The result is always a
 permutation of the candidates, or :class:`~zsgen.errors.ParseError` when nothing usable was said.
+
+Answers are untrusted input, so the cost of reading one is bounded: every reading is a single pass or a regex that
+cannot backtrack quadratically (possessive quantifiers, no lazy ``.*?`` before a run it could split), and the answer
+is cut at :data:`MAX_ANSWER_CHARS` before it is read (``evaluation/perf/bench_parser.py`` measures both).
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
-import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
@@ -24,8 +27,6 @@ from pydantic import BaseModel, ConfigDict
 
 from zsgen.catalog import normalise_title
 from zsgen.errors import ParseError
-
-log = logging.getLogger(__name__)
 
 Format = Literal["json", "list", "chain", "labels", "titles"]
 
