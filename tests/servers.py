@@ -103,8 +103,15 @@ class ScriptedServer:
     connections and releases them on close (:meth:`wait_for_open_connections` blocks on a condition, not a sleep).
     """
 
-    def __init__(self, *, models: tuple[str, ...] = ("scripted-model",), default: Reply | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("scripted-model",),
+        default: Reply | None = None,
+        models_status: int = 200,
+    ) -> None:
         self.models = models
+        self.models_status = models_status  # e.g. 404: a server whose chat works but that has no /v1/models
         self.default = default
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
@@ -241,7 +248,9 @@ class ScriptedServer:
 
             def do_GET(self) -> None:
                 server._record(self, None)
-                if self.path.rstrip("/").endswith("/models"):
+                if self.path.rstrip("/").endswith("/models") and server.models_status != 200:
+                    self._send(Reply(status=server.models_status, body={"error": {"message": "no model list"}}))
+                elif self.path.rstrip("/").endswith("/models"):
                     data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]
                     self._send(Reply(body={"object": "list", "data": data}))
                 elif self.path.rstrip("/") == "/health":

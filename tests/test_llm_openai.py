@@ -14,7 +14,7 @@ import openai
 import pytest
 from servers import Reply, ScriptedServer, completion_body, embedding_body
 
-from zsgen.cache import ResponseCache
+from zsgen.cache import ResponseCache, request_key
 from zsgen.embed.openai_compat import OpenAIEmbeddingEncoder
 from zsgen.errors import BackendError, ConfigError, EncoderError
 from zsgen.llm import Completion, OpenAIChatBackend
@@ -470,3 +470,42 @@ def test_transformers_serve_end_to_end(transformers_server: str, local_model_dir
     assert completion.usage.prompt_tokens > 0
     assert 0 < completion.usage.completion_tokens <= 12
     assert completion.finish_reason in {"stop", "length"}
+
+
+def test_cache_keys_name_the_server_so_two_servers_never_share_answers(tmp_path: Path) -> None:
+    # Two servers answering for the same model id: the second one used to receive no request, its users got the
+    # first server's answers.
+    cache = ResponseCache(tmp_path / "shared.sqlite")
+    with ScriptedServer() as first, ScriptedServer() as second:
+        first.script(Reply(body=completion_body("from the first server")))
+        second.script(Reply(body=completion_body("from the second server")))
+        assert backend(first, model="same-id", cache=cache).chat(MESSAGES).text == "from the first server"
+        assert backend(second, model="same-id", cache=cache).chat(MESSAGES).text == "from the second server"
+        again = backend(second, model="same-id", cache=cache).chat(MESSAGES)
+        assert (again.text, again.cached) == ("from the second server", True)
+        assert len(first.chat_requests) == len(second.chat_requests) == 1
+    assert len(cache) == 2
+
+
+def test_cache_base_url_drops_credentials_query_and_case() -> None:
+    from zsgen.llm.openai_chat import cache_base_url
+
+    assert cache_base_url("http://user:s3cret@Host.Example:8000/v1/?token=abc") == "http://host.example:8000/v1"
+    assert cache_base_url("HTTP://host.example:8000/v1") == "http://host.example:8000/v1"
+    assert cache_base_url(None) == "https://api.openai.com/v1"
+    with pytest.raises(ConfigError, match="credentials"):
+        request_key(backend="openai", base_url="http://user:s3cret@host/v1", model="m")
+    assert "s3cret" not in cache_base_url("http://:s3cret@[::1]:8000/v1") and "[::1]:8000" in cache_base_url(
+        "http://:s3cret@[::1]:8000/v1"
+    )
+
+
+def test_a_cache_that_fails_after_opening_is_a_miss_not_a_failed_request(
+    scripted_server: ScriptedServer, tmp_path: Path
+) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache.db.connection().execute("DROP TABLE responses")  # reads and writes now fail with sqlite3 errors
+    scripted_server.script(Reply(body=completion_body("ok")), Reply(body=completion_body("ok again")))
+    client = backend(scripted_server, model="m", cache=cache)
+    assert client.chat(MESSAGES).text == "ok"
+    assert client.chat(MESSAGES).text == "ok again"  # not cached, but answered

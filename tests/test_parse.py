@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from zsgen.errors import ParseError
 from zsgen.rerank.labels import make_labels
-from zsgen.rerank.parse import ParsedRanking, parse_ranking, parse_single_label
+from zsgen.rerank.parse import MAX_ANSWER_CHARS, ParsedRanking, parse_ranking, parse_single_label
 
 LABELS = ["A", "B", "C", "D", "E"]
 TITLES = ["Toy Story", "Aristocats, The", "Heat", "Toy Story 2", "Usual Suspects, The"]
@@ -267,3 +271,136 @@ def test_single_label(text: str, index: int) -> None:
 def test_single_label_failures(text: str) -> None:
     with pytest.raises(ParseError):
         parse_single_label(text, LABELS)
+
+
+# -- hostile answers (issue 12): nesting, naming nothing, and length ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 5000, '{"a":' * 5000, '{"ranking": ' + "[" * 5000 + '"A"', "Sure: " + "[" * 5000 + " B", "{" * 100_000],
+)
+def test_deeply_nested_json_is_a_parse_error_or_a_permutation_never_a_recursion_error(text: str) -> None:
+    try:
+        result = parse(text)
+    except ParseError as exc:
+        assert exc.raw_text == text
+        return
+    assert_permutation(result)
+
+
+def test_deeply_nested_json_with_a_label_after_it_still_reads_the_label() -> None:
+    result = parse("[" * 5000 + "\nMy ranking: C, A")
+    assert result.order[: result.from_llm] == [2, 0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"ranking": ["Not A Candidate", "m999", "Z"]}',
+        '["Not A Candidate", "Not A"]',
+        "Not A Candidate. Also m999 and Z.",
+        "It Is Not A Label",
+    ],
+)
+def test_an_answer_naming_no_candidate_names_none(text: str) -> None:
+    # "A" inside "Not A Candidate" was read as label A, reported as repaired and marked as the model's choice.
+    with pytest.raises(ParseError):
+        parse(text)
+
+
+def test_bare_labels_in_prose_are_still_read() -> None:
+    # The Title Case rule must not swallow ordinary label mentions.
+    assert parse("I would put C, then A and B.").order[:3] == [2, 0, 1]
+    assert parse("Best: C. Next B. Finally A.").order[:3] == [2, 1, 0]
+
+
+def test_a_json_string_holding_the_whole_ranking_is_read() -> None:
+    result = parse('{"ranking": ["C  A  B"]}')
+    assert result.order[: result.from_llm] == [2, 0, 1]
+
+
+def test_answers_longer_than_the_cap_are_cut_and_the_cut_is_a_repair() -> None:
+    text = '{"ranking": ["C", "A"]}\n' + "padding " * (MAX_ANSWER_CHARS // 8 + 10) + '\n{"ranking": ["B"]}'
+    result = parse(text)
+    assert result.repairs[0] == f"cut the answer from {len(text)} to its first {MAX_ANSWER_CHARS} characters"
+    assert result.raw_text == text  # the whole answer is kept for inspection, only the reading is bounded
+    assert_permutation(result)
+    short = parse('{"ranking": ["C", "A"]}')
+    assert not any(r.startswith("cut ") for r in short.repairs)
+
+
+def test_thinking_is_stripped_before_the_cap() -> None:
+    # A long <think> block does not count against the cap: the answer after it is read whole.
+    result = parse("<think>" + "hmm " * MAX_ANSWER_CHARS + "</think>C, A, B")
+    assert result.order[:3] == [2, 0, 1] and not any(r.startswith("cut ") for r in result.repairs)
+    with pytest.raises(ParseError, match="empty"):
+        parse("<think>" * 10_000)  # out of tokens while thinking: no answer
+
+
+def _gadgets(size: int) -> dict[str, str]:
+    """The issue's slow answers, each about ``size`` characters."""
+    return {
+        "list line with a run of spaces": "1. a" + " " * size + "b",
+        "run of spaces in a JSON element": '{"ranking": ["A' + " " * size + 'B"]}',
+        "run of spaces in a truncated JSON list": '["A",' + " " * size + '"B"',
+        "repeated unclosed think": "<think>a" * (size // 8) + " A B",
+        'repeated "a":[ ... ]x': '"a":[ "A", "B" ]x' * (size // 17),
+        'repeated "a":[ ... x': '"a":[ "A", "B" x' * (size // 16),
+        "escaped quotes in a truncated list": '["' + '\\"' * (size // 2),
+        "many capitals in prose": "A " * (size // 2),
+        "many bracketed openers": "( " * (size // 2),
+        "many unknown JSON labels": json.dumps({"ranking": [f"x{i}" for i in range(size // 8)]}),
+        "many fuzzy titles": json.dumps({"ranking": ["Toy Storx", "Heet"] * (size // 20)}),
+    }
+
+
+_GADGET_SCRIPT = """
+import json, sys, time
+import zsgen.rerank.parse as parse
+from zsgen.errors import ParseError
+sizes, cap = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+if cap is not None:
+    parse.MAX_ANSWER_CHARS = cap
+sys.path.insert(0, sys.argv[3])
+from test_parse import LABELS, TITLES, _gadgets
+slowest = 0.0
+for size in sizes:
+    for name, text in _gadgets(size).items():
+        start = time.perf_counter()
+        try:
+            result = parse.parse_ranking(text, LABELS, TITLES)
+            assert sorted(result.order) == list(range(len(LABELS))), name
+        except ParseError:
+            pass
+        slowest = max(slowest, time.perf_counter() - start)
+print(json.dumps({"slowest_s": slowest}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("sizes", "cap"),
+    [([40_000, 1_000_000], None), ([400_000], 10**9)],
+    ids=["capped", "uncapped"],
+)
+def test_long_hostile_answers_are_parsed_in_bounded_time(sizes: list[int], cap: int | None) -> None:
+    """Each gadget made the parser quadratic (20 KB: 11 s; 400 KB: minutes). Run in a child process with a very
+    generous deadline, so that a regression fails instead of hanging the suite; actual timings are measured by
+    evaluation/perf/bench_parser.py. The uncapped run shows the readings themselves are linear: the cap is a bound
+    on cost, not what hides a quadratic one."""
+    tests_dir = str(Path(__file__).resolve().parent)
+    command = [sys.executable, "-c", _GADGET_SCRIPT, json.dumps(sizes), json.dumps(cap), tests_dir]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["slowest_s"] < 60
+
+
+@pytest.mark.parametrize("name", list(_gadgets(1000)))
+def test_hostile_gadgets_give_a_permutation_or_a_parse_error(name: str) -> None:
+    text = _gadgets(40_000)[name]
+    try:
+        result = parse(text)
+    except ParseError:
+        return
+    assert_permutation(result)
+    assert result.status == ("repaired" if result.repairs else "ok")

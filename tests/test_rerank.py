@@ -281,7 +281,8 @@ def test_every_method_is_a_registered_class_with_fitting_packaged_templates(cata
     assert sorted(METHODS) == ["in_context", "listwise", "nir", "pointwise", "recency", "verbalizer"]
     for name, kind in METHODS.items():
         backend = kind.backends[0]
-        reranker = Reranker(RerankConfig(method=name, backend=backend), catalog=catalog)  # type: ignore[arg-type]
+        # A remote backend is built with the reranker (no request is made), so it needs its key now.
+        reranker = Reranker(RerankConfig(method=name, backend=backend), catalog=catalog, api_key="sk-test")  # type: ignore[arg-type]
         assert [t.output for t in reranker.templates] == [step.output for step in kind.steps]
 
 
@@ -367,3 +368,163 @@ def test_a_fallback_after_an_answer_still_names_the_model(scripted_server, catal
     ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
     assert ranking.fallback and ranking.fallback_reason == "truncated"
     assert ranking.model == "served-m" and ranking.raw_text == '{"ranking": ["A"'
+
+
+# -- hostile answers and hostile servers (issue 12) -----------------------------------------------------------------
+
+HOSTILE_ANSWERS = [
+    "[" * 5000,  # escaped as RecursionError and sank the whole batch
+    '{"ranking": ["Not A Candidate", "m999", "Z"]}',  # was read as label A, marked source="llm"
+    "<think>" * 2000,
+    '{"ranking": ["Q' + " " * 40_000 + 'R"]}',
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_ANSWERS, ids=["nested", "no-candidate", "think", "spaces"])
+def test_hostile_answers_fall_back_without_raising(scripted_server, catalog, candidates, history, text) -> None:
+    scripted_server.script(answer(text))
+    ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
+    assert_permutation(ranking.item_ids, candidates)
+    assert ranking.fallback and ranking.fallback_reason == "unparseable"
+    assert {i.source for i in ranking.items} == {"cosine"}  # nothing is the model's unless it named it
+
+
+def test_one_hostile_answer_never_sinks_a_batch(catalog, candidates, history) -> None:
+    good = answer(["B", "A"])
+    with ScriptedServer() as server:
+        server.script(*[answer(t) for t in HOSTILE_ANSWERS], good, good)
+        requests = [(history, candidates, None)] * (len(HOSTILE_ANSWERS) + 2)
+        rankings = make_reranker(server, catalog).rerank_many(requests)
+    assert len(rankings) == len(requests)
+    for ranking in rankings:
+        assert_permutation(ranking.item_ids, candidates)
+    assert sorted(str(r.fallback_reason) for r in rankings) == ["None"] * 2 + ["unparseable"] * len(HOSTILE_ANSWERS)
+
+
+def test_a_parser_bug_is_a_logged_unparseable_fallback(
+    scripted_server, catalog, candidates, history, monkeypatch, caplog
+) -> None:
+    import zsgen.rerank.methods as methods
+
+    def broken_parser(*args: object, **kwargs: object) -> object:
+        raise IndexError("a bug some answer found")
+
+    monkeypatch.setattr(methods, "parse_ranking", broken_parser)
+    scripted_server.script(answer(["B", "A"]))
+    ranking = make_reranker(scripted_server, catalog).rerank(history, candidates)
+    assert ranking.fallback and ranking.fallback_reason == "unparseable"
+    assert ranking.raw_text == json.dumps({"ranking": ["B", "A"]})
+    assert "a bug some answer found" in caplog.text
+
+
+class _FlakyScorer:
+    """A scoring backend whose first forward pass fails as a driver might (out of memory); the others work."""
+
+    model = "flaky-scorer"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def count_tokens(self, messages: object) -> int:
+        return 1
+
+    def check_labels(self, messages: object, labels: object) -> None:
+        pass
+
+    def label_logprobs(self, messages: object, labels: list[str]) -> list[float]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("CUDA out of memory")
+        return [-float(i) for i in range(len(labels))]
+
+    def yes_probabilities(self, conversations: list[object]) -> list[float]:
+        return [0.5] * len(conversations)
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_an_unforeseen_backend_fault_is_a_fallback_for_that_user_only(catalog, candidates, history, caplog) -> None:
+    # A scoring backend's own exception used to leave rerank_many and take every user of the batch with it.
+    config = RerankConfig(method="verbalizer", backend="verbalizer", candidates=len(candidates))
+    with Reranker(config, catalog=catalog, backend=_FlakyScorer()) as reranker:  # type: ignore[arg-type]
+        rankings = reranker.rerank_many([(history, candidates, None)] * 3)
+    assert [r.fallback_reason for r in rankings].count("backend_exception") == 1
+    assert [r.fallback for r in rankings].count(False) == 2
+    assert all(sorted(r.item_ids) == sorted(c.id for c in candidates) for r in rankings)
+    assert "CUDA out of memory" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def retriever(catalog: Catalog):  # type: ignore[no-untyped-def]
+    from zsgen.embed import default_encoder
+    from zsgen.retrieval import Retriever
+
+    return Retriever(catalog, default_encoder(cache=False))
+
+
+def _recommender(catalog: Catalog, retriever: object, base_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    from zsgen.recommender import Recommender
+
+    settings: dict[str, object] = {"timeout": 2.0, "max_retries": 1, "candidates": 6, **overrides}
+    config = RerankConfig(method="listwise", backend="openai", base_url=base_url, **settings)  # type: ignore[arg-type]
+    return Recommender(catalog, retriever=retriever, reranker=Reranker(config, catalog=catalog, api_key="sk-test"))
+
+
+def _users(catalog: Catalog) -> list[object]:
+    from zsgen.recommender import Request
+
+    return [Request(History.from_ids(catalog.ids[i : i + 4])) for i in range(0, 40, 4)]
+
+
+def test_model_discovery_failing_is_a_flagged_fallback_for_every_user(catalog, retriever, history) -> None:
+    # No model given, /v1/models answers 404 while chat works: discovery happens inside the fallback path, and the
+    # provenance of the result (Ranking.model) asks the server nothing more.
+    chat = Reply(body=completion_body(json.dumps({"ranking": ["B", "A"]})))
+    with ScriptedServer(models_status=404, default=chat) as server:
+        with _recommender(catalog, retriever, server.base_url) as rec:
+            one = rec.recommend(history, k=5)
+            batch = rec.recommend_batch(_users(catalog), k=5)
+        model_lists = [r for r in server.requests if r.path.endswith("/models")]
+        assert len(model_lists) == 1 + len(batch)  # one lookup per user, 404 is not retried, none for provenance
+        assert server.chat_requests == []
+    for ranking in [one, *batch]:
+        assert ranking.fallback and ranking.fallback_reason == "http_404"
+        assert ranking.model is None and len(ranking.items) == 5
+
+
+def test_unreachable_server_without_a_model_is_a_flagged_fallback_for_every_user(catalog, retriever, history) -> None:
+    from servers import free_port
+
+    with _recommender(catalog, retriever, f"http://127.0.0.1:{free_port()}/v1", max_retries=0) as rec:
+        one = rec.recommend(history, k=5)
+        batch = rec.recommend_batch(_users(catalog), k=5)
+    assert len(batch) == len(_users(catalog))
+    for ranking in [one, *batch]:
+        assert ranking.fallback and ranking.fallback_reason == "connection"
+
+
+def test_missing_api_key_is_a_config_error_when_the_reranker_is_built(catalog, monkeypatch) -> None:
+    # It used to surface per user, as "backend raised ConfigError" / backend_exception, its message lost.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match=r"no API key: pass api_key or set OPENAI_API_KEY .*base_url"):
+        Reranker(RerankConfig(backend="openai"), catalog=catalog)
+    from zsgen.recommender import Recommender
+
+    with pytest.raises(ConfigError, match="no API key"):
+        Recommender(catalog, reranker=RerankConfig(backend="openai"))
+
+
+@pytest.mark.parametrize("content", [b"not a sqlite file at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000])
+@pytest.mark.parametrize("backend", ["openai", "local"])
+def test_a_damaged_response_cache_is_a_config_error_when_the_reranker_is_built(
+    catalog, tmp_path, content, backend
+) -> None:
+    bad = tmp_path / "responses.sqlite"
+    bad.write_bytes(content)
+    config = RerankConfig(backend=backend, base_url="http://127.0.0.1:9/v1", cache=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"responses\.sqlite.*response cache"):
+        Reranker(config, catalog=catalog, api_key="sk-test")  # before any user, and before any model is loaded

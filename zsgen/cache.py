@@ -2,8 +2,13 @@
 
 Evaluation runs repeat the same prompts (reruns, parameter sweeps, several workers): answering them from disk makes
 reruns cheap and repeatable. Payloads are JSON in stdlib sqlite3 — never pickle, whose loading can execute code from
-a tampered cache file. The key is a hash of everything that determines the answer and nothing secret: API keys and
-base URLs with credentials are never part of a key or a payload.
+a tampered cache file. The key is a hash of everything that determines the answer and nothing secret: the server's
+base URL is part of it (two servers may serve different weights under one model id) but without credentials, and
+API keys are never part of a key or a payload.
+
+A file that is not a healthy SQLite database is a :class:`~zsgen.errors.ConfigError` when the cache is opened, i.e.
+when the backend using it is built. Once open, the cache is an optimisation: an entry that cannot be read or written
+later (disk full, a lock held past the timeout) is logged and treated as a miss rather than failing the request.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from zsgen.errors import ConfigError
 from zsgen.sqlitedb import SqliteFile
@@ -41,6 +48,9 @@ def request_key(**canonical: Any) -> str:
     """
     if any("api_key" in name.lower() for name in canonical):
         raise ConfigError("API keys must never be part of a cache key")
+    base_url = canonical.get("base_url")
+    if isinstance(base_url, str) and "@" in urlsplit(base_url).netloc:
+        raise ConfigError("a base URL in a cache key must not carry credentials (user:password@)")
     body = {"cache_version": CACHE_VERSION, **canonical}
     try:
         text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -62,8 +72,12 @@ class ResponseCache:
         self.path = self.db.path
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The payload stored under ``key``, or None. A corrupt entry counts as a miss (and is logged)."""
-        row = self.db.connection().execute("SELECT payload FROM responses WHERE key = ?", (key,)).fetchone()
+        """The payload stored under ``key``, or None. A corrupt entry or a failed read counts as a miss (logged)."""
+        try:
+            row = self.db.connection().execute("SELECT payload FROM responses WHERE key = ?", (key,)).fetchone()
+        except (sqlite3.Error, ConfigError) as exc:
+            log.warning("response cache %s: cannot read entry %s (%s); asking the model", self.path, key[:12], exc)
+            return None
         if row is None:
             return None
         try:
@@ -74,12 +88,16 @@ class ResponseCache:
         return payload if isinstance(payload, dict) else None
 
     def put(self, key: str, payload: dict[str, Any]) -> None:
+        """Store ``payload``; a failed write is logged and dropped (the answer itself is still good)."""
         text = json.dumps(payload, ensure_ascii=False, allow_nan=False)
-        with self.db.transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO responses (key, payload, created) VALUES (?, ?, ?)",
-                (key, text, time.time()),
-            )
+        try:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO responses (key, payload, created) VALUES (?, ?, ?)",
+                    (key, text, time.time()),
+                )
+        except (sqlite3.Error, ConfigError) as exc:
+            log.warning("response cache %s: cannot store entry %s (%s)", self.path, key[:12], exc)
 
     def __len__(self) -> int:
         row = self.db.connection().execute("SELECT COUNT(*) FROM responses").fetchone()

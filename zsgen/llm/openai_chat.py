@@ -19,6 +19,7 @@ import re
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
@@ -66,6 +67,28 @@ def response_format_for(mode: StructuredMode, schema: dict[str, Any] | None) -> 
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
+#: Where the SDK sends requests when no ``base_url`` is given.
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+def cache_base_url(base_url: str | None) -> str:
+    """The server part of a response-cache key: scheme, host, port and path, without credentials or query.
+
+    Two servers may serve different weights under one model id (two vLLMs both answering for "qwen"), so the server
+    belongs in the key; a password in ``http://user:pass@host/v1`` must not, since keys identify entries on disk.
+    """
+    parts = urlsplit(base_url or DEFAULT_BASE_URL)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
+
+
 def _count(value: Any) -> int:
     """A token count from a usage block; servers that omit or garble it count as 0 rather than failing."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
@@ -110,6 +133,7 @@ class OpenAIChatBackend(Closing):
             backoff_max=backoff_max,
         )
         self.base_url = base_url
+        self._cache_base_url = cache_base_url(base_url)
         self._api_key = resolve_api_key(api_key, base_url)
         self._model = model
         self.timeout = timeout
@@ -212,6 +236,7 @@ class OpenAIChatBackend(Closing):
         response_format = response_format_for(self.structured, json_schema)
         key = request_key(
             backend=self.name,
+            base_url=self._cache_base_url,
             model=model,
             messages=messages,
             max_tokens=max_tokens,

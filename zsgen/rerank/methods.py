@@ -13,6 +13,7 @@ plus a dispatch chain: adding a method is adding a class here.
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from zsgen.types import Candidate, History, Profile, Usage
 
 if TYPE_CHECKING:
     from zsgen.rerank.config import RerankConfig
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "METHODS",
@@ -230,6 +233,9 @@ class ChatMethod(RerankMethod):
             )
         except ParseError:
             raise RoundFailure("unparseable", raw_text=completion.text, usage=usage, model=completion.model) from None
+        except Exception as exc:  # a parser bug some answer found: that answer is unusable, the batch goes on
+            logger.error("parsing an answer failed unexpectedly (%s); treating it as unparseable", exc, exc_info=True)
+            raise RoundFailure("unparseable", raw_text=completion.text, usage=usage, model=completion.model) from exc
         return RoundResult(
             order=[shown[pos] for pos in parsed.order],
             from_llm={shown[pos] for pos in parsed.order[: parsed.from_llm]},

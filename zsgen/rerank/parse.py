@@ -6,11 +6,16 @@ first and loose scanning of prose last, because loose scanning is where the arti
 mistaken for a label. Whatever it reads is repaired the same way: unknown labels and duplicates are dropped, missing
 candidates are appended in the caller's fallback order, and every repair is reported. The result is always a
 permutation of the candidates, or :class:`~zsgen.errors.ParseError` when nothing usable was said.
+
+Answers are untrusted input, so the cost of reading one is bounded: every reading is a single pass or a regex that
+cannot backtrack quadratically (possessive quantifiers, no lazy ``.*?`` before a run it could split), and the answer
+is cut at :data:`MAX_ANSWER_CHARS` before it is read (``evaluation/perf/bench_parser.py`` measures both).
 """
 
 from __future__ import annotations
 
 import difflib
+import itertools
 import json
 import re
 import unicodedata
@@ -48,16 +53,34 @@ _FUZZY_CUTOFF = 0.8
 _MIN_SCAN_TITLE = 4  # shorter titles ("Up", "It", "M") are ordinary words in prose
 _MAX_JSON_STARTS = 400
 
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+#: Longest answer (after any ``<think>`` block is removed) that is read; the rest is cut off, and the cut is reported
+#: as a repair. A ranking of a hundred candidates, explained line by line, is a few thousand characters: the cap
+#: leaves ten times that, and bounds the work a hostile or runaway answer can cause (every reading is linear, but
+#: fuzzy title matching is not free).
+MAX_ANSWER_CHARS = 32_768
+#: Elements read from one extraction, per candidate shown (plus a little slack): a model that lists more has long
+#: stopped ranking, and each unknown element costs a fuzzy title lookup.
+_ELEMENTS_PER_CANDIDATE = 3
+_ELEMENTS_SLACK = 20
+#: Characters of an element considered when matching it to a title ("Toy Story (1995) - a family film ...").
+_MAX_TITLE_TEXT = 512
+
+_THINK_TAG = re.compile(r"<(/?)think>", re.IGNORECASE)
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _MARKUP = re.compile(r"\*\*|__|`+")
 _PREFIX_WORDS = re.compile(r"^(?:option|candidate|label|item|choice|movie|number|no\.?|#)\s*", re.IGNORECASE)
 _LIST_LINE = re.compile(
-    r"^\s*(?:\d{1,3}\s*[.):]|[-*•+]|#\s*\d{1,3}\s*[.):]?|(?:rank|top)\s*\d{1,3}\s*[.:)\-])\s*(?P<rest>\S.*?)\s*$",
+    r"^\s*+(?:\d{1,3}\s*+[.):]|[-*•+]|#\s*+\d{1,3}\s*+[.):]?|(?:rank|top)\s*+\d{1,3}\s*+[.:)\-])\s*+(?P<rest>\S.*)$",
     re.IGNORECASE,
 )
-_STRING_OR_NUMBER = re.compile(r'"((?:[^"\\]|\\.)*)"|(?<![\w.])(\d{1,4})(?![\w.])')
-_TRUNCATED_JSON = re.compile(r'(?:"[A-Za-z_]+"\s*:\s*|\A\s*)\[(?P<rest>[^\]]*)\Z', re.DOTALL)
+# A string that runs to the end of the text is consumed too (and skipped by the caller): were it left unmatched, every
+# later quote would rescan to the end, which is quadratic on answers like '["' + '\\"' * n.
+_STRING_OR_NUMBER = re.compile(r'"((?:[^"\\]++|\\.)*+)("|\Z)|(?<![\w.])(\d{1,4})(?![\w.])', re.DOTALL)
+_TRUNCATED_JSON = re.compile(r'(?:"[A-Za-z_]+"\s*+:\s*+|\A\s*+)\[(?P<rest>[^\]]*+)\Z', re.DOTALL)
+_ABBREVIATION = re.compile(r"\.[A-Za-z]")
+_NEXT_LOWER_WORD = re.compile(r"\s+([a-z]+)")
+_NEXT_CAPITAL = re.compile(r"\s+[A-Z][a-z]")
+_PREVIOUS_WORD = re.compile(r"([A-Za-z]+)[ \t]+\Z")
 # After a bare capital letter in prose, these words still read as "the label ... ": "C is", "A and B", "B then".
 _LABEL_FOLLOWERS = frozenset(
     {"and", "or", "then", "is", "was", "as", "comes", "followed", "because", "since", "seems", "would", "should",
@@ -114,12 +137,15 @@ class _Candidates:
                 self.by_title.setdefault(norm, []).append(i)
         specific = "|".join(re.escape(label) for label in sorted(self.labels, key=len, reverse=True) if label)
         self.token = f"(?:{specific}|[A-Za-z]|\\d{{1,4}})" if specific else r"(?:[A-Za-z]|\d{1,4})"
-        self.whole_token = re.compile(rf"^[\[(<{{]?\s*(?P<tok>{self.token})\s*[\])>}}]?[.:)]?$")
+        # Possessive quantifiers (``*+``) and no lazy ``.+?`` before a ``\s*``: a run of spaces must never be split in
+        # every possible way, which made answers with long runs of spaces quadratic.
+        self.whole_token = re.compile(rf"^[\[(<{{]?\s*+(?P<tok>{self.token})\s*+[\])>}}]?[.:)]?$")
         self.leading_bracketed = re.compile(
-            rf"^[\[(]\s*(?P<tok>{self.token})\s*[\])]\s*[.:\-–—]?\s*(?P<rest>.+)$", re.DOTALL
+            rf"^[\[(]\s*+(?P<tok>{self.token})\s*+[\])]\s*+[.:\-–—]?\s*+(?P<rest>.+)$", re.DOTALL
         )
-        self.leading_punctuated = re.compile(rf"^(?P<tok>{self.token})\s*[.):\-–—]\s+(?P<rest>.+)$", re.DOTALL)
-        self.trailing_bracketed = re.compile(rf"^(?P<rest>.+?)\s*[\[(]\s*(?P<tok>{self.token})\s*[\])]$", re.DOTALL)
+        self.leading_punctuated = re.compile(rf"^(?P<tok>{self.token})\s*+[.):\-–—]\s++(?P<rest>.+)$", re.DOTALL)
+        # Searched, not matched from the start: "Toy Story (A)" is whatever precedes the last bracketed label.
+        self.trailing_bracketed = re.compile(rf"[\[(]\s*+(?P<tok>{self.token})\s*+[\])]\Z")
 
     def label(self, token: str, *, strict_case: bool = False) -> int | None:
         if token in self.index:
@@ -137,10 +163,13 @@ class _Resolver:
         self.picked: list[int] = []
         self.taken: set[int] = set()
         self.notes: list[str] = []
+        self._noted: set[str] = set()  # a list scan per note was quadratic in the number of distinct unknown labels
+        self._titles: dict[str, int | None] = {}  # fuzzy lookups, by normalised text
         self.used_positions = False
 
     def note(self, message: str) -> None:
-        if message not in self.notes:
+        if message not in self._noted:
+            self._noted.add(message)
             self.notes.append(message)
 
     def take(self, index: int, *, loose: bool) -> None:
@@ -177,22 +206,32 @@ class _Resolver:
         return None
 
     def title(self, text: str) -> int | None:
-        norm = normalise_title(text)
+        # Whitespace squeezed and length bounded first: no title is that long, and normalise_title's regexes are
+        # not linear on long runs of spaces.
+        norm = normalise_title(" ".join(text.split())[:_MAX_TITLE_TEXT])
         if not norm:
             return None
         exact = self.c.by_title.get(norm)
         if exact:
             free = [i for i in exact if i not in self.taken]
             return free[0] if free else exact[0]
+        if norm in self._titles:
+            index = self._titles[norm]
+            if index is not None:
+                self.note(f"matched title {_short(text)!r} fuzzily to {self.c.titles[index]!r}")
+            return index
+        found = self._fuzzy_title(norm)
+        self._titles[norm] = found
+        if found is not None:
+            self.note(f"matched title {_short(text)!r} fuzzily to {self.c.titles[found]!r}")
+        return found
+
+    def _fuzzy_title(self, norm: str) -> int | None:
         close = difflib.get_close_matches(norm, list(self.c.by_title), n=1, cutoff=_FUZZY_CUTOFF)
         if not close:  # "Toy Story (1995) - a family film": the longest title that starts the text
             prefixes = [t for t in self.c.by_title if len(t) >= _MIN_SCAN_TITLE and norm.startswith(t + " ")]
             close = sorted(prefixes, key=len, reverse=True)[:1]
-        if close:
-            index = self.c.by_title[close[0]][0]
-            self.note(f"matched title {_short(text)!r} fuzzily to {self.c.titles[index]!r}")
-            return index
-        return None
+        return self.c.by_title[close[0]][0] if close else None
 
     def element(self, element: str | int, *, loose: bool = False) -> None:
         """Resolve one element: a label in any dress, a number, or a title."""
@@ -228,7 +267,8 @@ class _Resolver:
                 if found is not None:
                     self.take(found, loose=loose)
                 return
-        trail = c.trailing_bracketed.match(text)  # "Toy Story (A)"; never "Heat (1995)"
+        trail = c.trailing_bracketed.search(text)  # "Toy Story (A)"; never "Heat (1995)"
+        trail = trail if trail is not None and trail.start() > 0 else None
         trailing = c.label(trail.group("tok"), strict_case=True) if trail and trail.group("tok").isalpha() else None
         if trailing is not None:
             self.take(trailing, loose=loose)
@@ -241,17 +281,33 @@ class _Resolver:
 
 
 def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text.split())
+    text = " ".join(text[: limit * 8].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _strip_thinking(text: str) -> str:
-    text = _THINK.sub("", text)
-    if "</think>" in text.lower():  # the opening tag was part of the prompt
-        text = text[text.lower().rfind("</think>") + len("</think>") :]
-    if "<think>" in text.lower():  # ran out of tokens while thinking: nothing after it is an answer
-        text = text[: text.lower().find("<think>")]
-    return text.strip()
+    """The answer without its reasoning: ``<think>...</think>`` blocks removed, everything before a closing tag whose
+    opening tag was part of the prompt dropped, and everything from an unclosed opening tag on dropped (the model ran
+    out of tokens while thinking: nothing after it is an answer).
+
+    One pass over the tags. A regex pairing each ``<think>`` with the next ``</think>`` rescans the rest of the text
+    from every unclosed tag, which made answers repeating ``<think>`` quadratic.
+    """
+    kept: list[str] = []
+    position = 0  # start of the text not yet kept or dropped
+    opened: int | None = None  # where the block being skipped opened
+    for tag in _THINK_TAG.finditer(text):
+        if tag.group(1):  # </think>
+            if opened is None:  # its <think> was in the prompt: all before it was thinking
+                kept = []
+            opened = None
+            position = tag.end()
+        elif opened is None:
+            kept.append(text[position : tag.start()])
+            opened = tag.start()
+    if opened is None:
+        kept.append(text[position:])
+    return "".join(kept).strip()
 
 
 # -- extractors: each finds one kind of structure, or returns None -------------------------------------------------
@@ -263,19 +319,28 @@ def _json_values(text: str) -> Iterator[tuple[Any, bool]]:
     for block in [text.strip(), *blocks]:
         try:
             value = json.loads(block)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder's stack ('[' * 5000)
             continue
         yield value, True
     decoder = json.JSONDecoder()
-    starts = [m.start() for m in re.finditer(r"[\[{]", text)][:_MAX_JSON_STARTS]
+    # Each failed attempt may read to the end of the text; a budget of a few text lengths keeps the scan linear.
+    budget = 4 * len(text) + 4096
     end = -1
-    for start in starts:
+    for found in itertools.islice(re.finditer(r"[\[{]", text), _MAX_JSON_STARTS):
+        start = found.start()
         if start < end:
             continue
+        if budget <= 0:
+            break
         try:
             value, end = decoder.raw_decode(text, start)
-        except ValueError:
+        except json.JSONDecodeError as exc:
+            budget -= max(exc.pos - start, 1)
             continue
+        except (ValueError, RecursionError):
+            budget -= min(len(text) - start, 4096)
+            continue
+        budget -= end - start
         yield value, False
 
 
@@ -334,29 +399,37 @@ def _from_json(text: str, c: _Candidates) -> _Extraction | None:
             element = _json_element(item)
             if element is None:
                 unreadable += 1
+                continue
+            several = _from_label_line(element, c) if isinstance(element, str) else None
+            if several is not None and len(several.elements) > 1:  # ["C A B"]: one string holding the ranking
+                elements.extend(several.elements)
             else:
                 elements.append(element)
         notes = [f"dropped {unreadable} unreadable JSON element{'s' if unreadable != 1 else ''}"] if unreadable else []
         return _Extraction("json", elements, notes)
-    salvage = _TRUNCATED_JSON.search(_FENCE.sub(lambda m: m.group(1), text))
+    unfenced = _FENCE.sub(lambda m: m.group(1), text)
+    # A truncated list runs to the end, so it opens after the last "]": searching from there keeps the scan linear.
+    salvage = _TRUNCATED_JSON.search(unfenced, unfenced.rfind("]") + 1)
     if salvage:
         elements = []
         for m in _STRING_OR_NUMBER.finditer(salvage.group("rest")):
             if m.group(1) is not None:
+                if not m.group(2):
+                    continue  # a string cut off by the truncation
                 try:
                     elements.append(json.loads(f'"{m.group(1)}"'))
                 except ValueError:
                     elements.append(m.group(1))
             else:
-                elements.append(int(m.group(2)))
+                elements.append(int(m.group(3)))
         if elements:
             return _Extraction("json", elements, ["salvaged truncated JSON"])
     return None
 
 
 def _from_chain(text: str, c: _Candidates) -> _Extraction | None:
-    tok = rf"(?:\[\s*{c.token}\s*\]|\(\s*{c.token}\s*\)|(?<![\w'’]){c.token}(?![\w'’]))"
-    chain = re.compile(rf"{tok}(?:\s*(?:->|→|>>?)\s*{tok})+")
+    tok = rf"(?:\[\s*+{c.token}\s*+\]|\(\s*+{c.token}\s*+\)|(?<![\w'’]){c.token}(?![\w'’]))"
+    chain = re.compile(rf"{tok}(?:\s*+(?:->|→|>>?)\s*+{tok})+")
     best = max((m.group(0) for m in chain.finditer(text)), key=lambda s: len(re.split(r"->|→|>>?", s)), default=None)
     if best is None:
         return None
@@ -394,8 +467,12 @@ def _from_label_line(text: str, c: _Candidates) -> _Extraction | None:
     return _Extraction("labels", list(best)) if best else None
 
 
-def _from_loose_labels(text: str, c: _Candidates) -> _Extraction | None:
-    """Labels mentioned in prose: bracketed ones anywhere, bare capitals only where they cannot be words."""
+def _from_loose_labels(text: str, c: _Candidates, *, bare: bool = True) -> _Extraction | None:
+    """Labels mentioned in prose: bracketed ones anywhere, bare capitals only where they cannot be words.
+
+    ``bare=False`` skips bare capitals altogether: inside a JSON answer whose list named no candidate, a capital in
+    "Not A Candidate" is a word of a string the model wrote, not a label it chose.
+    """
     found: list[str | int] = []
     pattern = re.compile(
         rf"[\[(]\s*(?P<br>{c.token})\s*[\])]"
@@ -414,18 +491,25 @@ def _from_loose_labels(text: str, c: _Candidates) -> _Extraction | None:
         if tok.isdigit():
             found.append(tok if c.numeric else int(tok))
             continue
-        if tok != tok.upper() or not c.letters or _reads_as_word(tok, text[m.end() :]):
+        if tok != tok.upper() or not c.letters or not bare or _reads_as_word(tok, text, m.end(), m.start()):
             continue
         found.append(tok)
     return _Extraction("labels", found, ["read labels from free text"], loose=True) if found else None
 
 
-def _reads_as_word(letter: str, after: str) -> bool:
-    """Whether a capital letter in prose is more likely a word ("A great film", "I think") than a label."""
-    if re.match(r"\.[A-Za-z]", after):  # "E.T." and other abbreviations
+def _reads_as_word(letter: str, text: str, after: int, before: int | None = None) -> bool:
+    """Whether the capital letter ending at ``text[after]`` is more likely a word than a label: "A great film",
+    "I think", "E.T.", or a letter inside a Title Case phrase ("Not A Candidate"). Positions, not slices: slicing
+    the rest of the text at every capital was quadratic."""
+    if _ABBREVIATION.match(text, after):  # "E.T." and other abbreviations
         return True
-    word = re.match(r"\s+([a-z]+)", after)
-    return word is not None and (letter == "I" or word.group(1) not in _LABEL_FOLLOWERS)
+    word = _NEXT_LOWER_WORD.match(text, after)
+    if word is not None:
+        return letter == "I" or word.group(1) not in _LABEL_FOLLOWERS
+    if before is None or _NEXT_CAPITAL.match(text, after) is None:
+        return False
+    previous = _PREVIOUS_WORD.search(text, max(before - 40, 0), before)
+    return previous is not None and previous.group(1)[0].isupper() and len(previous.group(1)) > 1
 
 
 def _from_title_scan(text: str, c: _Candidates) -> _Extraction | None:
@@ -461,34 +545,51 @@ _EXTRACTOR_GROUPS: tuple[tuple[_Extractor, ...], ...] = (
 
 def _resolve(extraction: _Extraction, c: _Candidates) -> _Reading:
     resolver = _Resolver(c)
-    for element in extraction.elements:
+    limit = _ELEMENTS_PER_CANDIDATE * c.n + _ELEMENTS_SLACK
+    for element in extraction.elements[:limit]:
         resolver.element(element, loose=extraction.loose)
     notes = [*extraction.notes, *resolver.notes]
+    if len(extraction.elements) > limit and not extraction.loose:
+        notes.append(f"ignored {len(extraction.elements) - limit} elements past the first {limit}")
     if resolver.used_positions:
         notes.append("read numbers as 1-based positions")
     return _Reading(resolver.picked, notes)
 
 
 def _read(text: str, c: _Candidates) -> tuple[_Extraction, _Reading]:
-    """The best reading of an answer: JSON if any, else the richest structured one, else loose scans of prose."""
+    """The best reading of an answer: JSON if any, else the richest structured one, else loose scans of prose.
+
+    Answers longer than :data:`MAX_ANSWER_CHARS` (once thinking is removed) are cut there first, and the cut is the
+    first repair reported.
+    """
     body = _strip_thinking(text)
     if not body:
         raise ParseError("the answer is empty", raw_text=text)
+    cut: list[str] = []
+    if len(body) > MAX_ANSWER_CHARS:
+        cut = [f"cut the answer from {len(body)} to its first {MAX_ANSWER_CHARS} characters"]
+        body = body[:MAX_ANSWER_CHARS]
     failures: list[str] = []
+    json_list_named_nothing = False
     for group in _EXTRACTOR_GROUPS:
         readings: list[tuple[_Extraction, _Reading]] = []
         for extractor in group:
-            extraction = extractor(body, c)
+            if extractor is _from_loose_labels and json_list_named_nothing:
+                extraction = _from_loose_labels(body, c, bare=False)
+            else:
+                extraction = extractor(body, c)
             if extraction is None:
                 continue
             reading = _resolve(extraction, c)
             if reading.picked:
                 readings.append((extraction, reading))
             else:
+                json_list_named_nothing = json_list_named_nothing or extraction.format == "json"
                 failures.append(f"{extraction.format}: {'; '.join(reading.notes) or 'nothing usable'}")
         if readings:  # max keeps the first of equals, so ties go to the earlier (more structured) reading
-            return max(readings, key=lambda pair: len(pair[1].picked))
-    detail = f" ({' | '.join(failures)})" if failures else ""
+            extraction, reading = max(readings, key=lambda pair: len(pair[1].picked))
+            return extraction, _Reading(reading.picked, [*cut, *reading.notes])
+    detail = f" ({_short(' | '.join(failures), 2000)})" if failures else ""
     raise ParseError(f"no candidate label or title found in the answer{detail}", raw_text=text)
 
 
@@ -545,7 +646,7 @@ def parse_single_label(text: str, labels: Sequence[str]) -> int:
         tok, after = lead.group("tok"), body[lead.end() :]
         alone = not after.strip(" .)]:")
         found = c.label(tok, strict_case=not alone)
-        if found is not None and (alone or not _reads_as_word(tok, after)):
+        if found is not None and (alone or not _reads_as_word(tok, body, lead.end())):
             return found
     _, reading = _read(raw, c)
     return reading.picked[0]

@@ -23,7 +23,7 @@ from typing import Literal
 
 from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
-from zsgen.errors import BackendError, LLMError, ParseError
+from zsgen.errors import BackendError, ConfigError, LLMError, ParseError
 from zsgen.lifecycle import Closing
 from zsgen.llm.base import ChatBackend, ScoringBackend
 from zsgen.prompts import PromptLibrary, PromptTemplate
@@ -69,14 +69,29 @@ class Reranker(Closing):
         self._backend_checked = False
         self._api_key = api_key
         self._last_model: str | None = None
+        if backend is None and self.config.backend == "openai":
+            # A remote client costs nothing to build (it connects on first use), and building it now reports a
+            # missing key or an unusable response cache as the ConfigError it is, before any user is ranked.
+            self._backend = self._build_backend()
+        elif backend is None and self.config.cache is not None:
+            self._cache_file_is_usable()
+
+    def _cache_file_is_usable(self) -> None:
+        """Open (and close) the response cache once, so that a damaged file is a ConfigError now, not per user."""
+        from zsgen.cache import ResponseCache
+
+        if self.config.cache is not None:
+            ResponseCache(self.config.cache).close()
 
     # -- backends -------------------------------------------------------------------------------------------------
     @property
     def backend(self) -> ChatBackend | ScoringBackend:
-        """The model client, built (or a given one checked) on first use: constructing a Reranker loads nothing.
+        """The model client, built (or a given one checked) on first use: constructing a Reranker loads no model.
 
-        Raises :class:`~zsgen.errors.ConfigError` for a backend the method cannot use, such as labels the verbalizer
-        model cannot produce as single tokens.
+        A remote (``openai``) backend is built with the reranker, since that costs nothing and reports a missing key
+        or a damaged response cache early; a local one, which loads weights, is built here. Raises
+        :class:`~zsgen.errors.ConfigError` for a backend the method cannot use, such as labels the verbalizer model
+        cannot produce as single tokens.
         """
         if self._backend is None:
             self._backend = self._build_backend()
@@ -194,6 +209,12 @@ class Reranker(Closing):
                     usage = usage.add(exc.usage)
                     failed_texts.append(exc.raw_text)
                     self._last_model = exc.model or self._last_model
+                continue
+            except ConfigError:
+                raise
+            except Exception as exc:  # a backend or method fault of an unforeseen kind: this user falls back, not all
+                errors.append("backend_exception")
+                logger.error("rerank round failed unexpectedly: %s: %s", type(exc).__name__, exc, exc_info=True)
                 continue
             usage = usage.add(result.usage)
             rounds.append(result)
