@@ -104,3 +104,12 @@ def test_with_items_appends_and_leaves_original_alone(catalog: Catalog) -> None:
 def test_normalise_title() -> None:
     assert normalise_title("Aristocats, The (1970)") == normalise_title("the  ARISTOCATS")
     assert normalise_title("Amélie") == "amelie"
+
+
+def test_normalise_title_strips_the_year_however_the_blanks_fall() -> None:
+    from zsgen.catalog import normalise_title
+
+    assert normalise_title("  Heat   (1995)  ") == "heat"
+    assert normalise_title("Aristocats, The (1970)") == "the aristocats"
+    assert normalise_title("Foo (1995) bar") == "foo 1995 bar"  # only a trailing year is dropped
+    assert normalise_title("a" + " " * 100_000 + "b (1995)") == "a b"  # a long blank run (was quadratic)

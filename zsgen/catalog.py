@@ -11,7 +11,8 @@ from zsgen.errors import DuplicateItemError, UnknownItemError
 from zsgen.types import Item
 
 _ARTICLE_SUFFIX = re.compile(r"^(?P<rest>.*),\s*(?P<article>the|a|an|les|la|le|il|das|der|die|el)$", re.IGNORECASE)
-_YEAR_SUFFIX = re.compile(r"\s*\(\d{4}\)\s*$")
+#: Matched on stripped text: a pattern that begins with ``\s*`` retries from every blank of a long run (quadratic).
+_YEAR_SUFFIX = re.compile(r"\(\d{4}\)\Z")
 
 
 def normalise_title(title: str) -> str:
@@ -21,7 +22,7 @@ def normalise_title(title: str) -> str:
     ("Aristocats, The" → "the aristocats") and squeezes punctuation, so users can type titles the natural way.
     """
     text = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
-    text = _YEAR_SUFFIX.sub("", text.strip())
+    text = _YEAR_SUFFIX.sub("", text.strip()).rstrip()
     match = _ARTICLE_SUFFIX.match(text)
     if match:
         text = f"{match.group('article')} {match.group('rest')}"
