@@ -107,8 +107,6 @@ def test_normalise_title() -> None:
 
 
 def test_normalise_title_strips_the_year_however_the_blanks_fall() -> None:
-    from zsgen.catalog import normalise_title
-
     assert normalise_title("  Heat   (1995)  ") == "heat"
     assert normalise_title("Aristocats, The (1970)") == "the aristocats"
     assert normalise_title("Foo (1995) bar") == "foo 1995 bar"  # only a trailing year is dropped
