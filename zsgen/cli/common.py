@@ -10,8 +10,10 @@ subcommand cannot forget it or word it differently.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +106,38 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --- printing ----------------------------------------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes.
+
+    A lone surrogate is a valid ``str`` but no UTF-8 stream can write it, and one arrives easily: an LLM answer holding
+    the JSON escape ``"\\ud800"``, or undecodable bytes on the command line (Python's surrogateescape). Printing one
+    raised UnicodeEncodeError after all the work was done. Inside JSON the escape is exactly JSON's own, so the output
+    still reads back to the same string.
+    """
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def argv_text(text: str | None) -> str | None:
+    """A command-line text with undecodable bytes as U+FFFD instead of lone surrogates.
+
+    Python decodes argv with surrogateescape, so bytes that are not UTF-8 become lone surrogates, which the encoder's
+    tokenizer and every UTF-8 writer refuse. The user meant text; the replacement character says where it was broken.
+    """
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout (non-ASCII kept readable; lone surrogates escaped, see :func:`printable`)."""
+    print(printable(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 # --- dataset and encoder options (recommend, encode) --------------------------------------------------------------
