@@ -336,3 +336,42 @@ def test_remote_backend_runs_users_concurrently_and_reruns_from_the_cache(tiny: 
         again = evaluate(config, tmp_path / "second", progress=False)
         assert len(server.chat_requests) == asked + 1
         assert again.ranker("remote").llm.fallback_rate == 0.0  # type: ignore[union-attr]
+
+
+NO_LLM_CONFIG = CONFIG.split('[[rankers]]\nname = "verbalizer"')[0]
+
+_WITHOUT_MATPLOTLIB = """
+import sys
+sys.modules["matplotlib"] = None  # as if the eval extra were not installed: every import of it fails
+from zsgen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_evaluate_without_matplotlib_writes_the_report_without_plots(tiny: Path, tmp_path: Path) -> None:
+    """Issue 12 item 13: without the eval extra the run died at the plots (or refused to start); now it completes."""
+    config = tmp_path / "no-llm.toml"
+    config.write_text(
+        NO_LLM_CONFIG.format(users=USERS, catalog=(data_dir() / "demo_catalog.jsonl").as_posix()).replace(
+            '"log.jsonl"', json.dumps((tiny / "log.jsonl").as_posix())
+        ),
+        encoding="utf-8",
+    )
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_MATPLOTLIB, "evaluate", "--config", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "matplotlib" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING"), proc.stderr
+    for name in ("summary.json", "per_user.jsonl", "config.toml", "report.md"):
+        assert (out / name).is_file(), name
+    assert not (out / "metrics.png").exists() and not (out / "position.png").exists()
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "matplotlib is not installed" in report and "metrics.png" not in report
+    assert json.loads((out / "summary.json").read_text())["users"] == USERS
