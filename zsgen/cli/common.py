@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsgen.errors import ZsgenError
+from zsgen.redact import RedactingFormatter, redact
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -84,8 +85,14 @@ def set_up(level: int) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log_level = logging.ERROR if level < 0 else logging.WARNING - 10 * min(level, 2)
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(log_level)  # basicConfig is a no-op if a handler exists (embedding, tests)
+    log_format = "%(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=log_level, format=log_format)
+    root = logging.getLogger()
+    root.setLevel(log_level)  # basicConfig is a no-op if a handler exists (embedding, tests)
+    for handler in root.handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, RedactingFormatter):
+            # The HTTP client logs full request URLs at INFO, a base URL's password included.
+            handler.setFormatter(RedactingFormatter(log_format))
 
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
@@ -97,7 +104,7 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         return 1
     except (ZsgenError, OSError) as exc:
         logger.debug("zsgen: error details", exc_info=True)
-        print(f"zsgen: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"zsgen: error: {redact(_one_line(exc))}", file=sys.stderr)  # no password of a base URL, ever
         return 1
     except KeyboardInterrupt:
         print("zsgen: interrupted", file=sys.stderr)
