@@ -17,7 +17,12 @@ answer it asks for::
 Lines that hold only ``<<system>>``, ``<<user>>`` or ``<<assistant>>`` start a new chat message. They are recognised
 in the template *source*, before rendering, and turned into a private separator that variables can never contain, so
 an item description cannot open a message of its own however it is worded. Item text is further flattened to one line
-and any role-marker look-alike in it is defused, so what the model sees cannot pass for a marker either.
+and any role-marker look-alike in it is defused, so what the model sees cannot pass for a marker either. The same
+holds for the role and control tokens of chat templates (``<|im_start|>``, ``[INST]``, ``<<SYS>>``, ``</s>``,
+``<start_of_turn>``, ...; see :data:`CHAT_TOKEN`): in every variable they become inert text such as ``(im_start)``,
+so catalog text or a profile cannot open a turn of its own in the messages sent to a server either. Local backends
+also remove their own tokenizer's exact special tokens from the finished messages
+(:func:`zsgen.llm.models.render_chat`).
 
 Templates are user input: they render in Jinja2's immutable sandbox with ``StrictUndefined``, so a template can neither
 reach Python internals nor silently print an unknown name as nothing. Every fault becomes a
@@ -73,6 +78,18 @@ _SEP = "\ue000"
 _SPLIT = re.compile(f"{_SEP}{_SEP}(system|user|assistant){_SEP}{_SEP}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\x85]")
 _MARKER_LOOKALIKE = re.compile(r"<<\s*(system|user|assistant)\s*>>", re.IGNORECASE)
+# Role and control tokens of common chat templates, in any case: ChatML and Llama 3 style ``<|im_start|>`` (and
+# DeepSeek's full-width ``<｜...｜>``), Llama 2 ``[INST]``/``<<SYS>>``/``<s>``, Mistral's bracketed control words,
+# Gemma's ``<start_of_turn>``. A server renders messages through its own template, so item text holding these could
+# open turns of its own there; a local backend also removes its tokenizer's exact special tokens (zsgen.llm.models).
+CHAT_TOKEN = re.compile(
+    r"<[|\uff5c][^<>|\uff5c\s]{0,64}[|\uff5c]>"
+    r"|\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS|THINK)\]"
+    r"|<</?SYS>>"
+    r"|</?s>"
+    r"|<(?:start_of_turn|end_of_turn|bos|eos|pad|unk)>",
+    re.IGNORECASE,
+)
 _VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: Guards against a template that multiplies its way to gigabytes (the sandbox already caps ``range``).
@@ -194,10 +211,21 @@ def _mark_roles(source: str) -> str:
     return _MARKER_LINE.sub(lambda m: f"{_SEP}{_SEP}{m.group(1)}{_SEP}{_SEP}", source)
 
 
+def defuse_chat_token(token: str) -> str:
+    """A visible, inert stand-in for a chat-template token: ``<|im_start|>`` becomes ``(im_start)``.
+
+    The word stays readable (a description that quotes a token still says what it quoted) but no tokenizer or
+    server template reads it as a control token any more.
+    """
+    core = token.strip("<>[]|\uff5c")
+    return f"({core})" if core else "(token)"
+
+
 def _clean_text(text: str, *, flatten: bool) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub(" ", text).replace(_SEP, "")
     text = _MARKER_LOOKALIKE.sub(lambda m: f"[{m.group(1).lower()}]", text)
+    text = CHAT_TOKEN.sub(lambda m: defuse_chat_token(m.group()), text)
     if flatten:
         text = " ".join(text.split())
     return text
