@@ -502,6 +502,7 @@ GADGETS = {
     "map-center-join": ("{{ range(100000)|map('center', 1000000)|join }}", "value size"),
     "replace-blowup": ("{{ ('x' * 1000000).replace('x', 'x' * 1000000) }}", "value size"),
     "replace-filter": ("{{ ('x' * 1000000)|replace('x', 'x' * 1000000) }}", "value size"),
+    "sum-of-lists": ("{{ ([[1] * 1000000] * 1000000)|sum(start=[]) }}", "value size"),
     "printed-list-of-refs": ("{{ [('x' * 1000000)] * 100000 }}", "value size"),
     "wordwrap-wrapstring": ("{{ 'a b c d'|wordwrap(1, true, 'x' * 1000000) }}", "value size"),
     "indent-width": ("{{ ('x\\n' * 1000)|indent(10 ** 6) }}", "value size"),

@@ -418,10 +418,11 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+# Filters whose work or result grows with the printed size of their input (sum: a list of lists concatenates).
 _STRINGIFYING = frozenset(
     {"string", "tojson", "pprint", "e", "escape", "forceescape", "safe", "urlize", "urlencode", "striptags", "title",
      "upper", "lower", "capitalize", "trim", "truncate", "center", "indent", "wordwrap", "replace", "format",
-     "xmlattr", "list", "wordcount"}
+     "xmlattr", "list", "wordcount", "sum"}
 )  # fmt: skip
 
 
