@@ -360,3 +360,15 @@ def test_blank_profile_through_the_python_api_is_a_zsgen_error(blank: str) -> No
         recommender.recommend(profile=blank)
     with pytest.raises(EmptyHistoryError, match="blank"):
         recommender.recommend_batch([Request(profile=blank)])
+
+
+def test_print_json_round_trips_lone_surrogates(capsys: pytest.CaptureFixture[str]) -> None:
+    """The JSON printer on a Ranking whose raw_text holds a lone surrogate: valid JSON, read back exactly."""
+    from zsgen.cli.common import print_json
+    from zsgen.types import RankedItem, Ranking
+
+    ranking = Ranking(items=[RankedItem(id="a", title="Café", score=0.5, source="llm")], raw_text="x\ud800y\udfff")
+    print_json(ranking.model_dump(mode="json"))
+    out = capsys.readouterr().out
+    assert "Café" in out  # non-ASCII text stays readable
+    assert json.loads(out)["raw_text"] == "x\ud800y\udfff"

@@ -541,7 +541,8 @@ def test_prompts_check_and_render_enforce_the_limits(
     problems = check_dir(tmp_path)
     assert any(f"template limit exceeded: {limit}" in p.message and p.line == 7 for p in problems), problems
     code = cli_main(["prompts", "check", str(tmp_path)])
-    assert code == 1 and f"template limit exceeded: {limit}" in capsys.readouterr().out + capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert code == 1 and f"template limit exceeded: {limit}" in out + err
     code = cli_main(
         ["prompts", "render", "listwise", "--template-dir", str(tmp_path), "--demo", "--candidates", "m001"]
     )
