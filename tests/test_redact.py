@@ -128,3 +128,31 @@ def _write_log(folder: Path) -> Path:
     path = folder / "log.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def test_redacting_filter_keeps_the_handlers_format_and_covers_tracebacks() -> None:
+    import io
+    import logging
+
+    from zsgen.redact import RedactingFilter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("custom|%(name)s|%(message)s"))
+    handler.addFilter(RedactingFilter())
+    log = logging.getLogger("zsgen.test_redact")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("calling %s", f"http://u:{SECRET}@h/v1")
+        try:
+            raise RuntimeError(f"failed at http://u:{SECRET}@h/v1")
+        except RuntimeError:
+            log.exception("boom")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
+    text = stream.getvalue()
+    assert SECRET not in text
+    assert text.startswith("custom|zsgen.test_redact|calling http://u:***@h/v1")
+    assert "RuntimeError: failed at http://u:***@h/v1" in text

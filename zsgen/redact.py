@@ -14,7 +14,7 @@ import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["MASK", "RedactingFormatter", "redact", "redact_url"]
+__all__ = ["MASK", "RedactingFilter", "redact", "redact_url"]
 
 MASK = "***"
 
@@ -61,12 +61,23 @@ def redact(text: str) -> str:
     return _QUERY_SECRET.sub(lambda m: f"{m.group('head')}{MASK}", text)
 
 
-class RedactingFormatter(logging.Formatter):
-    """A log formatter that passes every formatted record (message, arguments and traceback) through :func:`redact`.
+class RedactingFilter(logging.Filter):
+    """A handler filter that passes each record's message and traceback through :func:`redact`.
 
-    The HTTP client logs each request's full URL at INFO, credentials included; filtering at the formatter catches
-    that and anything else without each call site having to remember.
+    The HTTP client logs each request's full URL at INFO, credentials included; filtering every record at the handler
+    catches that and anything else without each call site having to remember, and keeps the handler's own format.
     """
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: logging reports it itself when formatting
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True

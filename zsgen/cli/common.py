@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsgen.errors import ZsgenError
-from zsgen.redact import RedactingFormatter, redact
+from zsgen.redact import RedactingFilter, redact
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -85,14 +85,13 @@ def set_up(level: int) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log_level = logging.ERROR if level < 0 else logging.WARNING - 10 * min(level, 2)
-    log_format = "%(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=log_level, format=log_format)
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     root = logging.getLogger()
     root.setLevel(log_level)  # basicConfig is a no-op if a handler exists (embedding, tests)
     for handler in root.handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, RedactingFormatter):
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             # The HTTP client logs full request URLs at INFO, a base URL's password included.
-            handler.setFormatter(RedactingFormatter(log_format))
+            handler.addFilter(RedactingFilter())
 
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
