@@ -83,6 +83,12 @@ def set_up(level: int) -> None:
     if level <= 0:  # model-loading progress bars are noise on a one-shot command
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # Both libraries read these at import; a process that imported them already (a program calling main(), a
+        # test run) would still draw its bars on stderr, around the one-line error.
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and "transformers" in sys.modules:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log_level = logging.ERROR if level < 0 else logging.WARNING - 10 * min(level, 2)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
