@@ -88,7 +88,8 @@ def set_up(level: int) -> None:
         if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and "transformers" in sys.modules:
             from transformers.utils import logging as transformers_logging
 
-            transformers_logging.disable_progress_bar()
+            disable: Callable[[], None] = transformers_logging.disable_progress_bar  # untyped in transformers
+            disable()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log_level = logging.ERROR if level < 0 else logging.WARNING - 10 * min(level, 2)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
