@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import Reply, ScriptedServer, completion_body
 
 import zsgen
 from zsgen.cli import build_parser, main
 from zsgen.cli.common import verbosity
+from zsgen.recommender import Request
 
 
 @pytest.fixture(autouse=True)
@@ -289,3 +291,84 @@ def test_tune_errors_are_one_line(setup: str, message: str, tmp_path: Path, caps
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("zsgen: error:") and message in lines[0], err
     assert not out.exists()
+
+
+# -- issue 12: hostile answers and odd input ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_blank_profile_is_one_line_error(capsys: pytest.CaptureFixture[str], embedding_cache: Path, blank: str) -> None:
+    """Issue 12 item 7: ``--profile ""`` printed pydantic's ValidationError traceback."""
+    code, out, err = run(capsys, "recommend", "--demo", "--profile", blank, "--embedding-cache", str(embedding_cache))
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zsgen: error:") and "profile" in lines[0], err
+
+
+def test_blank_profile_render_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "prompts", "render", "listwise", "--demo", "--candidates", "1", "--profile", "  ")
+    assert code == 1 and out == "", out
+    assert err.startswith("zsgen: error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_json_output_survives_a_lone_surrogate_in_the_answer(
+    capsys: pytest.CaptureFixture[str],
+    embedding_cache: Path,
+    scripted_server: ScriptedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 12 item 6: an answer holding a lone surrogate made ``recommend --json`` die with UnicodeEncodeError.
+
+    The server sends ``"\\ud800"`` as a JSON escape (valid JSON); the SDK decodes it to a lone surrogate, which no
+    UTF-8 stream can write. The CLI now writes it as the JSON escape it came as, so the output reads back exactly.
+    """
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    scripted_server.default = Reply(body=completion_body('{"ranking": ["B", "A"]} \ud800 tail'))
+    code, out, err = run(
+        capsys, "recommend", "--demo", "--k", "3", "--json", "--rerank", "listwise", "--backend", "openai",
+        "--base-url", scripted_server.base_url, "--model", "scripted-model", "--candidates", "4",
+        "--embedding-cache", str(embedding_cache),
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert "\ud800" in result["raw_text"]
+    assert len(result["items"]) == 3
+    assert scripted_server.chat_requests
+
+
+def test_table_output_survives_surrogates_in_the_profile(
+    capsys: pytest.CaptureFixture[str], embedding_cache: Path
+) -> None:
+    """Undecodable argv bytes arrive as lone surrogates (surrogateescape); they become U+FFFD, not a crash."""
+    code, out, err = run(
+        capsys, "recommend", "--demo", "--k", "2", "--profile", "space \udcff opera",
+        "--embedding-cache", str(embedding_cache),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "profile: space \ufffd opera" in out
+
+
+@pytest.mark.parametrize("blank", ["", "  \n"])
+def test_blank_profile_through_the_python_api_is_a_zsgen_error(blank: str) -> None:
+    """Issue 12 item 7, library side: EmptyHistoryError (a ZsgenError), not pydantic's ValidationError."""
+    from zsgen.errors import EmptyHistoryError
+    from zsgen.loaders import load_demo
+    from zsgen.recommender import Recommender
+
+    recommender = Recommender(load_demo().catalog)
+    with pytest.raises(EmptyHistoryError, match="blank"):
+        recommender.recommend(profile=blank)
+    with pytest.raises(EmptyHistoryError, match="blank"):
+        recommender.recommend_batch([Request(profile=blank)])
+
+
+def test_print_json_round_trips_lone_surrogates(capsys: pytest.CaptureFixture[str]) -> None:
+    """The JSON printer on a Ranking whose raw_text holds a lone surrogate: valid JSON, read back exactly."""
+    from zsgen.cli.common import print_json
+    from zsgen.types import RankedItem, Ranking
+
+    ranking = Ranking(items=[RankedItem(id="a", title="Café", score=0.5, source="llm")], raw_text="x\ud800y\udfff")
+    print_json(ranking.model_dump(mode="json"))
+    out = capsys.readouterr().out
+    assert "Café" in out  # non-ASCII text stays readable
+    assert json.loads(out)["raw_text"] == "x\ud800y\udfff"

@@ -336,3 +336,107 @@ def test_remote_backend_runs_users_concurrently_and_reruns_from_the_cache(tiny: 
         again = evaluate(config, tmp_path / "second", progress=False)
         assert len(server.chat_requests) == asked + 1
         assert again.ranker("remote").llm.fallback_rate == 0.0  # type: ignore[union-attr]
+
+
+NO_LLM_CONFIG = CONFIG.split('[[rankers]]\nname = "verbalizer"')[0]
+
+_WITHOUT_MATPLOTLIB = """
+import sys
+sys.modules["matplotlib"] = None  # as if the eval extra were not installed: every import of it fails
+from zsgen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_evaluate_without_matplotlib_writes_the_report_without_plots(no_llm_config: Path, tmp_path: Path) -> None:
+    """Issue 12 item 13: without the eval extra the run died at the plots (or refused to start); now it completes."""
+    config = no_llm_config
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_MATPLOTLIB, "evaluate", "--config", str(config), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "matplotlib" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING"), proc.stderr
+    for name in ("summary.json", "per_user.jsonl", "config.toml", "report.md"):
+        assert (out / name).is_file(), name
+    assert not (out / "metrics.png").exists() and not (out / "position.png").exists()
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "matplotlib is not installed" in report and "metrics.png" not in report
+    assert json.loads((out / "summary.json").read_text())["users"] == USERS
+
+
+@pytest.fixture
+def no_llm_config(tiny: Path, tmp_path: Path) -> Path:
+    config = tmp_path / "no-llm.toml"
+    text = NO_LLM_CONFIG.format(users=USERS, catalog=(data_dir() / "demo_catalog.jsonl").as_posix())
+    config.write_text(text.replace('"log.jsonl"', json.dumps((tiny / "log.jsonl").as_posix())), encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize("damage", ["torn", "not-toml", "no-provenance"])
+def test_a_torn_config_toml_from_an_old_crash_does_not_block_resume(
+    no_llm_config: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12 item 10: a run killed while (non-atomically) writing config.toml could not resume ("fingerprint
+    None"). config.toml is now written atomically; a torn one left by an older version resumes on the log's evidence.
+    """
+    out = tmp_path / "run"
+    config = load_config(no_llm_config)
+    evaluate(config, out, progress=False)
+    rows = (out / "per_user.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    summary = metrics_only(json.loads((out / "summary.json").read_text()))
+    resolved = (out / "config.toml").read_bytes()
+    (out / "per_user.jsonl").write_text("".join(rows[:2]), encoding="utf-8")  # killed after two users ...
+    torn = {  # ... while config.toml was being written
+        "torn": resolved[: len(resolved) // 3].rsplit(b"\n", 1)[0] + b"\nname = ",
+        "not-toml": b"\x00\xff" + resolved[:50],
+        "no-provenance": resolved[: resolved.index(b"[provenance")],
+    }[damage]
+    (out / "config.toml").write_bytes(torn)
+    with caplog.at_level("WARNING", logger="zsgen"):
+        evaluate(config, out, progress=False)
+    assert any("unreadable or incomplete" in r.getMessage() for r in caplog.records)
+    assert (out / "per_user.jsonl").read_text(encoding="utf-8").splitlines(keepends=True) == rows
+    assert metrics_only(json.loads((out / "summary.json").read_text())) == summary
+    assert load_config(out / "config.toml").fingerprint() == config.fingerprint()  # written whole again
+    evaluate(config, out, progress=False)  # and it resumes the ordinary way from now on
+
+
+def test_a_torn_config_toml_with_another_runs_log_still_refuses(no_llm_config: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    config = load_config(no_llm_config)
+    evaluate(config, out, progress=False)
+    (out / "config.toml").write_text("name = ", encoding="utf-8")
+    other = load_config(
+        no_llm_config, {"rankers": [{"name": "random", "kind": "random"}], "metrics": {"baseline": "random"}}
+    )
+    with pytest.raises(ConfigError, match="unreadable or incomplete"):
+        evaluate(other, out, progress=False)
+
+
+def test_resolved_config_is_replaced_atomically(
+    no_llm_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash in the middle of writing config.toml leaves the previous file whole (write_resolved uses tomlio)."""
+    from zsgen.evaluate.config import write_resolved
+
+    config = load_config(no_llm_config)
+    path = tmp_path / "out" / "config.toml"
+    path.parent.mkdir()
+    write_resolved(config, path, {"fingerprint": "first"})
+    before = path.read_bytes()
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="killed"):
+        write_resolved(config, path, {"fingerprint": "second"})
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["config.toml"]  # no temporary file left behind

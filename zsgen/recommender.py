@@ -156,9 +156,16 @@ class Recommender(Closing):
 
     def _prepare(self, history: HistoryInput, profile: ProfileInput, k: int) -> tuple[History, Profile | None]:
         resolved = self.resolve_history(history)
-        user_profile = Profile(text=profile) if isinstance(profile, str) else profile
+        # A blank profile says nothing about the user: it counts as no profile (pydantic's Profile would reject it
+        # with a ValidationError, which is no ZsgenError and reached the CLI as a traceback).
+        if isinstance(profile, str):
+            blank = not profile.strip()
+            user_profile = None if blank else Profile(text=profile)
+        else:
+            blank, user_profile = False, profile
         if len(resolved) == 0 and user_profile is None:
-            raise EmptyHistoryError("give a history (item ids or titles) or a profile text")
+            given = " (the profile given is blank)" if blank else ""
+            raise EmptyHistoryError(f"give a history (item ids or titles) or a profile text{given}")
         if k < 1:
             raise InvalidKError(f"k must be at least 1, got {k}")
         rankable = self._rankable(resolved)

@@ -10,14 +10,17 @@ subcommand cannot forget it or word it differently.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsgen.errors import ZsgenError
+from zsgen.redact import RedactingFilter, redact
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -80,10 +83,22 @@ def set_up(level: int) -> None:
     if level <= 0:  # model-loading progress bars are noise on a one-shot command
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        # Both libraries read these at import; a process that imported them already (a program calling main(), a
+        # test run) would still draw its bars on stderr, around the one-line error.
+        if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and "transformers" in sys.modules:
+            from transformers.utils import logging as transformers_logging
+
+            disable: Callable[[], None] = transformers_logging.disable_progress_bar  # untyped in transformers
+            disable()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log_level = logging.ERROR if level < 0 else logging.WARNING - 10 * min(level, 2)
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(log_level)  # basicConfig is a no-op if a handler exists (embedding, tests)
+    root = logging.getLogger()
+    root.setLevel(log_level)  # basicConfig is a no-op if a handler exists (embedding, tests)
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            # The HTTP client logs full request URLs at INFO, a base URL's password included.
+            handler.addFilter(RedactingFilter())
 
 
 def run_handler(handler: Handler, args: argparse.Namespace) -> int:
@@ -95,7 +110,7 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
         return 1
     except (ZsgenError, OSError) as exc:
         logger.debug("zsgen: error details", exc_info=True)
-        print(f"zsgen: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"zsgen: error: {redact(_one_line(exc))}", file=sys.stderr)  # no password of a base URL, ever
         return 1
     except KeyboardInterrupt:
         print("zsgen: interrupted", file=sys.stderr)
@@ -104,6 +119,38 @@ def run_handler(handler: Handler, args: argparse.Namespace) -> int:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --- printing ----------------------------------------------------------------------------------------------------
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udXXX`` escapes.
+
+    A lone surrogate is a valid ``str`` but no UTF-8 stream can write it, and one arrives easily: an LLM answer holding
+    the JSON escape ``"\\ud800"``, or undecodable bytes on the command line (Python's surrogateescape). Printing one
+    raised UnicodeEncodeError after all the work was done. Inside JSON the escape is exactly JSON's own, so the output
+    still reads back to the same string.
+    """
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def argv_text(text: str | None) -> str | None:
+    """A command-line text with undecodable bytes as U+FFFD instead of lone surrogates.
+
+    Python decodes argv with surrogateescape, so bytes that are not UTF-8 become lone surrogates, which the encoder's
+    tokenizer and every UTF-8 writer refuse. The user meant text; the replacement character says where it was broken.
+    """
+    if text is None:
+        return None
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout (non-ASCII kept readable; lone surrogates escaped, see :func:`printable`)."""
+    print(printable(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 # --- dataset and encoder options (recommend, encode) --------------------------------------------------------------

@@ -7,12 +7,12 @@ asked, and ``check`` is meant for CI on a folder of edited templates.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from zsgen.catalog import Catalog
+from zsgen.cli.common import print_json, printable
 from zsgen.errors import ConfigError, ZsgenError
 from zsgen.prompts import PromptLibrary, check_dir
 
@@ -113,6 +113,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
     template = PromptLibrary(args.template_dir).get(args.name)
     catalog = _load_catalog(args)
+    if args.profile is not None and not args.profile.strip():
+        raise ConfigError("--profile is blank: give a profile text, or leave the option out")
     n = len(args.candidates) if args.n is None else args.n
     if n < 1:
         raise ConfigError(f"--n must be at least 1, got {n}")
@@ -127,11 +129,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
         chain={"preferences": args.preferences, "representative": args.representative},
     )
     if args.json:
-        print(json.dumps(messages, indent=2, ensure_ascii=False))
+        print_json(messages)
     else:
         for message in messages:
             print(f"----- {message['role']} -----")
-            print(message["content"])
+            print(printable(message["content"]))
     return 0
 
 

@@ -7,13 +7,19 @@ The options map one to one onto :class:`~zsgen.recommender.Recommender` and
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zsgen.cli.common import add_catalog_options, encoder_from, load_dataset_from
+from zsgen.cli.common import (
+    add_catalog_options,
+    argv_text,
+    encoder_from,
+    load_dataset_from,
+    print_json,
+    printable,
+)
 from zsgen.rerank.methods import METHODS
 from zsgen.retrieval.user_vectors import USER_VECTORS
 
@@ -77,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset_from(args)
     catalog = dataset.catalog
     history: list[str] = list(args.history)
-    profile = args.profile
+    profile = argv_text(args.profile)
     if args.catalog is None and not history and profile is None:
         from zsgen.loaders import load_demo_user
 
@@ -121,15 +127,15 @@ def run(args: argparse.Namespace) -> int:
     )
     ranking = recommender.recommend(history or None, profile=profile, k=args.k)
     if args.json:
-        print(json.dumps(ranking.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        print_json(ranking.model_dump(mode="json"))
         return 0
     if history:
-        print("history: " + "; ".join(catalog.get(h).title for h in history))
+        print(printable("history: " + "; ".join(catalog.get(h).title for h in history)))
     if profile:
-        print(f"profile: {profile}")
+        print(printable(f"profile: {profile}"))
     print(f"{'rank':>4}  {'score':>7}  {'source':<7}  {'id':<8}  title")
     for rank, item in enumerate(ranking.items, start=1):
-        print(f"{rank:>4}  {item.score:>7.4f}  {item.source:<7}  {item.id:<8}  {item.title}")
+        print(printable(f"{rank:>4}  {item.score:>7.4f}  {item.source:<7}  {item.id:<8}  {item.title}"))
     if ranking.fallback:
         print(f"note: the LLM stage failed ({ranking.fallback_reason}); shown in cosine order", file=sys.stderr)
     return 0

@@ -22,6 +22,7 @@ from zsgen.embed.local import PROGRESS_THRESHOLD
 from zsgen.errors import ConfigError, EncoderError
 from zsgen.lifecycle import Closing
 from zsgen.llm.openai_client import RetryPolicy, resolve_api_key, sync_client
+from zsgen.redact import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ class OpenAIEmbeddingEncoder(Closing):
         self.max_retries = max_retries
         self._client = sync_client(base_url, key, timeout)
         self._dim: int | None = dimensions
-        where = base_url.rstrip("/") if base_url else "openai"
+        # The identity is stored in the embedding cache: a password in the URL must not be (zsgen.redact).
+        where = redact_url(base_url.rstrip("/")) if base_url else "openai"
         self._identity = f"openai:{where}:{model}" + (f":dimensions={dimensions}" if dimensions else "")
 
     @property

@@ -218,9 +218,20 @@ class EvalConfig(StrictConfig):
         File paths are left out: where the data or a fusion file lies on this machine does not decide the results,
         their contents do, and the runner adds those hashes. A run therefore resumes after it, or its data, moved.
         """
-        portable = rewrite_paths(self, lambda _: "<path>")
+        portable = without_credentials(rewrite_paths(self, lambda _: "<path>"))  # a password decides nothing either
         payload = json.dumps(portable.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def without_credentials(config: EvalConfig) -> EvalConfig:
+    """A copy of ``config`` whose rerank tables' ``base_url`` has its password and secret query values masked."""
+    from zsgen.redact import redact_url
+
+    out = config.model_copy(deep=True)
+    for ranker in out.rankers:
+        if ranker.rerank is not None and isinstance(ranker.rerank.get("base_url"), str):
+            ranker.rerank["base_url"] = redact_url(ranker.rerank["base_url"])
+    return out
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -322,8 +333,10 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
 def write_resolved(config: EvalConfig, path: Path, provenance: Mapping[str, Any]) -> None:
     """The config as run (presets applied, paths absolute) plus a ``[provenance]`` table (versions, models, hashes).
 
-    Written atomically: a run killed meanwhile leaves no half file that a resume would misread.
+    Written atomically: a run killed meanwhile leaves no half file that a resume would misread. A password or key in
+    a base URL is written as ``***`` (:func:`zsgen.redact.redact_url`): results folders get shared, secrets must not
+    be; re-running the file then needs the credentials given again (in the URL or the environment).
     """
-    data = config.model_dump(mode="json")
+    data = without_credentials(config).model_dump(mode="json")
     data["provenance"] = dict(provenance)
     write_toml(path, data, header="Resolved evaluation config, written by zsgen evaluate.\nRe-run it as is.")

@@ -1,11 +1,15 @@
 """``report.md`` and its plots, written from a :class:`Summary` alone (so a report can be rebuilt from summary data).
 
-Plots use matplotlib's Agg backend: evaluation runs on servers and in CI, where there is no display.
+Plots use matplotlib's Agg backend: evaluation runs on servers and in CI, where there is no display. matplotlib is
+the ``eval`` extra, not a core dependency: without it the report is written all the same, without its plots, and one
+warning says so. A whole evaluation must never be lost at its last step to a missing plotting library.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from importlib.util import find_spec
 from pathlib import Path
 
 from zsgen.evaluate.metrics import Interval
@@ -14,6 +18,8 @@ from zsgen.evaluate.summary import RankerSummary, Summary
 METRICS_PLOT = "metrics.png"
 POSITION_PLOT = "position.png"
 REPORT_NAME = "report.md"
+
+log = logging.getLogger(__name__)
 
 
 def _num(value: float, digits: int = 3) -> str:
@@ -43,8 +49,11 @@ def _metric_table(rankers: list[RankerSummary], which: str, columns: list[str]) 
     return lines
 
 
-def render_markdown(summary: Summary) -> str:
-    """The report text; numbers are means with 95% bootstrap intervals over users."""
+def render_markdown(summary: Summary, *, plots: bool = True) -> str:
+    """The report text; numbers are means with 95% bootstrap intervals over users.
+
+    ``plots=False`` (matplotlib missing) says so where the plots would be, instead of linking images never drawn.
+    """
     k = summary.headline_k
     hr_cols = [f"HR@{x}" for x in summary.ks]
     ndcg_cols = [f"NDCG@{x}" for x in summary.ks] + ["MRR"]
@@ -144,7 +153,11 @@ def render_markdown(summary: Summary) -> str:
             values = " | ".join(_num(r.by_position[i].ndcg) for r in summary.rankers)
             out.append(f"| {label} | {bucket.users} | {values} |")
         out.append("")
-    out += ["## Plots", "", f"![metrics by ranker]({METRICS_PLOT})", "", f"![by target position]({POSITION_PLOT})", ""]
+    if plots:
+        out += ["## Plots", "", f"![metrics by ranker]({METRICS_PLOT})", "", f"![by target position]({POSITION_PLOT})"]
+    else:
+        out += ["## Plots", "", "Not drawn: matplotlib is not installed (`pip install 'zsgen[eval]'`)."]
+    out.append("")
     return "\n".join(out)
 
 
@@ -208,9 +221,27 @@ def plot_positions(summary: Summary, path: Path) -> None:
 
 
 def write_report(summary: Summary, out_dir: Path) -> Path:
-    """Write ``report.md`` and both plots into ``out_dir``; returns the report's path."""
-    plot_metrics(summary, out_dir / METRICS_PLOT)
-    plot_positions(summary, out_dir / POSITION_PLOT)
+    """Write ``report.md`` and both plots into ``out_dir``; returns the report's path.
+
+    Without matplotlib the plots are skipped with one warning and the report says so (see the module docstring).
+    """
+    plots = has_matplotlib()
+    if plots:
+        plot_metrics(summary, out_dir / METRICS_PLOT)
+        plot_positions(summary, out_dir / POSITION_PLOT)
+    else:
+        log.warning("matplotlib is not installed (pip install 'zsgen[eval]'): %s written without plots", REPORT_NAME)
     path = out_dir / REPORT_NAME
-    path.write_text(render_markdown(summary), encoding="utf-8")
+    path.write_text(render_markdown(summary, plots=plots), encoding="utf-8")
     return path
+
+
+def has_matplotlib() -> bool:
+    """Whether the plots can be drawn; a module that is present but fails to import counts as missing too."""
+    try:
+        if find_spec("matplotlib") is None:
+            return False
+        import matplotlib  # noqa: F401
+    except (ImportError, ValueError):  # find_spec raises ValueError for a module set to None in sys.modules
+        return False
+    return True

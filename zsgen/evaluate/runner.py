@@ -277,8 +277,15 @@ def run_fingerprint(config: EvalConfig, rankers: Sequence[Ranker], data_sha256: 
     return hashlib.sha256("|".join([config.fingerprint(), *hashes]).encode()).hexdigest()[:16]
 
 
-def check_resumable(out_dir: Path, fingerprint: str) -> None:
-    """Refuse to append to a log that another config (or template) wrote."""
+def check_resumable(out_dir: Path, fingerprint: str, rankers: Sequence[str] | None = None) -> None:
+    """Refuse to append to a log that another config (or template) wrote.
+
+    ``config.toml`` is written atomically, so a crash leaves the old file or the new one. Folders written by older
+    zsgen versions may hold a torn one (cut off mid-write, or not TOML at all) beside a valid log: then the
+    fingerprint cannot be read, and the log is the only evidence. The run resumes, with a warning, when every logged
+    user was ranked by exactly this run's ``rankers`` (in order); otherwise it stops as for any other config, since
+    mixing two runs' rows would make every number wrong without a sign.
+    """
     log = out_dir / LOG_NAME
     if not log.exists() or log.stat().st_size == 0:
         return
@@ -289,11 +296,27 @@ def check_resumable(out_dir: Path, fingerprint: str) -> None:
         previous = tomllib.loads(config_path.read_text(encoding="utf-8")).get("provenance", {}).get("fingerprint")
     except (tomllib.TOMLDecodeError, UnicodeDecodeError):
         previous = None
-    if previous != fingerprint:
+    if previous == fingerprint:
+        return
+    if previous is None and rankers is not None:
+        logged = {tuple(record.get("rankers", {})) for record in read_log(log).values()}
+        if logged == {tuple(rankers)}:
+            logger.warning(
+                "%s is unreadable or incomplete (a write torn by a crash?); resuming because every user in %s was "
+                "ranked by the same rankers; %s is written anew",
+                config_path,
+                LOG_NAME,
+                CONFIG_NAME,
+            )
+            return
         raise ConfigError(
-            f"{out_dir} holds results of a different config or template (fingerprint {previous}, this run "
-            f"{fingerprint}); choose another --out, or delete that folder to start over"
+            f"{config_path} is unreadable or incomplete (a write torn by a crash?) and {LOG_NAME} was written by "
+            f"other rankers than this run's; choose another --out, or delete that folder to start over"
         )
+    raise ConfigError(
+        f"{out_dir} holds results of a different config or template (fingerprint {previous}, this run "
+        f"{fingerprint}); choose another --out, or delete that folder to start over"
+    )
 
 
 # -- the run ------------------------------------------------------------------------------------------------------
@@ -388,7 +411,7 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     fusions = resolve_fusions(config, catalog, interactions, factory, out, data_source=recorded.dataset.path)
     rankers = build_rankers(config, catalog, interactions, factory, out, fusions)
     fingerprint = run_fingerprint(config, rankers, data["sha256"])
-    check_resumable(out, fingerprint)
+    check_resumable(out, fingerprint, [spec.name for spec in config.rankers])
     write_tuned(fusions)
     log_path = out / LOG_NAME
     done = read_log(log_path, repair=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -165,14 +166,67 @@ def _load(path: Path, device: str, dtype: str) -> LoadedModel:
     return LoadedModel(name=path.name, path=path, model=model, tokenizer=tokenizer, device=device)
 
 
+def _special_tokens(tokenizer: Any) -> tuple[str, ...]:
+    """Every special token string of ``tokenizer``: its named ones and every added token marked special."""
+    found: set[str] = set(getattr(tokenizer, "all_special_tokens", None) or [])
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    for added in decoder.values():
+        if getattr(added, "special", False):
+            found.add(str(getattr(added, "content", added)))
+    return tuple(sorted((t for t in found if t.strip()), key=len, reverse=True))  # longest first in the pattern
+
+
+_SPECIALS: dict[int, tuple[Any, re.Pattern[str] | None]] = {}
+_SPECIALS_LOCK = threading.Lock()
+
+
+def _special_pattern(tokenizer: Any) -> re.Pattern[str] | None:
+    """A pattern matching any special token of ``tokenizer`` (None if it has none), built once per tokenizer."""
+    with _SPECIALS_LOCK:
+        cached = _SPECIALS.get(id(tokenizer))
+        if cached is not None and cached[0] is tokenizer:
+            return cached[1]
+        tokens = _special_tokens(tokenizer)
+        pattern = re.compile("|".join(re.escape(t) for t in tokens)) if tokens else None
+        _SPECIALS[id(tokenizer)] = (tokenizer, pattern)
+        return pattern
+
+
+def neutralise_special_tokens(tokenizer: Any, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``messages`` with every special token of ``tokenizer`` in their contents made inert text.
+
+    The chat template adds the role and control tokens itself; the same strings inside a message (a catalog
+    description holding ``<|im_start|>system ...``, a profile, a model's earlier answer) would otherwise be tokenized
+    as the real tokens and open turns of their own. Templates render variables through zsgen.prompts, which already
+    defuses the common families generically; this catches the model's own exact set, whatever its spelling.
+    """
+    from zsgen.prompts import defuse_chat_token
+
+    pattern = _special_pattern(tokenizer)
+    if pattern is None:
+        return messages
+    specials = set(_special_tokens(tokenizer))
+
+    def inert(match: re.Match[str]) -> str:
+        stand_in = defuse_chat_token(match.group())
+        return stand_in if stand_in not in specials else f"{match.group()[0]}\u200b{match.group()[1:]}"
+
+    return [{**m, "content": pattern.sub(inert, m["content"])} for m in messages]
+
+
 def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of ``messages`` followed by the assistant's generation prompt.
 
-    ``enable_thinking=False`` switches off reasoning modes in templates that have them (Qwen3 and kin); templates
-    without the variable simply never read it.
+    Special tokens inside the contents are neutralised first (:func:`neutralise_special_tokens`): the only turns in
+    the prompt are the ones the chat template itself writes. ``enable_thinking=False`` switches off reasoning modes
+    in templates that have them (Qwen3 and kin); templates without the variable simply never read it.
     """
     ids = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, enable_thinking=False, tokenize=True, return_dict=False
+        neutralise_special_tokens(tokenizer, messages),
+        add_generation_prompt=True,
+        enable_thinking=False,
+        tokenize=True,
+        return_dict=False,
     )
     if hasattr(ids, "tolist"):
         ids = ids.tolist()

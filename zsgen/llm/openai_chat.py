@@ -37,6 +37,7 @@ from zsgen.llm.openai_client import (
     parse_retry_after,
     resolve_api_key,
 )
+from zsgen.redact import redact_url
 from zsgen.types import Usage
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ class OpenAIChatBackend(Closing):
             found = self._model
             if found is None:
                 found = await self.retry.acall("GET /v1/models", self._discover, self._error("GET /v1/models"))
-                log.info("using model %r served at %s", found, self.base_url)
+                log.info("using model %r served at %s", found, self._shown_url)
                 self._model = found
             return found
 
@@ -213,7 +214,7 @@ class OpenAIChatBackend(Closing):
         entries: list[Any] = getattr(page, "data", None) or []
         ids = [i for i in (getattr(entry, "id", None) for entry in entries) if isinstance(i, str) and i]
         if not ids:
-            raise BackendError(f"{self.base_url}: /v1/models lists no model; pass model=...", reason="empty")
+            raise BackendError(f"{self._shown_url}: /v1/models lists no model; pass model=...", reason="empty")
         return ids[0]
 
     # -- chat ------------------------------------------------------------------------------------------------------
@@ -326,21 +327,21 @@ class OpenAIChatBackend(Closing):
             data = json.loads(raw)
         except ValueError as exc:  # not JSON at all (an HTML error page, a cut-off body)
             raise BackendError(
-                f"{self.base_url}: response is not JSON ({exc}): {raw[:80]!r}", reason="malformed_response"
+                f"{self._shown_url}: response is not JSON ({exc}): {raw[:80]!r}", reason="malformed_response"
             ) from exc
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list):
-            raise BackendError(f"{self.base_url}: response has no 'choices' list", reason="malformed_response")
+            raise BackendError(f"{self._shown_url}: response has no 'choices' list", reason="malformed_response")
         if not choices:
             raise BackendError(f"model {model} returned no choices", reason="empty")
         choice = choices[0]
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
-            raise BackendError(f"{self.base_url}: first choice has no message", reason="malformed_response")
+            raise BackendError(f"{self._shown_url}: first choice has no message", reason="malformed_response")
         finish_reason = choice.get("finish_reason")
         content, refusal = message.get("content"), message.get("refusal")
         if finish_reason is not None and not isinstance(finish_reason, str):
-            raise BackendError(f"{self.base_url}: finish_reason is not a string", reason="malformed_response")
+            raise BackendError(f"{self._shown_url}: finish_reason is not a string", reason="malformed_response")
         if refusal:
             raise BackendError(f"model {model} refused: {str(refusal)[:200]}", reason="refusal")
         if content is not None and not isinstance(content, str):
@@ -371,7 +372,7 @@ class OpenAIChatBackend(Closing):
         def to_backend_error(exc: openai.OpenAIError, attempts: int) -> BackendError:
             reason = failure_reason(exc)
             return BackendError(
-                f"{what} at {self.base_url or 'api.openai.com'} failed after {attempts} attempt(s): {reason}"
+                f"{what} at {self._shown_url or 'api.openai.com'} failed after {attempts} attempt(s): {reason}"
                 f" ({type(exc).__name__})",
                 reason=reason,
                 attempts=attempts,
@@ -379,8 +380,13 @@ class OpenAIChatBackend(Closing):
 
         return to_backend_error
 
+    @property
+    def _shown_url(self) -> str | None:
+        """The base URL as messages and logs show it: a password or key in it masked (zsgen.redact)."""
+        return redact_url(self.base_url)
+
     def __repr__(self) -> str:
         return (
-            f"OpenAIChatBackend(base_url={self.base_url!r}, model={self._model!r}, structured={self.structured!r}, "
+            f"OpenAIChatBackend(base_url={self._shown_url!r}, model={self._model!r}, structured={self.structured!r}, "
             f"concurrency={self.concurrency}, max_retries={self.max_retries})"
         )
