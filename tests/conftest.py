@@ -15,6 +15,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` wha
 
 from servers import ScriptedServer, transformers_serve
 
+#: MovieLens 100K as RecBole atomic files, checked out beside the repository (never committed: GroupLens terms).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (holding ``ml-100k/``), or a skip saying why: the MovieLens files may not be redistributed,
+    so a checkout without them (a fresh clone, a packaging build) cannot run these tests."""
+    if not (SHARED_DATA / "ml-100k").is_dir():
+        pytest.skip(
+            f"MovieLens data not found at {SHARED_DATA / 'ml-100k'}: clone the shared data folder beside the "
+            "repository (../shared/data/ml-100k) to run the tests that read the real dataset"
+        )
+    return SHARED_DATA
+
 
 @pytest.fixture(scope="session")
 def local_model_dir() -> Path:

@@ -26,7 +26,6 @@ from zsgen.loaders import (
 )
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "loaders"
-SHARED_ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k"
 
 
 def copy_fixture(name: str, tmp_path: Path) -> Path:
@@ -87,6 +86,31 @@ def test_ml1m_layout() -> None:
     assert dataset.catalog.get("12").genres == ("Sci-Fi",)
     assert dataset.catalog.get("13").year is None
     assert user_history(dataset, "1") == ["10", "12", "13"]  # file order is 12, 10, 13
+
+
+def test_ml_latest_small_layout() -> None:
+    """The CSV releases (ml-latest-small): UTF-8, quoted titles with commas, half-star ratings, no genres listed."""
+    dataset = load_dataset(FIXTURES / "ml-latest-small")
+    assert dataset.interactions is not None
+    assert len(dataset.catalog) == 4 and len(dataset.interactions) == 4
+    assert dataset.catalog.source is not None and dataset.catalog.source.endswith("movies.csv")
+    president = dataset.catalog.get("2")
+    assert (president.title, president.year) == ("American President, The", 1995)
+    assert dataset.catalog.get("3").title == "Señor Hollow"  # UTF-8, unlike ml-100k / ml-1m
+    assert dataset.catalog.get("1").genres == ("Adventure", "Animation", "Children", "Comedy", "Fantasy")
+    assert (dataset.catalog.get("4").year, dataset.catalog.get("4").genres) == (None, ())
+    assert user_history(dataset, "1") == ["1", "3", "2"]  # by timestamp, not file order
+    assert dataset.interactions.rating.tolist()[2] == 0.5
+    assert load_dataset(FIXTURES / "ml-latest-small", format="ml-latest-small").catalog.ids == ["1", "2", "3", "4"]
+
+
+def test_ml_latest_bad_rows_are_located(tmp_path: Path) -> None:
+    folder = copy_fixture("ml-latest-small", tmp_path)
+    ratings = folder / "ratings.csv"
+    ratings.write_text(ratings.read_text(encoding="utf-8") + "3,99,4.0,1445714835\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        load_dataset(folder)
+    assert (caught.value.line, caught.value.field) == (6, "movieId")
 
 
 def test_recbole_layout_from_folder_or_file() -> None:
@@ -172,6 +196,7 @@ def test_csv_catalog_with_interactions_through_load_dataset() -> None:
         ("ml-100k/u.item", "ml-100k"),
         ("ml-1m", "ml-1m"),
         ("ml-1m/ratings.dat", "ml-1m"),
+        ("ml-latest-small", "ml-latest"),
         ("recbole", "recbole"),
         ("recbole/tiny.item", "recbole"),
         ("jsonl/catalog.jsonl", "jsonl"),
@@ -378,10 +403,8 @@ def test_interaction_log_errors(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def ml100k() -> Dataset:
-    if not SHARED_ML100K.is_dir():
-        pytest.fail(f"shared data missing at {SHARED_ML100K} (CI clones ../shared beside the repo)")
-    return load_dataset(SHARED_ML100K)
+def ml100k(shared_data: Path) -> Dataset:
+    return load_dataset(shared_data / "ml-100k")
 
 
 @pytest.mark.data

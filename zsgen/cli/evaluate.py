@@ -22,6 +22,11 @@ def add_subparser(subparsers: Subparsers) -> None:
     p.add_argument("--users", type=int, help="evaluate a seeded sample of N users (overrides the config)")
     p.add_argument("--seed", type=int, help="run seed (overrides the config)")
     p.add_argument("--dataset", help="dataset path (overrides the config; relative to the current directory)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where a config's `dataset.name` is looked up (default: $ZSGEN_DATA_DIR, else the user data dir)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also with -q)")
     p.set_defaults(func=run)
 
@@ -35,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {"users": args.users, "seed": args.seed}
     if args.dataset:
-        overrides["dataset"] = {"path": str(Path(args.dataset).resolve())}
-    config = load_config(args.config, overrides)
+        overrides["dataset"] = {"path": str(Path(args.dataset).resolve()), "name": None}
+    config = load_config(args.config, overrides, data_dir=args.data_dir)
     summary = evaluate(config, args.out, progress=False if args.no_progress or args.verbosity < 0 else None)
     k = summary.headline_k
     print(

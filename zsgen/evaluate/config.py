@@ -52,12 +52,41 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 MAX_LLM_CANDIDATES = 100
 
 
-class DatasetConfig(StrictConfig):
-    """The dataset folder or file, loaded with :func:`zsgen.loaders.load_dataset`."""
+_PATH_OR_NAME = (
+    "give exactly one of `dataset.path` (a folder or file) and `dataset.name` (a folder in the data directory)"
+)
 
-    path: str
+
+class DatasetConfig(StrictConfig):
+    """The dataset, loaded with :func:`zsgen.loaders.load_dataset`: a ``path`` (folder or file) or the ``name`` of a
+    folder in the data directory (``name = "ml-100k"``, or just ``dataset = "ml-100k"``; see :mod:`zsgen.datasets`),
+    exactly one of the two.
+
+    A name is resolved to a path when the config is loaded, so the rest of the run (and the resolved config it
+    writes) only ever sees ``path``.
+    """
+
+    path: str = ""
+    name: str | None = Field(default=None, description="a dataset folder in the data directory, e.g. ml-100k")
     format: str | None = None
     interactions: str | None = Field(default=None, description="separate log for a JSONL/CSV catalog")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"name": data}  # `dataset = "ml-100k"` reads as the name
+        if isinstance(data, dict) and not data.get("path") and not data.get("name"):
+            # Checked before the fields, so a misspelt key (`file = ...`) is named next to what was expected.
+            found = f"; found {', '.join(f'`{key}`' for key in data)}" if data else ""
+            raise ValueError(f"{_PATH_OR_NAME}{found}")
+        return data
+
+    @model_validator(mode="after")
+    def _path_or_name(self) -> DatasetConfig:
+        if bool(self.path) == bool(self.name):
+            raise ValueError(_PATH_OR_NAME)
+        return self
 
 
 class _FusionOptions(StrictConfig):
@@ -280,14 +309,31 @@ def rewrite_paths(config: EvalConfig, rewrite: Callable[[str], str]) -> EvalConf
     return out
 
 
-def config_from_dict(data: Mapping[str, Any], *, base_dir: Path | None = None, source: str = "<config>") -> EvalConfig:
-    """Validate a config given as a dict (the Python form of the TOML file); relative paths resolve as documented."""
+def config_from_dict(
+    data: Mapping[str, Any],
+    *,
+    base_dir: Path | None = None,
+    source: str = "<config>",
+    data_dir: str | Path | None = None,
+) -> EvalConfig:
+    """Validate a config given as a dict (the Python form of the TOML file); relative paths resolve as documented.
+
+    A ``dataset.name`` is looked up in ``data_dir`` (default: ``$ZSGEN_DATA_DIR``, else the user data dir).
+    """
     data = {k: v for k, v in data.items() if k != "provenance"}  # a resolved config reads back as it ran
     try:
         config = EvalConfig.model_validate(data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     _check_rerank_tables(config, source)
+    if config.dataset.name is not None:
+        from zsgen.datasets import dataset_path
+
+        try:
+            config.dataset.path = str(dataset_path(config.dataset.name, data_dir).resolve())
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: dataset.name: {exc}") from None
+        config.dataset.name = None
     config.dataset.path = str(resolve_path(config.dataset.path, base_dir))
     if config.dataset.interactions is not None:
         config.dataset.interactions = str(resolve_path(config.dataset.interactions, base_dir))
@@ -314,8 +360,11 @@ def _check_rerank_tables(config: EvalConfig, source: str) -> None:
             validate_config(RerankConfig, ranker.rerank, what=what, prefix=f"rankers.{number}.rerank.")
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> EvalConfig:
-    """Read and validate a TOML config; ``overrides`` replace top-level keys (nested tables merge) before validation."""
+def load_config(
+    path: str | Path, overrides: Mapping[str, Any] | None = None, *, data_dir: str | Path | None = None
+) -> EvalConfig:
+    """Read and validate a TOML config; ``overrides`` replace top-level keys (nested tables merge) before validation.
+    ``data_dir`` is where a ``dataset.name`` is looked up (see :func:`config_from_dict`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"evaluation config not found: {path}")
@@ -327,7 +376,7 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     if overrides:
         data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
-    return config_from_dict(data, base_dir=path.resolve().parent, source=str(path))
+    return config_from_dict(data, base_dir=path.resolve().parent, source=str(path), data_dir=data_dir)
 
 
 def write_resolved(config: EvalConfig, path: Path, provenance: Mapping[str, Any]) -> None:

@@ -10,10 +10,17 @@ from zsgen.interactions import Dataset, Interactions
 from zsgen.loaders.delimited import load_csv_catalog, load_csv_interactions
 from zsgen.loaders.jsonl import load_jsonl_catalog, load_jsonl_interactions
 from zsgen.loaders.mapping import ColumnMapping, InteractionMapping
-from zsgen.loaders.movielens import MOVIELENS_ENCODING, load_ml1m, load_ml100k, load_movielens
+from zsgen.loaders.movielens import (
+    MOVIELENS_CSV_ENCODING,
+    MOVIELENS_ENCODING,
+    load_ml1m,
+    load_ml100k,
+    load_ml_latest,
+    load_movielens,
+)
 from zsgen.loaders.recbole import load_recbole
 
-FORMATS = ("ml-100k", "ml-1m", "recbole", "jsonl", "csv", "tsv")
+FORMATS = ("ml-100k", "ml-1m", "ml-latest", "recbole", "jsonl", "csv", "tsv")
 _JSON_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _CSV_SUFFIXES = {".csv", ".tsv", ".tab"}
 _RECBOLE_SUFFIXES = {".item", ".inter", ".user"}
@@ -29,11 +36,13 @@ def detect_format(path: str | Path) -> str:
             return "ml-100k"
         if (location / "ratings.dat").exists() or (location / "movies.dat").exists():
             return "ml-1m"
+        if (location / "ratings.csv").exists() and (location / "movies.csv").exists():
+            return "ml-latest"
         if any(p.suffix in {".item", ".inter"} for p in location.iterdir()):
             return "recbole"
         raise DataError(
-            "cannot tell the dataset layout of this folder: expected u.data (ml-100k), ratings.dat (ml-1m) or "
-            "RecBole .item/.inter files",
+            "cannot tell the dataset layout of this folder: expected u.data (ml-100k), ratings.dat (ml-1m), "
+            "ratings.csv + movies.csv (ml-latest) or RecBole .item/.inter files",
             path=location,
         )
     name = location.name.lower()
@@ -53,7 +62,15 @@ def detect_format(path: str | Path) -> str:
 
 def _normalise_format(fmt: str) -> str:
     key = fmt.strip().lower().replace("_", "-")
-    aliases = {"ml100k": "ml-100k", "ml1m": "ml-1m", "json": "jsonl", "ndjson": "jsonl", "atomic": "recbole"}
+    aliases = {
+        "ml100k": "ml-100k",
+        "ml1m": "ml-1m",
+        "ml-latest-small": "ml-latest",
+        "mllatest": "ml-latest",
+        "json": "jsonl",
+        "ndjson": "jsonl",
+        "atomic": "recbole",
+    }
     key = aliases.get(key, key)
     if key == "movielens":
         return key
@@ -90,10 +107,13 @@ def _load(
     encoding: str | None,
     with_interactions: bool,
 ) -> Dataset:
-    if fmt in {"ml-100k", "ml-1m", "movielens"}:
+    if fmt in {"ml-100k", "ml-1m", "ml-latest", "movielens"}:
         folder = location if location.is_dir() else location.parent
         if fmt == "movielens":
-            return load_movielens(folder, encoding=encoding or MOVIELENS_ENCODING, with_interactions=with_interactions)
+            return load_movielens(folder, encoding=encoding, with_interactions=with_interactions)
+        if fmt == "ml-latest":
+            encoding = encoding or MOVIELENS_CSV_ENCODING
+            return load_ml_latest(folder, encoding=encoding, with_interactions=with_interactions)
         loader = load_ml100k if fmt == "ml-100k" else load_ml1m
         return loader(folder, encoding=encoding or MOVIELENS_ENCODING, with_interactions=with_interactions)
     if fmt == "recbole":
@@ -122,16 +142,16 @@ def load_dataset(
 ) -> Dataset:
     """A catalog and, where the layout has one, its interaction log.
 
-    ``format`` overrides detection (``ml-100k``, ``ml-1m``, ``movielens``, ``recbole``, ``jsonl``, ``csv``,
-    ``tsv``). ``mapping`` names catalog columns for JSONL/CSV (and overrides RecBole's guesses); ``interactions``
-    adds a JSONL/CSV log to a JSONL/CSV catalog. ``encoding`` defaults to latin-1 for GroupLens files (as
-    distributed) and UTF-8 for everything else.
+    ``format`` overrides detection (``ml-100k``, ``ml-1m``, ``ml-latest``, ``movielens``, ``recbole``, ``jsonl``,
+    ``csv``, ``tsv``). ``mapping`` names catalog columns for JSONL/CSV (and overrides RecBole's guesses);
+    ``interactions`` adds a JSONL/CSV log to a JSONL/CSV catalog. ``encoding`` defaults to latin-1 for the older
+    GroupLens files (ml-100k, ml-1m, as distributed) and UTF-8 for everything else.
     """
     location = Path(path)
     fmt = _normalise_format(format) if format else detect_format(location)
     if interactions is not None and fmt not in {"jsonl", "csv", "tsv"}:
         raise ConfigError(f"{fmt} datasets carry their own interactions; 'interactions' is only for JSONL/CSV")
-    if mapping is not None and fmt in {"ml-100k", "ml-1m", "movielens"}:
+    if mapping is not None and fmt in {"ml-100k", "ml-1m", "ml-latest", "movielens"}:
         raise ConfigError("GroupLens MovieLens files have fixed columns; a column mapping does not apply to them")
     dataset = _load(
         location,

@@ -1,6 +1,7 @@
-"""MovieLens as GroupLens distributes it: the ml-100k layout (``u.data``, ``u.item``, ``u.genre``) and the ml-1m
-layout (``ratings.dat``, ``movies.dat``). Both are latin-1; titles carry the year ("Toy Story (1995)"), which is
-moved into ``Item.year`` so the title embeds and matches cleanly.
+"""MovieLens as GroupLens distributes it: the ml-100k layout (``u.data``, ``u.item``, ``u.genre``), the ml-1m
+layout (``ratings.dat``, ``movies.dat``), both latin-1, and the CSV layout of ml-latest / ml-latest-small / ml-25m
+(``movies.csv``, ``ratings.csv``), UTF-8. Titles carry the year ("Toy Story (1995)"), which is moved into
+``Item.year`` so the title embeds and matches cleanly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from zsgen.loaders._common import (
     read_text,
     split_title_year,
 )
+from zsgen.loaders.delimited import iter_rows
 
 #: Genre order of the ml-100k ``u.item`` flag columns, used when ``u.genre`` is missing.
 ML100K_GENRES: tuple[str, ...] = (
@@ -140,7 +142,7 @@ def _read_ml1m_items(path: Path, encoding: str) -> CatalogBuilder:
             raise DataError(f"expected 3 '::'-separated fields, found {len(parts)}", path=path, line=line)
         item_id, raw_title, raw_genres = parts
         title, year = split_title_year(raw_title)
-        genres = [g.strip() for g in raw_genres.split("|") if g.strip() and g.strip() != "(no genres listed)"]
+        genres = _split_genres(raw_genres)
         builder.add(
             line, item_id=item_id, title=title, year=year, genres=genres, id_field="MovieID", title_field="Title"
         )
@@ -167,13 +169,66 @@ def load_ml1m(path: str | Path, *, encoding: str = MOVIELENS_ENCODING, with_inte
     return Dataset(catalog=catalog, interactions=interactions)
 
 
-def load_movielens(path: str | Path, *, encoding: str = MOVIELENS_ENCODING, with_interactions: bool = True) -> Dataset:
-    """Either GroupLens layout, told apart by its files."""
+#: The CSV releases (ml-latest-small, ml-latest, ml-25m...) are UTF-8, unlike the older latin-1 ones.
+MOVIELENS_CSV_ENCODING = "utf-8"
+
+
+def _split_genres(raw: str) -> list[str]:
+    return [g.strip() for g in raw.split("|") if g.strip() and g.strip() != "(no genres listed)"]
+
+
+def load_ml_latest(
+    path: str | Path, *, encoding: str = MOVIELENS_CSV_ENCODING, with_interactions: bool = True
+) -> Dataset:
+    """A GroupLens CSV folder (ml-latest-small and later): ``movies.csv`` (``movieId,title,genres``) and
+    ``ratings.csv`` (``userId,movieId,rating,timestamp``); ``tags.csv`` and ``links.csv`` are unused."""
     folder = Path(path)
+    movies = folder / "movies.csv"
+    builder = CatalogBuilder(movies)
+    for line, row in iter_rows(movies, required=["movieId", "title", "genres"], delimiter=",", encoding=encoding):
+        title, year = split_title_year(row["title"])
+        builder.add(
+            line,
+            item_id=row["movieId"],
+            title=title,
+            year=year,
+            genres=_split_genres(row["genres"]),
+            id_field="movieId",
+            title_field="title",
+        )
+    catalog = builder.build()
+    if not with_interactions:
+        return Dataset(catalog=catalog)
+    ratings = folder / "ratings.csv"
+    events = EventColumns(has_timestamp=True, has_rating=True)
+    columns = ["userId", "movieId", "rating", "timestamp"]
+    for line, row in iter_rows(ratings, required=columns, delimiter=",", encoding=encoding):
+        events.append(line, row["userId"], row["movieId"], row["timestamp"], row["rating"])
+    interactions = build_interactions(
+        events,
+        catalog,
+        path=ratings,
+        user_field="userId",
+        item_field="movieId",
+        timestamp_field="timestamp",
+        rating_field="rating",
+        required_numbers=True,
+    )
+    return Dataset(catalog=catalog, interactions=interactions)
+
+
+def load_movielens(path: str | Path, *, encoding: str | None = None, with_interactions: bool = True) -> Dataset:
+    """Any GroupLens layout, told apart by its files; ``encoding`` defaults to the layout's own."""
+    folder = Path(path)
+    if (folder / "ratings.csv").exists() or (folder / "movies.csv").exists():
+        return load_ml_latest(folder, encoding=encoding or MOVIELENS_CSV_ENCODING, with_interactions=with_interactions)
+    encoding = encoding or MOVIELENS_ENCODING
     if (folder / "u.data").exists() or (folder / "u.item").exists():
         return load_ml100k(folder, encoding=encoding, with_interactions=with_interactions)
     if (folder / "ratings.dat").exists() or (folder / "movies.dat").exists():
         return load_ml1m(folder, encoding=encoding, with_interactions=with_interactions)
     raise DataError(
-        "not a MovieLens folder: expected u.data/u.item (ml-100k) or ratings.dat/movies.dat (ml-1m)", path=folder
+        "not a MovieLens folder: expected u.data/u.item (ml-100k), ratings.dat/movies.dat (ml-1m) or "
+        "ratings.csv/movies.csv (ml-latest)",
+        path=folder,
     )
