@@ -288,6 +288,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _warm_up(port: int, model_dir: Path, deadline: float) -> None:
+    """One 1-token chat request, waited for up to the start-up deadline, before any test talks to the server.
+
+    ``/health`` answers before the model is loaded; the first request then pays for loading it. Left to the first
+    test, that cost counted against the test's own request timeout, so on a busy machine the outcome depended on load
+    (the issue-12 run timed out 4 x 120 s). A failed warm-up is not an error here: the tests report what they see.
+    """
+    body = {"model": str(model_dir), "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=max(deadline - time.monotonic(), 30.0)) as response:
+            response.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        pass
+
+
 @contextmanager
 def transformers_serve(model_dir: Path, *, startup_deadline: float = 300.0) -> Iterator[str]:
     """Run ``transformers serve`` on a free loopback port; yield its OpenAI base URL; stop it afterwards.
@@ -319,6 +339,7 @@ def transformers_serve(model_dir: Path, *, startup_deadline: float = 300.0) -> I
                         f"transformers serve not healthy after {startup_deadline} s:\n{log_file.read()[-4000:]}"
                     )
                 time.sleep(0.25)  # poll interval of the health check
+            _warm_up(port, model_dir, deadline)
             yield f"http://127.0.0.1:{port}/v1"
         finally:
             proc.terminate()

@@ -307,3 +307,6 @@ def test_cli_evaluate_data_dir_flag(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "not found in the data directory" in capsys.readouterr().err
     assert main([*argv, "--data-dir", str(data)]) == 0
     assert (tmp_path / "out" / "report.md").is_file()
+    resolved = load_config(tmp_path / "out" / "config.toml")  # the run records the path the name resolved to
+    assert Path(resolved.dataset.path) == (data / "ml-latest-small").resolve() and resolved.dataset.name is None
+    assert main([*argv, "--data-dir", str(data)]) == 0  # and resumes into its folder: same fingerprint
