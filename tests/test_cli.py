@@ -54,6 +54,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 def test_demo_json_output(capsys: pytest.CaptureFixture[str], embedding_cache: Path) -> None:
     code, out, _ = run(capsys, "recommend", "--demo", "--k", "4", "--json", "--embedding-cache", str(embedding_cache))
     assert code == 0
@@ -296,6 +297,7 @@ def test_tune_errors_are_one_line(setup: str, message: str, tmp_path: Path, caps
 # -- issue 12: hostile answers and odd input ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
 def test_blank_profile_is_one_line_error(capsys: pytest.CaptureFixture[str], embedding_cache: Path, blank: str) -> None:
     """Issue 12 item 7: ``--profile ""`` printed pydantic's ValidationError traceback."""
@@ -311,6 +313,7 @@ def test_blank_profile_render_is_one_line_error(capsys: pytest.CaptureFixture[st
     assert err.startswith("zsgen: error:") and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_json_output_survives_a_lone_surrogate_in_the_answer(
     capsys: pytest.CaptureFixture[str],
     embedding_cache: Path,
@@ -336,6 +339,7 @@ def test_json_output_survives_a_lone_surrogate_in_the_answer(
     assert scripted_server.chat_requests
 
 
+@pytest.mark.slow
 def test_table_output_survives_surrogates_in_the_profile(
     capsys: pytest.CaptureFixture[str], embedding_cache: Path
 ) -> None:

@@ -199,6 +199,7 @@ def test_rerunning_a_finished_run_adds_nothing(tiny: Path, finished: Path) -> No
     assert summary.users == USERS
 
 
+@pytest.mark.slow
 def test_a_different_config_does_not_resume_into_old_results(tiny: Path, finished: Path) -> None:
     other = load_config(tiny / "tiny.toml", {"seed": 4})
     with pytest.raises(ConfigError, match="different config"):
@@ -348,6 +349,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_evaluate_without_matplotlib_writes_the_report_without_plots(no_llm_config: Path, tmp_path: Path) -> None:
     """Issue 12 item 13: without the eval extra the run died at the plots (or refused to start); now it completes."""
     config = no_llm_config

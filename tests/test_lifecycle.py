@@ -49,6 +49,7 @@ def recommender(catalog: Catalog, retriever: Retriever, server: ScriptedServer) 
     return Recommender(catalog, retriever=retriever, reranker=config)
 
 
+@pytest.mark.slow
 def test_a_thousand_sync_recommendations_reuse_one_client(catalog: Catalog, retriever: Retriever) -> None:
     user = load_demo_user()
     with ScriptedServer(default=Reply(body=completion_body(json.dumps({"ranking": ["B", "A"]})))) as server:

@@ -463,7 +463,7 @@ def test_parse_retry_after_forms() -> None:
 
 @pytest.mark.slow
 def test_transformers_serve_end_to_end(transformers_server: str, local_model_dir: Path) -> None:
-    client = OpenAIChatBackend(transformers_server, max_retries=1, timeout=120)
+    client = OpenAIChatBackend(transformers_server, max_retries=1, timeout=600)  # generous: load must not decide it
     completion = client.chat([{"role": "user", "content": "Name one fruit."}], max_tokens=12)
     assert client.model == str(local_model_dir)
     assert completion.text.strip()

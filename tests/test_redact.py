@@ -47,6 +47,7 @@ def _zsgen(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_recommend_error_lines_and_verbose_logs_hide_the_password(tmp_path: Path) -> None:
     """A server whose /v1/models lists nothing: the run ends in an error line or a fallback; neither, nor the HTTP
     client's -v request log, may show the password."""
@@ -96,6 +97,7 @@ max_retries = 0
 """
 
 
+@pytest.mark.slow
 def test_evaluation_files_and_logs_hide_the_password(tmp_path: Path) -> None:
     """config.toml, summary.json, report.md, the log, and the -v output of ``zsgen evaluate``."""
     answer = Reply(body=completion_body('{"ranking": ["B", "A"]}'))
