@@ -302,7 +302,7 @@ def test_cli_evaluate_data_dir_flag(tmp_path: Path, capsys: pytest.CaptureFixtur
     data = tmp_path / "data"
     shutil.copytree(FIXTURES / "ml-latest-small", data / "ml-latest-small")
     config = write_config(tmp_path, 'dataset = "ml-latest-small"')
-    argv = ["evaluate", "--config", str(config), "--out", str(tmp_path / "out"), "--no-progress", "-q"]
+    argv = ["evaluate", "--config", str(config), "--out", str(tmp_path / "out"), "--no-progress"]
     assert main([*argv, "--data-dir", str(tmp_path / "nowhere")]) == 1
     assert "not found in the data directory" in capsys.readouterr().err
     assert main([*argv, "--data-dir", str(data)]) == 0

@@ -145,6 +145,7 @@ def test_redacting_filter_keeps_the_handlers_format_and_covers_tracebacks() -> N
     log = logging.getLogger("zsgen.test_redact")
     log.addHandler(handler)
     log.propagate = False
+    log.setLevel(logging.INFO)  # not the root's level, which an earlier `zsgen -q` in this process may have raised
     try:
         log.warning("calling %s", f"http://u:{SECRET}@h/v1")
         try:
@@ -154,6 +155,7 @@ def test_redacting_filter_keeps_the_handlers_format_and_covers_tracebacks() -> N
     finally:
         log.removeHandler(handler)
         log.propagate = True
+        log.setLevel(logging.NOTSET)
     text = stream.getvalue()
     assert SECRET not in text
     assert text.startswith("custom|zsgen.test_redact|calling http://u:***@h/v1")
