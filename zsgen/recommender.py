@@ -8,35 +8,53 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zsgen.catalog import Catalog
-from zsgen.embed import Encoder, default_encoder
+from zsgen.embed import Encoder
 from zsgen.errors import ConfigError, EmptyHistoryError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
 from zsgen.lifecycle import Closing
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import FirstStage, Request, Retriever, UserVector
+from zsgen.retrieval.choice import FirstStageName, build_first_stage
 from zsgen.types import History, Interaction, Profile, RankedItem, Ranking
+
+if TYPE_CHECKING:
+    from zsgen.interactions import Interactions
+    from zsgen.score.config import FusionConfig
 
 HistoryInput = History | Sequence[str] | None
 ProfileInput = Profile | str | None
 
-__all__ = ["FirstStage", "HistoryInput", "ProfileInput", "Recommender", "Request"]
+__all__ = ["FirstStage", "FirstStageName", "HistoryInput", "ProfileInput", "Recommender", "Request"]
 
 
 class Recommender(Closing):
     """Retrieval by a first stage, then (optionally) LLM reranking of the top candidates.
 
-    The first stage is ``retriever`` (any :class:`~zsgen.retrieval.FirstStage`: the cosine
-    :class:`~zsgen.retrieval.Retriever` or a tuned :class:`~zsgen.retrieval.FusedRetriever`), or, when none is given,
-    a cosine retriever built here from ``encoder``, ``text_template``, ``user_vector`` (default ``mean``) and
-    ``history_length``. Those four only describe the retriever built here, so giving any of them together with a
-    ``retriever`` is a :class:`~zsgen.errors.ConfigError` (set them on that first stage instead) rather than
-    silently unused. ``threshold`` applies to any first stage.
+    The first stage is ``retriever`` (any :class:`~zsgen.retrieval.FirstStage`), or, when none is given, one chosen
+    and built here (:mod:`zsgen.retrieval.choice`):
+
+    - with an ``interactions`` log, the fused first stage (:class:`~zsgen.retrieval.FusedRetriever`: text cosine,
+      co-occurrence, user filtering, ...) with the weights zsgen ships
+      (:meth:`~zsgen.score.config.FusionConfig.packaged`, chosen on ML-100K's validation split); without one, text
+      similarity (the cosine :class:`~zsgen.retrieval.Retriever`), as always;
+    - ``first_stage="cosine"`` or ``"fused"`` says which; ``fusion`` (a :class:`~zsgen.score.config.FusionConfig` or
+      the path of a tuned ``fusion-NAME.toml``) gives the fused stage those weights instead of the packaged ones;
+    - ``encoder`` serves either stage (default: the packaged all-MiniLM-L6-v2). ``text_template``, ``user_vector``
+      (default ``mean``) and ``history_length`` configure the cosine retriever, and given without a
+      ``first_stage`` they keep it (so does ``threshold``, which is in the stage's own score scale); with a fused
+      stage they are a :class:`~zsgen.errors.ConfigError`, its text signals carrying their own.
+
+    Those options only describe a first stage built here, so giving any of them together with a ``retriever`` is a
+    ConfigError (set them on that first stage instead) rather than silently unused. ``threshold`` applies to any
+    first stage.
 
     Without a reranker the ranking is the first stage's order itself (items carry ``source="cosine"``, or
-    ``"fusion"`` from a fused first stage). With one, ``candidates`` items are retrieved and reranked, and the first
-    ``k`` returned.
+    ``"fusion"`` from a fused first stage; the ranking's ``first_stage`` and ``fusion_weights`` say which stage and
+    which weights). With one, ``candidates`` items are retrieved and reranked, and the first ``k`` returned.
     """
 
     def __init__(
@@ -51,21 +69,29 @@ class Recommender(Closing):
         threshold: float | None = None,
         text_template: ItemTextTemplate | None = None,
         candidates: int | None = None,
+        interactions: Interactions | None = None,
+        first_stage: FirstStageName | None = None,
+        fusion: FusionConfig | str | Path | None = None,
     ) -> None:
         self.catalog = catalog
         if retriever is None:
-            retriever = Retriever(
+            retriever = build_first_stage(
                 catalog,
-                encoder if encoder is not None else default_encoder(),
-                text_template=text_template,
-                user_vector=user_vector if user_vector is not None else "mean",
+                first_stage=first_stage,
+                interactions=interactions,
+                fusion=fusion,
+                encoder=encoder,
+                user_vector=user_vector,
                 history_length=history_length,
+                text_template=text_template,
+                threshold=threshold,
             )
         elif not isinstance(retriever, FirstStage):
             raise ConfigError(
                 f"retriever must be a first stage (zsgen.retrieval.FirstStage), got {type(retriever).__name__}"
             )
         else:
+            _refuse_choice(interactions=interactions, first_stage=first_stage, fusion=fusion)
             _refuse_cosine_options(
                 retriever,
                 encoder=encoder,
@@ -79,6 +105,13 @@ class Recommender(Closing):
         self.reranker = reranker
         self.threshold = threshold
         self.candidates = candidates if candidates is not None else (reranker.config.candidates if reranker else None)
+
+    @property
+    def fusion_weights(self) -> str | None:
+        """Where the fused first stage's weights came from (``packaged``, a file's path, ``given``); ``None`` for
+        any other first stage."""
+        origin = getattr(self.retriever, "weights_origin", None) if self.retriever.source == "fusion" else None
+        return str(origin) if origin is not None else None
 
     def close(self) -> None:
         """Release the reranker's backend (its HTTP connections); using the recommender again reopens them."""
@@ -117,7 +150,7 @@ class Recommender(Closing):
             )
         else:
             ranking = self.reranker.rerank(resolved, candidates, profile=user_profile)
-        return _truncate(ranking, k, retrieve_s)
+        return self._finish(ranking, k, retrieve_s)
 
     def recommend_batch(self, requests: Sequence[Request], *, k: int = 10) -> list[Ranking]:
         """Many users at once: retrieval in one matrix pass, reranking concurrently where the backend allows.
@@ -152,7 +185,19 @@ class Recommender(Closing):
             rankings = self.reranker.rerank_many(
                 [(h, c, p) for (h, p), c in zip(prepared, candidate_lists, strict=True)]
             )
-        return [_truncate(r, k, retrieve_s) for r in rankings]
+        return [self._finish(r, k, retrieve_s) for r in rankings]
+
+    def _finish(self, ranking: Ranking, k: int, retrieve_s: float) -> Ranking:
+        """Cut to ``k``, with the retrieval time and which first stage (and weights) produced the candidates."""
+        timings = {"retrieve_s": retrieve_s, **ranking.timings}
+        return ranking.model_copy(
+            update={
+                "items": ranking.items[:k],
+                "timings": timings,
+                "first_stage": self.retriever.source,
+                "fusion_weights": self.fusion_weights,
+            }
+        )
 
     def _prepare(self, history: HistoryInput, profile: ProfileInput, k: int) -> tuple[History, Profile | None]:
         resolved = self.resolve_history(history)
@@ -177,6 +222,16 @@ class Recommender(Closing):
         return len(self.catalog) - len(set(history.item_ids))
 
 
+def _refuse_choice(**choice: object) -> None:
+    """Raise for the options that choose and build a first stage when the caller brought one: they would be unused."""
+    given = [name for name, value in choice.items() if value is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: these choose the first stage the Recommender builds when given none; with "
+            "retriever=... the first stage is already chosen (build it with them instead)"
+        )
+
+
 def _refuse_cosine_options(stage: FirstStage, **options: object) -> None:
     """Raise for options of the cosine retriever built here when the caller brought their own first stage: passing
     them on is impossible (a first stage is configured when it is built) and dropping them would be a silent lie."""
@@ -196,8 +251,3 @@ def _refuse_cosine_options(stage: FirstStage, **options: object) -> None:
         else ""
     )
     raise ConfigError(f"the {stage.source} first stage {kind} cannot honour {names}{hint}")
-
-
-def _truncate(ranking: Ranking, k: int, retrieve_s: float) -> Ranking:
-    timings = {"retrieve_s": retrieve_s, **ranking.timings}
-    return ranking.model_copy(update={"items": ranking.items[:k], "timings": timings})

@@ -138,6 +138,9 @@ class Ranking(BaseModel):
 
     It always holds a permutation of the candidates that were shown to the reranker (truncated to ``k``). When the
     LLM stage failed, ``fallback`` is true, ``fallback_reason`` says why, and the order is the cosine order.
+    ``first_stage`` names the stage that retrieved the candidates (``cosine`` or ``fusion``) and ``fusion_weights``
+    where a fused stage's weights came from (``packaged``: zsgen's shipped defaults; a file's path; ``given``: a
+    config built in code); the recommender fills both in.
 
     Frozen: a result is built whole by whoever produces it; a later stage that adds to it (timings, a cut to ``k``)
     makes a copy with ``model_copy(update=...)``.
@@ -158,6 +161,8 @@ class Ranking(BaseModel):
     template_hash: str | None = None
     usage: Usage = Field(default_factory=Usage)
     timings: dict[str, float] = Field(default_factory=dict)
+    first_stage: Source | None = None
+    fusion_weights: str | None = None
 
     @property
     def item_ids(self) -> list[str]:

@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from zsgen.cli.common import (
     add_catalog_options,
@@ -20,7 +20,9 @@ from zsgen.cli.common import (
     print_json,
     printable,
 )
+from zsgen.errors import ConfigError
 from zsgen.rerank.methods import METHODS
+from zsgen.retrieval.choice import FIRST_STAGES
 from zsgen.retrieval.user_vectors import USER_VECTORS
 
 if TYPE_CHECKING:
@@ -45,7 +47,11 @@ def add_subparser(subparsers: Subparsers) -> None:
         "--user-vector", choices=USER_VECTORS, help="how the history becomes a user vector (cosine first stage; mean)"
     )
     p.add_argument("--history-length", type=int, help="use only the most recent N history items for retrieval")
-    p.add_argument("--threshold", type=float, help="drop candidates below this cosine similarity")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="drop candidates below this score, in the first stage's own scale (cosine similarity, or fused score)",
+    )
     p.add_argument("--rerank", choices=list(METHODS), help="rerank candidates with an LLM using this method")
     p.add_argument("--backend", choices=("openai", "local", "verbalizer"), help="LLM backend for --rerank")
     p.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 (key: OPENAI_API_KEY)")
@@ -64,13 +70,25 @@ def add_subparser(subparsers: Subparsers) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="per-request LLM timeout in seconds")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument(
-        "--fusion",
-        type=Path,
-        help="first stage from a tuned fusion config (fusion-NAME.toml written by zsgen evaluate, or by zsgen tune) "
-        "instead of cosine; its log-based signals use the dataset's interaction log",
+        "--first-stage",
+        choices=FIRST_STAGES,
+        help="how candidates are retrieved: fused (text cosine + co-occurrence + user filtering, with zsgen's "
+        "packaged default weights; needs an interaction log) or cosine (text similarity alone). Default: fused when "
+        "the dataset has an interaction log and no cosine option (--user-vector, --history-length, --threshold) is "
+        "given, else cosine",
     )
     p.add_argument(
-        "--interactions", type=Path, help="interaction log (JSONL/CSV) for a JSONL/CSV catalog, used by --fusion"
+        "--fusion",
+        type=Path,
+        help="fused first stage with the weights of this tuned fusion config (fusion-NAME.toml written by zsgen "
+        "evaluate, or by zsgen tune) instead of the packaged defaults; its log-based signals use the dataset's "
+        "interaction log",
+    )
+    p.add_argument(
+        "--interactions",
+        type=Path,
+        help="interaction log (JSONL/CSV) for a JSONL/CSV catalog: the fused first stage's co-occurrence and "
+        "filtering signals are fitted on it",
     )
     p.set_defaults(func=run)
 
@@ -109,21 +127,17 @@ def run(args: argparse.Namespace) -> int:
             cache=args.response_cache,
             timeout=args.timeout,
         )
-    encoder = encoder_from(args)
-    retriever: Any = None
-    if args.fusion is not None:  # fusion weights tuned on a validation split, reused here (zsgen tune)
-        from zsgen.retrieval import FusedRetriever
-
-        retriever = FusedRetriever.from_file(args.fusion, catalog, dataset.interactions, encoder=encoder)
-        encoder = None  # the fused first stage holds it; the recommender builds no cosine retriever
+    _check_first_stage(args, has_log=dataset.interactions is not None)
     recommender = Recommender(
         catalog,
-        encoder=encoder,
-        retriever=retriever,
+        encoder=encoder_from(args),
         reranker=reranker,
         user_vector=args.user_vector,
         history_length=args.history_length,
         threshold=args.threshold,
+        interactions=dataset.interactions,
+        first_stage=args.first_stage,
+        fusion=args.fusion,
     )
     ranking = recommender.recommend(history or None, profile=profile, k=args.k)
     if args.json:
@@ -133,9 +147,29 @@ def run(args: argparse.Namespace) -> int:
         print(printable("history: " + "; ".join(catalog.get(h).title for h in history)))
     if profile:
         print(printable(f"profile: {profile}"))
+    if ranking.first_stage == "fusion":
+        from zsgen.retrieval.fused import PACKAGED
+
+        weights = "the packaged defaults" if ranking.fusion_weights == PACKAGED else ranking.fusion_weights
+        print(printable(f"first stage: fusion with {weights} (--first-stage cosine: text similarity alone)"))
     print(f"{'rank':>4}  {'score':>7}  {'source':<7}  {'id':<8}  title")
     for rank, item in enumerate(ranking.items, start=1):
         print(printable(f"{rank:>4}  {item.score:>7.4f}  {item.source:<7}  {item.id:<8}  {item.title}"))
     if ranking.fallback:
-        print(f"note: the LLM stage failed ({ranking.fallback_reason}); shown in cosine order", file=sys.stderr)
+        order = "first-stage" if ranking.first_stage == "fusion" else "cosine"
+        print(f"note: the LLM stage failed ({ranking.fallback_reason}); shown in {order} order", file=sys.stderr)
     return 0
+
+
+def _check_first_stage(args: argparse.Namespace, *, has_log: bool) -> None:
+    """Contradictions between the first-stage flags, named by their flags (the library names its parameters; it
+    also refuses --user-vector / --history-length with a fused first stage)."""
+    if args.first_stage == "cosine" and args.fusion is not None:
+        raise ConfigError(
+            "--first-stage cosine contradicts --fusion (a tuned fused first stage): give one or the other"
+        )
+    if args.first_stage == "fused" and args.fusion is None and not has_log:
+        raise ConfigError(
+            "--first-stage fused needs a dataset with an interaction log (a MovieLens or RecBole folder, or "
+            "--interactions FILE for a JSONL/CSV catalog); without one the first stage is cosine"
+        )

@@ -1,10 +1,11 @@
 """Fused scores as a first stage: a tuned multi-signal fusion behind the one first-stage interface.
 
-``zsgen recommend --fusion`` reuses tuned weights by loading the resolved :class:`~zsgen.score.config.FusionConfig`
-a tuning run wrote and handing a :class:`FusedRetriever` to the recommender in place of the cosine retriever: the
-same :class:`~zsgen.retrieval.base.FirstStage` calls, the same :class:`~zsgen.types.Candidate` lists, best first,
-seen items left out. Signals are fitted on the whole interaction log (nothing is held out when recommending);
-without a log only the text signals are used.
+On data with an interaction log this is the recommender's default first stage, with the weights zsgen ships
+(:meth:`FusedRetriever.packaged`, :meth:`~zsgen.score.config.FusionConfig.packaged`); ``zsgen recommend --fusion``
+reuses tuned weights instead by loading the resolved :class:`~zsgen.score.config.FusionConfig` a tuning run wrote.
+Either way the recommender sees the same :class:`~zsgen.retrieval.base.FirstStage` calls and the same
+:class:`~zsgen.types.Candidate` lists, best first, seen items left out. Signals are fitted on the whole interaction
+log (nothing is held out when recommending); without a log only the text signals are used.
 
 How a history becomes a text query is part of the config (each text signal's ``user_vector`` and
 ``history_length``), so this stage takes no such options; the recommender refuses them for it rather than ignore
@@ -31,13 +32,19 @@ from zsgen.score.fusion import FusedScorer
 from zsgen.score.llm import CandidateScoreFn
 from zsgen.types import Candidate, History, Profile, Source
 
+#: ``weights_origin`` of the fusion zsgen ships, and of a config built in code.
+PACKAGED = "packaged"
+GIVEN = "given"
+
 
 class FusedRetriever:
     """Top-k candidates by a fused score (a :class:`~zsgen.retrieval.base.FirstStage`, like the cosine
     :class:`~zsgen.retrieval.cosine.Retriever`).
 
     ``threshold`` keeps only items whose fused score reaches it. Each text signal's ``user_vector`` and
-    ``history_length`` come from the config.
+    ``history_length`` come from the config. ``weights_origin`` says where the weights came from, for the
+    provenance of a :class:`~zsgen.types.Ranking`: :data:`PACKAGED` for zsgen's shipped defaults, the file's path
+    for a loaded config, :data:`GIVEN` for a config built in code.
     """
 
     source: Source = "fusion"
@@ -51,9 +58,11 @@ class FusedRetriever:
         encoder: Encoder | None = None,
         item_vectors: npt.ArrayLike | None = None,
         llm: CandidateScoreFn | None = None,
+        weights_origin: str = GIVEN,
     ) -> None:
         self.catalog = catalog
         self.config = config
+        self.weights_origin = weights_origin
         train = (
             TrainData.from_interactions(interactions, holdout=0, n_items=len(catalog))
             if interactions is not None
@@ -66,7 +75,12 @@ class FusedRetriever:
         cls, path: str | Path, catalog: Catalog, interactions: Interactions | None = None, **kw: Any
     ) -> FusedRetriever:
         """Load a (tuned) fusion config from TOML or JSON and fit it."""
-        return cls(catalog, FusionConfig.load(path), interactions, **kw)
+        return cls(catalog, FusionConfig.load(path), interactions, weights_origin=str(path), **kw)
+
+    @classmethod
+    def packaged(cls, catalog: Catalog, interactions: Interactions | None = None, **kw: Any) -> FusedRetriever:
+        """The fusion zsgen ships (:meth:`~zsgen.score.config.FusionConfig.packaged`), fitted on ``interactions``."""
+        return cls(catalog, FusionConfig.packaged(), interactions, weights_origin=PACKAGED, **kw)
 
     def retrieve(
         self,

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from zsgen.configbase import StrictConfig
 from zsgen.errors import ConfigError
+from zsgen.paths import data_dir
 from zsgen.tomlio import dumps, write_text_atomic
 
 SignalKind = Literal["text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm"]
@@ -27,6 +28,14 @@ ParamValue = str | int | float | bool
 
 #: Signals that cannot be computed without interaction logs (``llm`` depends on what generates its candidates).
 LOG_KINDS: frozenset[str] = frozenset({"popularity", "cooccurrence", "user_filtering", "item_filtering"})
+
+#: The fusion zsgen ships (in the package's data folder): the first stage used by default on data with a log.
+PACKAGED_FUSION_FILE = "fusion_default.toml"
+
+
+def packaged_fusion_path() -> Path:
+    """Where the packaged default fusion lives; its header comment says which validation run chose its weights."""
+    return data_dir() / PACKAGED_FUSION_FILE
 
 
 class SignalConfig(StrictConfig):
@@ -156,6 +165,14 @@ class FusionConfig(StrictConfig):
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: a fusion config must be a JSON object")
         return cls.from_mapping(data, source=source)
+
+    @classmethod
+    def packaged(cls) -> FusionConfig:
+        """zsgen's default fusion, shipped with the package so that data with an interaction log gets the fused
+        first stage without a tuning run. Its weights were chosen on ML-100K's validation split (full-catalog
+        protocol, NDCG@10; the file's header comment names the run); per-user normalised weights transfer to other
+        datasets only roughly, so ``zsgen tune`` on your own validation split can do better."""
+        return cls.load(packaged_fusion_path())
 
     @classmethod
     def load(cls, path: str | Path) -> FusionConfig:
