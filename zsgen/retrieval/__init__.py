@@ -9,6 +9,8 @@
 - :mod:`~zsgen.retrieval.cosine`: :class:`Retriever`, cosine over item text vectors.
 - :mod:`~zsgen.retrieval.fused`: :class:`FusedRetriever`, a tuned fusion of signals (text, popularity,
   co-occurrence, ...) from :mod:`zsgen.score`.
+- :mod:`~zsgen.retrieval.choice`: which first stage a recommender builds when not handed one (fused with the
+  packaged weights when there is an interaction log, cosine otherwise; ``first_stage`` / ``fusion`` override).
 
 Design: a call carries only what every first stage honours, the users (``Request``), ``k`` and a score
 ``threshold``. Options that only some stages have are given when the stage is built: the cosine retriever takes
