@@ -48,7 +48,7 @@ class SASRecConfig(StrictConfig):
     hidden: int = Field(default=64, ge=1)
     blocks: int = Field(default=2, ge=1)
     heads: int = Field(default=1, ge=1)
-    max_length: int = Field(default=200, ge=2, description="most recent events the model reads")
+    max_length: int = Field(default=50, ge=2, description="most recent events the model reads")
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=1e-3, gt=0.0)
