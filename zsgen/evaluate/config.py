@@ -158,7 +158,7 @@ class RankerConfig(_FusionOptions):
     @model_serializer(mode="wrap")
     def _without_unset_model(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         """No ``model`` key when there is no table: configs without trained baselines keep the fingerprint (and
-        resolved file) they had before the key existed, so their committed runs still resume."""
+        resolved file) they had before the key existed, so adding the key does not stop their runs from resuming."""
         data = handler(self)
         if isinstance(data, dict) and data.get("model") is None:
             data.pop("model", None)
