@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from zsgen.configbase import StrictConfig, validate_config
 from zsgen.errors import ConfigError
@@ -36,7 +36,9 @@ from zsgen.tomlio import write_toml
 GeneratorName = Literal[
     "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
 ]
-RankerKind = Literal["random", "popularity", "generator", "cosine", "fused", "llm"]
+RankerKind = Literal["random", "popularity", "generator", "cosine", "fused", "llm", "ease", "sasrec"]
+#: Ranker kinds that train a model on the run's training split (:mod:`zsgen.baselines`); options in ``[rankers.model]``.
+TRAINED_KINDS = ("ease", "sasrec")
 #: Generators whose candidate recall at N the report can show (the score-based ones).
 RecallGenerator = Literal["embedding", "user_filtering", "item_filtering", "popularity", "fused"]
 
@@ -129,7 +131,9 @@ def _check_fusion(fused: bool, fusion: str | None, what: str, key: str) -> None:
 
 class RankerConfig(_FusionOptions):
     """One ranker. ``kind="llm"`` takes a ``rerank`` table that becomes a :class:`zsgen.rerank.RerankConfig`;
-    ``kind="fused"`` takes ``fusion``, a fusion config file (see :class:`_FusionOptions`)."""
+    ``kind="fused"`` takes ``fusion``, a fusion config file (see :class:`_FusionOptions`); the trained baselines
+    ``kind="ease"`` and ``kind="sasrec"`` take an optional ``model`` table of hyper-parameters
+    (:class:`zsgen.baselines.EASEConfig`, :class:`zsgen.baselines.SASRecConfig`)."""
 
     name: str = Field(min_length=1)
     kind: RankerKind
@@ -138,6 +142,7 @@ class RankerConfig(_FusionOptions):
     rerank: dict[str, Any] | None = None
     cost_per_million_prompt_tokens: float = Field(default=0.0, ge=0.0)
     cost_per_million_completion_tokens: float = Field(default=0.0, ge=0.0)
+    model: dict[str, Any] | None = Field(default=None, description="ease/sasrec: hyper-parameters of the model")
 
     @model_validator(mode="after")
     def _rerank_only_for_llm(self) -> RankerConfig:
@@ -146,7 +151,18 @@ class RankerConfig(_FusionOptions):
         if self.kind != "llm" and self.rerank is not None:
             raise ValueError(f"ranker {self.name!r}: a rerank table is only for kind 'llm', not {self.kind!r}")
         _check_fusion(self.kind == "fused", self.fusion, f"ranker {self.name!r} of kind 'fused'", "fusion")
+        if self.model is not None and self.kind not in TRAINED_KINDS:
+            raise ValueError(f"ranker {self.name!r}: a model table is only for kinds {list(TRAINED_KINDS)}")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_model(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        """No ``model`` key when there is no table: configs without trained baselines keep the fingerprint (and
+        resolved file) they had before the key existed, so adding the key does not stop their runs from resuming."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("model") is None:
+            data.pop("model", None)
+        return data
 
 
 class MetricsConfig(StrictConfig):
@@ -351,13 +367,19 @@ def config_from_dict(
 
 
 def _check_rerank_tables(config: EvalConfig, source: str) -> None:
-    """Validate LLM rankers' rerank tables now, so a typo fails before the dataset and models are loaded."""
+    """Validate LLM rankers' rerank tables (and trained baselines' model tables) now, so a typo fails before the
+    dataset and models are loaded."""
     from zsgen.rerank import RerankConfig
 
     for number, ranker in enumerate(config.rankers):
         if ranker.rerank is not None:
             what = f"{source}: invalid rerank table of ranker {ranker.name!r}"
             validate_config(RerankConfig, ranker.rerank, what=what, prefix=f"rankers.{number}.rerank.")
+        if ranker.kind in TRAINED_KINDS:
+            from zsgen.baselines.config import model_config
+
+            what = f"{source}: invalid model table of ranker {ranker.name!r}"
+            model_config(ranker.kind, ranker.model, what=what, prefix=f"rankers.{number}.model.")
 
 
 def load_config(

@@ -25,7 +25,14 @@ import numpy as np
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
-from zsgen.evaluate.config import EvalConfig, RankerConfig, relative_path, rewrite_paths, write_resolved
+from zsgen.evaluate.config import (
+    TRAINED_KINDS,
+    EvalConfig,
+    RankerConfig,
+    relative_path,
+    rewrite_paths,
+    write_resolved,
+)
 from zsgen.evaluate.fusion import RunFusion, fusion_hashes, resolve_fusions, write_tuned
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.rankers import (
@@ -40,6 +47,7 @@ from zsgen.evaluate.recall import generator_recall
 from zsgen.evaluate.split import UserCase, holdout_events, leave_one_out, sample_users
 from zsgen.evaluate.summary import Summary, summarize
 from zsgen.interactions import Dataset, Interactions
+from zsgen.score.base import Scorer
 
 if TYPE_CHECKING:
     from zsgen.rerank import Reranker
@@ -167,9 +175,12 @@ def build_rankers(
     factory: ScorerFactory,
     out_dir: Path,
     fusions: Mapping[str, RunFusion] | None = None,
+    *,
+    progress: bool = False,
 ) -> list[Ranker]:
     """Every configured ranker, fitted; LLM rankers share the response cache in ``out_dir`` unless one is set.
-    ``fusions`` holds the (tuned) fusion config of each fused ranker, by name."""
+    ``fusions`` holds the (tuned) fusion config of each fused ranker, by name. Trained baselines (``ease``,
+    ``sasrec``) are trained here, on the factory's training data only; ``progress`` shows their training bar."""
     rankers: list[Ranker] = []
     cosine_spec = next((r for r in config.rankers if r.name == config.baseline and r.kind == "cosine"), None)
     for spec in config.rankers:
@@ -185,6 +196,8 @@ def build_rankers(
                 raise ConfigError(f"ranker {spec.name!r}: its fusion config was not loaded")
             scorer = factory.fitted("fused", fusion=fusions[spec.name].config)
             rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
+        elif spec.kind in TRAINED_KINDS:
+            rankers.append(ScorerRanker(spec.name, spec.kind, trained_scorer(spec, config, factory, progress=progress)))
         else:
             rankers.append(
                 LLMRanker(
@@ -202,6 +215,22 @@ def build_rankers(
                 )
             )
     return rankers
+
+
+def trained_scorer(spec: RankerConfig, config: EvalConfig, factory: ScorerFactory, *, progress: bool) -> Scorer:
+    """A trained baseline (:mod:`zsgen.baselines`) fitted on the run's training split, the data every other signal
+    of the run is fitted on, so no evaluation target reaches it; a SASRec seed left unset is the run's seed."""
+    from zsgen.baselines import EASEScorer, SASRecScorer
+    from zsgen.baselines.config import EASEConfig, model_config
+
+    options = model_config(spec.kind, spec.model, what=f"ranker {spec.name!r}: invalid model table")
+    logger.info("training %s (%s) on %d users' training events", spec.name, spec.kind, factory.train.n_users)
+    scorer: EASEScorer | SASRecScorer
+    if isinstance(options, EASEConfig):
+        scorer = EASEScorer(options, name=spec.name)
+    else:
+        scorer = SASRecScorer(options, seed=config.seed, name=spec.name, progress=progress)
+    return scorer.fit(factory.catalog, factory.train)
 
 
 def rerank_settings(spec: RankerConfig, config: EvalConfig, out_dir: Path) -> dict[str, Any]:
@@ -262,6 +291,13 @@ def provenance(
     if dataset is not None:
         record["dataset"] = dict(dataset)
     record["llm"] = models
+    trained = {
+        ranker.name: dict(getattr(ranker.scorer, "training", {}))
+        for ranker in rankers
+        if isinstance(ranker, ScorerRanker) and ranker.kind in TRAINED_KINDS
+    }
+    if trained:
+        record["trained"] = trained  # what training chose (L2 weight, epochs) and how long it took, per ranker
     if fusions:
         folder = out_dir if out_dir is not None else Path.cwd()
         record["fusion"] = {key: fusion.provenance(folder) for key, fusion in fusions.items()}
@@ -409,7 +445,8 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     data = dataset_record(config, catalog, interactions, out)
     recorded = portable_config(config, out)
     fusions = resolve_fusions(config, catalog, interactions, factory, out, data_source=recorded.dataset.path)
-    rankers = build_rankers(config, catalog, interactions, factory, out, fusions)
+    show = sys.stderr.isatty() if progress is None else progress
+    rankers = build_rankers(config, catalog, interactions, factory, out, fusions, progress=show)
     fingerprint = run_fingerprint(config, rankers, data["sha256"])
     check_resumable(out, fingerprint, [spec.name for spec in config.rankers])
     write_tuned(fusions)
@@ -434,7 +471,6 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     for record in done.values():
         counters.add(record)
     writer = _LogWriter(log_path)
-    show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(cases), initial=len(done), unit="user", desc=config.name, disable=not show)
     try:
         for batch in _batches(todo, config.batch_users):
