@@ -3,6 +3,8 @@
     HF_HUB_OFFLINE=1 python evaluation/perf/bench_faults.py [--users 10000] [--chunk 1000] [--concurrency 32]
         [--fault-rate 0.2] [--sticky-rate 0.01] [--timeout 10] [--max-retries 2] [--discovery-users 50] [--seed 0]
 
+    HF_HUB_OFFLINE=1 python evaluation/perf/bench_faults.py --users 200 --timeout 3    # smoke run, under a minute
+
 The promise under test (issue 12, points 1 and 4): whatever the LLM side does — any answer text, any server
 behaviour, model discovery included — ``recommend_batch`` returns one ranking per user, each a permutation of that
 user's candidates, and a fault ends as the cosine order flagged ``fallback=True`` with the reason zsgen documents.
