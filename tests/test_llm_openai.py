@@ -292,7 +292,12 @@ def test_requests_waiting_on_a_failed_model_lookup_share_its_failure(scripted_se
     assert [(type(r), getattr(r, "reason", None)) for r in results] == [(BackendError, "server_error")] * 8
     model_lookups = [r for r in scripted_server.requests if r.path.endswith("/models")]
     assert len(model_lookups) == 3  # one lookup and its two retries, for all eight
-    # A request that comes after the failure asks again: a server that recovered is used.
+    # A request that comes just after the failure shares it too (users of a batch enter a few at a time) ...
+    client.discovery_retry_after = 3600.0
+    assert isinstance(client.chat_many([MESSAGES])[0], BackendError)
+    assert len([r for r in scripted_server.requests if r.path.endswith("/models")]) == 3
+    # ... and one that comes after discovery_retry_after asks again: a server that recovered is used.
+    client.discovery_retry_after = 0.0
     scripted_server.models_reply = None
     scripted_server.script(Reply(body=completion_body("back")))
     assert client.chat(MESSAGES).text == "back"

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -104,6 +105,8 @@ class OpenAIChatBackend(Closing):
     """
 
     name = "openai"
+    #: Seconds after a failed model lookup during which new requests fail with it instead of asking again.
+    discovery_retry_after = 5.0
 
     def __init__(
         self,
@@ -146,9 +149,10 @@ class OpenAIChatBackend(Closing):
         self._client: openai.AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._discovery: asyncio.Lock | None = None
-        # The last failed model lookup and how many have failed, so requests that waited for a lookup share its
-        # failure instead of each retrying it behind the lock (portal loop only).
+        # The last failed model lookup, when it ended and how many have failed: requests that waited for a lookup,
+        # or come within discovery_retry_after seconds of its failure, share it rather than look again (portal loop).
         self._discovery_failure: BackendError | None = None
+        self._discovery_failed_at = 0.0
         self._discovery_failures = 0
         self._closing = threading.Lock()
 
@@ -202,12 +206,14 @@ class OpenAIChatBackend(Closing):
         return await self._portal(self._resolve_on_portal())
 
     async def _resolve_on_portal(self) -> str:
-        """Look the model up once; requests that waited while a lookup failed fail with it rather than retry it.
+        """Look the model up once; a failed lookup is shared by the requests that waited for it or come just after.
 
         Lookups are serialised (one ``GET /v1/models``, not one per concurrent request). Without sharing the failure,
         every waiting request would run its own lookup, with all its retries, one after another: a batch of 10,000
-        users against a server whose model list is down took hours to fall back instead of one lookup's time. A
-        request arriving after the failed lookup ended asks again, so a server that recovers is used.
+        users against a server whose model list is down took hours to fall back instead of one lookup's time. The
+        users of a batch enter a few at a time (``Reranker.rerank_many``), so requests arriving within
+        :attr:`discovery_retry_after` seconds of the failure share it too; after that a request asks again, so a
+        server that recovers is used.
         """
         self._open()
         assert self._discovery is not None
@@ -217,12 +223,16 @@ class OpenAIChatBackend(Closing):
             if found is not None:
                 return found
             failed = self._discovery_failure
-            if failed is not None and self._discovery_failures != failures_seen:
+            if failed is not None and (
+                self._discovery_failures != failures_seen
+                or time.monotonic() - self._discovery_failed_at < self.discovery_retry_after
+            ):
                 raise BackendError(str(failed), reason=failed.reason, attempts=failed.attempts)
             try:
                 found = await self.retry.acall("GET /v1/models", self._discover, self._error("GET /v1/models"))
             except BackendError as exc:
                 self._discovery_failure = exc
+                self._discovery_failed_at = time.monotonic()
                 self._discovery_failures += 1
                 raise
             log.info("using model %r served at %s", found, self._shown_url)
