@@ -112,6 +112,7 @@ class ScriptedServer:
     ) -> None:
         self.models = models
         self.models_status = models_status  # e.g. 404: a server whose chat works but that has no /v1/models
+        self.models_reply: Reply | None = None  # when set, GET /v1/models answers this (a malformed list, a 500)
         self.default = default
         self.requests: list[RecordedRequest] = []
         self.in_flight = 0
@@ -248,7 +249,9 @@ class ScriptedServer:
 
             def do_GET(self) -> None:
                 server._record(self, None)
-                if self.path.rstrip("/").endswith("/models") and server.models_status != 200:
+                if self.path.rstrip("/").endswith("/models") and server.models_reply is not None:
+                    self._send(server.models_reply)
+                elif self.path.rstrip("/").endswith("/models") and server.models_status != 200:
                     self._send(Reply(status=server.models_status, body={"error": {"message": "no model list"}}))
                 elif self.path.rstrip("/").endswith("/models"):
                     data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]

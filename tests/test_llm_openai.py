@@ -251,6 +251,59 @@ def test_empty_model_list_is_an_error(scripted_server: ScriptedServer) -> None:
     assert scripted_server.chat_requests == []
 
 
+NESTED = b"[" * 50_000 + b"]" * 50_000  # valid JSON, nested deeper than the decoder's stack: RecursionError
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (Reply(body=b"<html>models</html>", content_type="text/html"), "malformed_response"),
+        (Reply(body=b"null"), "malformed_response"),
+        (Reply(body=NESTED), "malformed_response"),
+        (Reply(body={"object": "list", "data": "nope"}), "malformed_response"),
+        (Reply(body={"object": "list", "data": [{"id": 5}, {"object": "model"}, "x"]}), "empty"),
+    ],
+    ids=["html", "null", "nested", "data-not-a-list", "no-string-ids"],
+)
+def test_malformed_model_lists_are_backend_errors(scripted_server: ScriptedServer, reply: Reply, reason: str) -> None:
+    # Regression (issue 12 fault benchmark): the SDK's page model let these escape as JSONDecodeError,
+    # AttributeError or RecursionError, so chat_many lost the whole batch and the reranker said "backend_exception".
+    scripted_server.models_reply = reply
+    results = backend(scripted_server).chat_many([MESSAGES, MESSAGES])
+    assert [(type(r), getattr(r, "reason", None)) for r in results] == [(BackendError, reason)] * 2
+    assert scripted_server.chat_requests == []
+
+
+def test_deeply_nested_answer_is_malformed_and_kept_in_place(scripted_server: ScriptedServer) -> None:
+    # Regression (issue 12 fault benchmark): RecursionError escaped _read and took chat_many's batch with it.
+    scripted_server.script(Reply(body=completion_body("one")), Reply(body=NESTED))
+    results = backend(scripted_server, model="m", concurrency=1).chat_many([MESSAGES, MESSAGES])
+    assert isinstance(results[0], Completion) and results[0].text == "one"
+    assert isinstance(results[1], BackendError) and results[1].reason == "malformed_response"
+    assert len(scripted_server.chat_requests) == 2
+
+
+def test_requests_waiting_on_a_failed_model_lookup_share_its_failure(scripted_server: ScriptedServer) -> None:
+    # Regression (issue 12 fault benchmark): each waiting request retried the lookup itself, one after another behind
+    # the lock, so 10,000 users against a server whose model list was down took hours to fall back.
+    scripted_server.models_reply = Reply(status=500, body={"error": {"message": "down"}})
+    client = backend(scripted_server, max_retries=2)
+    results = client.chat_many([MESSAGES] * 8)
+    assert [(type(r), getattr(r, "reason", None)) for r in results] == [(BackendError, "server_error")] * 8
+    model_lookups = [r for r in scripted_server.requests if r.path.endswith("/models")]
+    assert len(model_lookups) == 3  # one lookup and its two retries, for all eight
+    # A request that comes just after the failure shares it too (users of a batch enter a few at a time) ...
+    client.discovery_retry_after = 3600.0
+    assert isinstance(client.chat_many([MESSAGES])[0], BackendError)
+    assert len([r for r in scripted_server.requests if r.path.endswith("/models")]) == 3
+    # ... and one that comes after discovery_retry_after asks again: a server that recovered is used.
+    client.discovery_retry_after = 0.0
+    scripted_server.models_reply = None
+    scripted_server.script(Reply(body=completion_body("back")))
+    assert client.chat(MESSAGES).text == "back"
+    assert len([r for r in scripted_server.requests if r.path.endswith("/models")]) == 4
+
+
 # -- concurrency and event loops -------------------------------------------------------------------------------------
 
 

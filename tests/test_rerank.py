@@ -401,6 +401,29 @@ def test_one_hostile_answer_never_sinks_a_batch(catalog, candidates, history) ->
     assert sorted(str(r.fallback_reason) for r in rankings) == ["None"] * 2 + ["unparseable"] * len(HOSTILE_ANSWERS)
 
 
+def test_a_batch_renders_prompts_a_few_users_at_a_time(catalog, candidates, history, monkeypatch) -> None:
+    # Regression (issue 12 fault benchmark): rerank_many started every user at once, so the portal loop rendered all
+    # prompts back to back before it wrote the first request; on a loaded machine that outlasted the first requests'
+    # connect deadline and they came back as timeouts the server never saw. Now users enter twice `concurrency` at a
+    # time: later users are rendered only after earlier ones were answered.
+    import zsgen.rerank.methods as methods
+
+    render = methods.build_messages
+    answered_before_render: list[int] = []
+
+    def counting_render(*args: object, **kwargs: object) -> object:
+        answered_before_render.append(len(server.chat_requests))
+        return render(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(methods, "build_messages", counting_render)
+    with ScriptedServer(default=answer(["B", "A"])) as server:
+        rankings = make_reranker(server, catalog, concurrency=2).rerank_many([(history, candidates, None)] * 12)
+    assert [r.fallback for r in rankings] == [False] * 12
+    assert answered_before_render[:4] == [0] * 4  # the first 2 * concurrency users start together
+    assert answered_before_render[-1] > 0  # the last one only after some user was answered
+    assert answered_before_render == sorted(answered_before_render)
+
+
 def test_a_parser_bug_is_a_logged_unparseable_fallback(
     scripted_server, catalog, candidates, history, monkeypatch, caplog
 ) -> None:
@@ -486,10 +509,15 @@ def test_model_discovery_failing_is_a_flagged_fallback_for_every_user(catalog, r
     chat = Reply(body=completion_body(json.dumps({"ranking": ["B", "A"]})))
     with ScriptedServer(models_status=404, default=chat) as server:
         with _recommender(catalog, retriever, server.base_url) as rec:
+            rec.reranker.backend.discovery_retry_after = (
+                3600.0  # however slow the machine, the batch comes "just after"
+            )
             one = rec.recommend(history, k=5)
             batch = rec.recommend_batch(_users(catalog), k=5)
         model_lists = [r for r in server.requests if r.path.endswith("/models")]
-        assert len(model_lists) == 1 + len(batch)  # one lookup per user, 404 is not retried, none for provenance
+        # One lookup in all: 404 is not retried, the batch right after shares the single user's failed lookup (it
+        # came within discovery_retry_after), and provenance asks nothing.
+        assert len(model_lists) == 1
         assert server.chat_requests == []
     for ranking in [one, *batch]:
         assert ranking.fallback and ranking.fallback_reason == "http_404"

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -104,6 +105,8 @@ class OpenAIChatBackend(Closing):
     """
 
     name = "openai"
+    #: Seconds after a failed model lookup during which new requests fail with it instead of asking again.
+    discovery_retry_after = 5.0
 
     def __init__(
         self,
@@ -146,6 +149,11 @@ class OpenAIChatBackend(Closing):
         self._client: openai.AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._discovery: asyncio.Lock | None = None
+        # The last failed model lookup, when it ended and how many have failed: requests that waited for a lookup,
+        # or come within discovery_retry_after seconds of its failure, share it rather than look again (portal loop).
+        self._discovery_failure: BackendError | None = None
+        self._discovery_failed_at = 0.0
+        self._discovery_failures = 0
         self._closing = threading.Lock()
 
     @property
@@ -198,21 +206,58 @@ class OpenAIChatBackend(Closing):
         return await self._portal(self._resolve_on_portal())
 
     async def _resolve_on_portal(self) -> str:
+        """Look the model up once; a failed lookup is shared by the requests that waited for it or come just after.
+
+        Lookups are serialised (one ``GET /v1/models``, not one per concurrent request). Without sharing the failure,
+        every waiting request would run its own lookup, with all its retries, one after another: a batch of 10,000
+        users against a server whose model list is down took hours to fall back instead of one lookup's time. The
+        users of a batch enter a few at a time (``Reranker.rerank_many``), so requests arriving within
+        :attr:`discovery_retry_after` seconds of the failure share it too; after that a request asks again, so a
+        server that recovers is used.
+        """
         self._open()
         assert self._discovery is not None
+        failures_seen = self._discovery_failures
         async with self._discovery:
             found = self._model
-            if found is None:
+            if found is not None:
+                return found
+            failed = self._discovery_failure
+            if failed is not None and (
+                self._discovery_failures != failures_seen
+                or time.monotonic() - self._discovery_failed_at < self.discovery_retry_after
+            ):
+                raise BackendError(str(failed), reason=failed.reason, attempts=failed.attempts)
+            try:
                 found = await self.retry.acall("GET /v1/models", self._discover, self._error("GET /v1/models"))
-                log.info("using model %r served at %s", found, self._shown_url)
-                self._model = found
+            except BackendError as exc:
+                self._discovery_failure = exc
+                self._discovery_failed_at = time.monotonic()
+                self._discovery_failures += 1
+                raise
+            log.info("using model %r served at %s", found, self._shown_url)
+            self._model = found
             return found
 
     async def _discover(self) -> str:
+        """The first model id ``GET /v1/models`` lists.
+
+        The body is read as bytes and checked here, as chat answers are: the SDK's page model let a malformed list
+        escape as JSONDecodeError, AttributeError or RecursionError rather than a BackendError with a reason.
+        """
         client, _ = self._open()
-        page = await client.models.list()
-        entries: list[Any] = getattr(page, "data", None) or []
-        ids = [i for i in (getattr(entry, "id", None) for entry in entries) if isinstance(i, str) and i]
+        raw = await client.get("/models", cast_to=bytes)
+        try:
+            page = json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the decoder's stack
+            raise BackendError(
+                f"{self._shown_url}: /v1/models answer is not JSON ({type(exc).__name__}): {raw[:80]!r}",
+                reason="malformed_response",
+            ) from exc
+        entries = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(entries, list):
+            raise BackendError(f"{self._shown_url}: /v1/models answer has no 'data' list", reason="malformed_response")
+        ids = [i for i in (e.get("id") for e in entries if isinstance(e, dict)) if isinstance(i, str) and i]
         if not ids:
             raise BackendError(f"{self._shown_url}: /v1/models lists no model; pass model=...", reason="empty")
         return ids[0]
@@ -325,9 +370,10 @@ class OpenAIChatBackend(Closing):
         """Turn a server answer into a Completion, or say precisely why it cannot be used."""
         try:
             data = json.loads(raw)
-        except ValueError as exc:  # not JSON at all (an HTML error page, a cut-off body)
+        except (ValueError, RecursionError) as exc:  # not JSON (an HTML page, a cut-off body), or nested too deep
             raise BackendError(
-                f"{self._shown_url}: response is not JSON ({exc}): {raw[:80]!r}", reason="malformed_response"
+                f"{self._shown_url}: response is not JSON ({type(exc).__name__}: {exc}): {raw[:80]!r}",
+                reason="malformed_response",
             ) from exc
         choices = data.get("choices") if isinstance(data, dict) else None
         if not isinstance(choices, list):

@@ -160,12 +160,24 @@ class Reranker(Closing):
         *,
         seed: int | None = None,
     ) -> list[Ranking]:
-        """Rerank many users; with a remote backend, requests run concurrently up to the configured bound."""
+        """Rerank many users; with a remote backend, requests run concurrently up to the configured bound.
+
+        Users enter a few at a time (twice ``concurrency``), not all at once. Each renders its prompt and parses its
+        answer on the portal loop, which also runs the HTTP client: 1,000 users started together rendered back to back
+        for seconds on a loaded machine while the first requests' connect and read deadlines ran out, so requests
+        the server never saw came back as timeouts and were retried (found by evaluation/perf/bench_faults.py).
+        """
         backend = self.backend
+        in_flight = 2 * self.config.concurrency
 
         async def all_users() -> list[Ranking]:
-            tasks = [self._arerank(backend, h, c, profile=p, seed=seed) for h, c, p in requests]
-            return list(await asyncio.gather(*tasks))
+            gate = asyncio.Semaphore(in_flight)  # made here, on the loop that uses it
+
+            async def one(history: History, candidates: Sequence[Candidate], profile: Profile | None) -> Ranking:
+                async with gate:
+                    return await self._arerank(backend, history, candidates, profile=profile, seed=seed)
+
+            return list(await asyncio.gather(*(one(h, c, p) for h, c, p in requests)))
 
         return run_sync(all_users())
 
