@@ -106,19 +106,29 @@ class RandomGenerator:
 
 
 class FullCatalogGenerator:
-    """Every item not in the history, in catalog order (scores all 0: the order carries no information)."""
+    """Every item not in the history, in catalog order (scores all 0: the order carries no information).
+
+    ``items`` restricts the catalog to those items (the cold-item protocol ranks only the cold items); they are then
+    listed in a per-user seeded shuffle (``seed``), as LLMRank's lists are. Rankers break ties by list order, and a
+    signal that gives every cold item the same score (popularity) must rank them at random, not in catalog order:
+    in ML-100K low item ids are the most-rated films, so catalog order alone would pass for a signal.
+    """
 
     name = "full_catalog"
 
-    def __init__(self, n_items: int) -> None:
+    def __init__(self, n_items: int, items: npt.ArrayLike | None = None, *, seed: int = 0) -> None:
         self.n_items = n_items
+        self.items = None if items is None else np.unique(np.asarray(items, dtype=np.int64))
+        self.seed = seed
 
     def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]:
-        everything = np.arange(self.n_items, dtype=np.int64)
+        everything = np.arange(self.n_items, dtype=np.int64) if self.items is None else self.items
         out = []
         for case in cases:
-            items = np.setdiff1d(everything, case.history)
-            out.append(CandidateList(items=items.astype(np.int64), scores=np.zeros(items.size)))
+            items = np.setdiff1d(everything, case.history).astype(np.int64)
+            if self.items is not None:
+                items = user_rng(self.seed, case.user_id, "candidates").permutation(items)
+            out.append(CandidateList(items=items, scores=np.zeros(items.size)))
         return out
 
 
@@ -150,9 +160,13 @@ class ScorerFactory:
         user_vector: str | None = None,
         history_length: int | None = None,
         fusion: FusionConfig | None = None,
+        group_by: Sequence[str] | None = None,
+        banded: Sequence[str] = ("age",),
+        band_width: float = 10.0,
     ) -> Scorer:
-        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine, or
-        ``fused`` with ``fusion``, a :class:`zsgen.score.config.FusionConfig`)."""
+        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine,
+        ``group_popularity`` by ``group_by`` attributes, or ``fused`` with ``fusion``, a
+        :class:`zsgen.score.config.FusionConfig`)."""
         if kind == "fused":
             from zsgen.score import FusedScorer
 
@@ -165,6 +179,10 @@ class ScorerFactory:
             from zsgen.score import PopularityScorer
 
             scorer: Scorer = PopularityScorer()
+        elif kind == "group_popularity":
+            from zsgen.score import GroupPopularityScorer
+
+            scorer = GroupPopularityScorer(group_by or ("gender", "age"), banded=banded, band_width=band_width)
         elif kind == "user_filtering":
             from zsgen.score import UserFilteringScorer
 
@@ -202,15 +220,21 @@ class ScorerFactory:
 
 
 def build_generator(
-    config: CandidateConfig, factory: ScorerFactory, *, seed: int, fusion: FusionConfig | None = None
+    config: CandidateConfig,
+    factory: ScorerFactory,
+    *,
+    seed: int,
+    fusion: FusionConfig | None = None,
+    items: npt.ArrayLike | None = None,
 ) -> CandidateGenerator:
     """The configured generator; score-based ones get a scorer fitted on the training data (targets removed).
-    ``fusion`` is the (tuned) fusion config of the ``fused`` generator."""
+    ``fusion`` is the (tuned) fusion config of the ``fused`` generator; ``items`` restricts the full-catalog
+    generator to those items (the cold-item protocol's cold items)."""
     n_items = len(factory.catalog)
     if config.generator == "random":
         return RandomGenerator(n_items, config.n, seed)
     if config.generator == "full_catalog":
-        return FullCatalogGenerator(n_items)
+        return FullCatalogGenerator(n_items, items, seed=seed)
     scorer = factory.fitted(
         config.generator,
         neighbours=config.neighbours,

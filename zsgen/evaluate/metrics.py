@@ -104,20 +104,21 @@ def _values(rank: FloatArray, counts: FloatArray, kind: str, k: int | None) -> F
         return np.where(found, 1.0 / (np.where(found, best, 0.0) + 1.0), 0.0)
     if k is None:
         raise ValueError(f"metric {kind!r} needs a cut-off")
-    hits = hit.sum(axis=1).astype(np.float64)
+    hits: FloatArray = hit.sum(axis=1).astype(np.float64)
     if kind == "precision":
-        return hits / k
+        return np.asarray(hits / k, dtype=np.float64)
     if kind == "recall":
-        return hits / counts
+        return np.asarray(hits / counts, dtype=np.float64)
     if kind == "f1":
         precision, recall = hits / k, hits / counts
         total = precision + recall
-        return np.divide(2.0 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+        f1 = np.divide(2.0 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+        return np.asarray(f1, dtype=np.float64)
     if kind == "ndcg":
         dcg = np.where(hit, 1.0 / np.log2(safe + 2.0), 0.0).sum(axis=1)
         discounts = np.cumsum(1.0 / np.log2(np.arange(k, dtype=np.float64) + 2.0))
         ideal = discounts[np.minimum(counts, k).astype(np.int64) - 1]
-        return dcg / ideal
+        return np.asarray(dcg / ideal, dtype=np.float64)
     raise ValueError(f"unknown metric kind {kind!r}")
 
 

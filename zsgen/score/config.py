@@ -20,13 +20,17 @@ from zsgen.configbase import StrictConfig
 from zsgen.errors import ConfigError
 from zsgen.tomlio import dumps, write_text_atomic
 
-SignalKind = Literal["text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm"]
+SignalKind = Literal[
+    "text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm", "group_popularity"
+]
 Normalisation = Literal["rank", "zscore", "minmax", "none"]
 Method = Literal["weighted", "rrf"]
 ParamValue = str | int | float | bool
 
 #: Signals that cannot be computed without interaction logs (``llm`` depends on what generates its candidates).
-LOG_KINDS: frozenset[str] = frozenset({"popularity", "cooccurrence", "user_filtering", "item_filtering"})
+LOG_KINDS: frozenset[str] = frozenset(
+    {"popularity", "cooccurrence", "user_filtering", "item_filtering", "group_popularity"}
+)
 
 
 class SignalConfig(StrictConfig):
