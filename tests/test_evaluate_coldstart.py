@@ -301,3 +301,34 @@ def test_cold_user_run_never_fits_a_cold_users_event(
         user = interactions.user_ids.index(record["user_id"])
         first = [catalog[i].id for i in _events(interactions, user)[:3]]
         assert record["targets"] == first
+
+
+def test_cold_item_shortlist_lists_only_cold_items(toy: tuple[Path, Catalog, Interactions], tmp_path: Path) -> None:
+    folder, catalog, _ = toy
+    config = _run_config(folder, "cold_items", {"fraction": 0.25})
+    config["candidates"] = {"generator": "embedding", "n": 3, "history_length": 3}
+    out = tmp_path / "shortlist"
+    evaluate(config, out, progress=False)
+    records = _records(out)
+    cold = {t for r in records for t in r["targets"]}
+    full = cold_item_split(load_dataset(folder).interactions, catalog, fraction=0.25, seed=1)  # type: ignore[arg-type]
+    assert full.candidate_items is not None
+    cold_ids = {catalog[int(i)].id for i in full.candidate_items}
+    assert cold <= cold_ids
+    for record in records:
+        assert record["n_candidates"] == 3
+        assert set(record["rankers"]["cosine"]["top"]) <= cold_ids  # the shortlist holds cold items only
+
+
+def test_cold_protocol_config_errors(toy: tuple[Path, Catalog, Interactions]) -> None:
+    from zsgen.errors import ConfigError
+    from zsgen.evaluate.config import config_from_dict
+
+    folder, _, _ = toy
+    config = _run_config(folder, "cold_users", {"history_events": 1})
+    config["candidates"] = {"generator": "embedding", "n": 5}
+    with pytest.raises(ConfigError, match="cold_users ranks the full catalog"):
+        config_from_dict(config)
+    config = _run_config(folder, "cold_items", {"fraction": 1.5})
+    with pytest.raises(ConfigError, match="fraction"):
+        config_from_dict(config)

@@ -246,11 +246,14 @@ class EvalConfig(StrictConfig):
             raise ValueError(f"LLM rankers {llm} get at most {MAX_LLM_CANDIDATES} candidates, n is {self.candidates.n}")
         if self.candidates.generator == "random" and self.candidates.n < 2:
             raise ValueError("the random generator needs n >= 2 (the target and at least one other item)")
-        if self.protocol in COLD_PROTOCOLS:
-            if self.candidates.generator != "full_catalog":
-                raise ValueError(f"protocol {self.protocol} ranks the full catalog (cold items: every cold item)")
-            if self.split != "test":
-                raise ValueError(f"protocol {self.protocol} evaluates the test split; its validation split tunes")
+        if self.protocol == "cold_users" and self.candidates.generator != "full_catalog":
+            raise ValueError("protocol cold_users ranks the full catalog (candidates.generator = full_catalog)")
+        if self.protocol == "cold_items" and self.candidates.generator in ("random", "fused"):
+            raise ValueError(
+                "protocol cold_items lists every cold item (full_catalog) or a score-based shortlist of them"
+            )
+        if self.protocol in COLD_PROTOCOLS and self.split != "test":
+            raise ValueError(f"protocol {self.protocol} evaluates the test split; its validation split tunes")
         if "fused" in self.metrics.recall_generators and self.fusion_source() is None:
             raise ValueError("metrics.recall_generators lists fused, but no generator or ranker names a fusion config")
         return self

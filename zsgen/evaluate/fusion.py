@@ -99,7 +99,7 @@ def resolve_fusions(
             encoder=factory.encoder,
             item_vectors=factory.item_vectors() if uses_text else None,
             **(
-                cold_tuning_task(config, catalog, interactions)
+                cold_tuning_task(config, catalog, interactions, factory)
                 if config.protocol in COLD_PROTOCOLS
                 else tuning_task(config, key, factory, resolved)
             ),
@@ -146,17 +146,22 @@ def tuning_task(
     return {"candidates": lists}
 
 
-def cold_tuning_task(config: EvalConfig, catalog: Catalog, interactions: Interactions) -> dict[str, Any]:
+def cold_tuning_task(
+    config: EvalConfig, catalog: Catalog, interactions: Interactions, factory: ScorerFactory
+) -> dict[str, Any]:
     """What a fused ranker of a cold-start run is tuned on: the protocol's validation split, built from warm data only
     (a second cold set carved out of the warm items or users, :mod:`zsgen.evaluate.coldstart`), each case's
-    candidates listed as the run lists them (every cold item of that split, or every item outside the history)."""
+    candidates listed as the run lists them (every cold item of that split, every item outside the history, or the
+    run's generator fitted on that split's training data and restricted to its cold items)."""
     from zsgen.evaluate.coldstart import cold_split
-    from zsgen.evaluate.generators import FullCatalogGenerator
 
     split = cold_split(config, catalog, interactions, "validation")
 
     def lists(split: Split) -> list[CandidateList]:
-        return FullCatalogGenerator(len(catalog), split.candidate_items, seed=config.seed).generate(split.cases)
+        generator = build_generator(
+            config.candidates, factory.with_train(split.train), seed=config.seed, items=split.candidate_items
+        )
+        return generator.generate(split.cases)
 
     return {"split": split, "candidates": lists}
 

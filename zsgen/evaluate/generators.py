@@ -53,12 +53,14 @@ class CandidateGenerator(Protocol):
 
 
 class ScorerGenerator:
-    """Top ``n`` unseen items by a fitted :class:`zsgen.score.base.Scorer`."""
+    """Top ``n`` unseen items by a fitted :class:`zsgen.score.base.Scorer`; ``items`` restricts the choice to those
+    items (the cold-item protocol shortlists among the cold items only)."""
 
-    def __init__(self, scorer: Scorer, n: int, *, name: str) -> None:
+    def __init__(self, scorer: Scorer, n: int, *, name: str, items: npt.ArrayLike | None = None) -> None:
         self.scorer = scorer
         self.n = n
         self.name = name
+        self.items = None if items is None else np.unique(np.asarray(items, dtype=np.int64))
 
     def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]:
         from zsgen.score.base import mask_history, top_k
@@ -67,6 +69,10 @@ class ScorerGenerator:
             return []
         queries = queries_for(cases)
         scores = mask_history(tie_safe(self.scorer.score(queries)), queries)
+        if self.items is not None:
+            allowed = np.zeros(scores.shape[1], dtype=bool)
+            allowed[self.items] = True
+            scores[:, ~allowed] = -np.inf
         top = top_k(scores, self.n)
         out = []
         for row, items in enumerate(top):
@@ -229,7 +235,7 @@ def build_generator(
 ) -> CandidateGenerator:
     """The configured generator; score-based ones get a scorer fitted on the training data (targets removed).
     ``fusion`` is the (tuned) fusion config of the ``fused`` generator; ``items`` restricts the full-catalog
-    generator to those items (the cold-item protocol's cold items)."""
+    generator, or what a score-based generator may list, to those items (the cold-item protocol's cold items)."""
     n_items = len(factory.catalog)
     if config.generator == "random":
         return RandomGenerator(n_items, config.n, seed)
@@ -243,4 +249,4 @@ def build_generator(
         history_length=config.history_length,
         fusion=fusion,
     )
-    return ScorerGenerator(scorer, config.n, name=config.generator)
+    return ScorerGenerator(scorer, config.n, name=config.generator, items=items)
