@@ -289,6 +289,10 @@ def test_cold_user_run_never_fits_a_cold_users_event(
     out = tmp_path / "cold-users"
     config = _run_config(folder, "cold_users", {"fraction": 0.25, "history_events": 0, "targets": 3})
     evaluate(config, out, progress=False)
+    import tomllib
+
+    provenance = tomllib.loads((out / "config.toml").read_text(encoding="utf-8"))["provenance"]
+    assert "toy.user" in provenance["dataset"]["files"]  # the profiles' source is fingerprinted with the data
     records = _records(out)
     evaluated = {interactions.user_ids.index(r["user_id"]) for r in records}
     assert len(evaluated) == round(0.25 * N_USERS)

@@ -146,12 +146,20 @@ def file_sha256(path: Path) -> str:
 
 def dataset_record(config: EvalConfig, catalog: Catalog, interactions: Interactions, out_dir: Path) -> dict[str, Any]:
     """What the run read, without machine paths: the dataset path relative to ``out_dir`` (as the resolved config
-    names it) and the sha256 of each file the loaders read (the catalog and the interaction log), plus one digest
+    names it) and the sha256 of each file the loaders read (the catalog, the interaction log and, for cold users,
+    the user file), plus one digest
     over them all. The digest, not the path, is what the resume fingerprint holds."""
     root = Path(config.dataset.path).resolve()
     base = root if root.is_dir() else root.parent
     files: dict[str, str] = {}
-    for source in (catalog.source, interactions.source):
+    sources: list[str | Path | None] = [catalog.source, interactions.source]
+    # Cold users read the user file (profiles, groups); cold items only through a group_popularity ranker.
+    grouped = any(r.kind == "group_popularity" for r in config.rankers)
+    if config.protocol == "cold_users" or (config.protocol == "cold_items" and grouped):
+        from zsgen.loaders.users import user_file
+
+        sources.append(user_file(config.dataset.path))
+    for source in sources:
         if source is None:
             continue
         path = Path(source).resolve()
