@@ -8,6 +8,9 @@ generator and the history length; anything the file sets explicitly wins over th
 - ``nir``: NIR's user-filtering candidates (12 neighbours including the user, top 19), history 8.
 - ``llmrank``: LLMRank's target + 19 random unseen items, shuffled per user, history 50.
 - ``custom``: no preset; the file must say which generator to use.
+- ``cold_items`` / ``cold_users``: the cold-start protocols of :mod:`zsgen.evaluate.coldstart` (held-out items or
+  users, several targets per user), set by the ``[cold]`` table; candidates are the full catalog (for cold items:
+  every cold item).
 
 Relative paths (the dataset, a template folder, a response cache) are resolved against the folder of the config
 file first; if nothing exists there, against the current directory. The resolved config that a run writes names them
@@ -36,7 +39,9 @@ from zsgen.tomlio import write_toml
 GeneratorName = Literal[
     "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
 ]
-RankerKind = Literal["random", "popularity", "generator", "cosine", "fused", "llm", "ease", "sasrec"]
+RankerKind = Literal[
+    "random", "popularity", "generator", "cosine", "fused", "llm", "group_popularity", "ease", "sasrec"
+]
 #: Ranker kinds that train a model on the run's training split (:mod:`zsgen.baselines`); options in ``[rankers.model]``.
 TRAINED_KINDS = ("ease", "sasrec")
 #: Generators whose candidate recall at N the report can show (the score-based ones).
@@ -48,7 +53,11 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "nir": {"history_length": 8, "candidates": {"generator": "user_filtering", "n": 19, "neighbours": 12}},
     "llmrank": {"history_length": 50, "candidates": {"generator": "random", "n": 20}},
     "custom": {},
+    "cold_items": {"history_length": 10, "candidates": {"generator": "full_catalog"}},
+    "cold_users": {"history_length": 10, "candidates": {"generator": "full_catalog"}},
 }
+#: Protocols whose split is not leave-one-out (see zsgen.evaluate.coldstart).
+COLD_PROTOCOLS: tuple[str, ...] = ("cold_items", "cold_users")
 
 #: LLM rankers are for short lists; a longer one is almost surely a config mistake (e.g. full catalog).
 MAX_LLM_CANDIDATES = 100
@@ -140,6 +149,11 @@ class RankerConfig(_FusionOptions):
     user_vector: str | None = Field(default=None, description="cosine: how the history becomes a user vector")
     history_length: int | None = Field(default=None, ge=1, description="cosine: recent items in the user vector")
     rerank: dict[str, Any] | None = None
+    group_by: list[str] = Field(
+        default_factory=lambda: ["gender", "age"], description="group_popularity: user attributes forming a group"
+    )
+    band_width: float = Field(default=10.0, gt=0, description="group_popularity: width of the age (numeric) bands")
+    banded: list[str] = Field(default_factory=lambda: ["age"], description="group_popularity: numeric attributes")
     cost_per_million_prompt_tokens: float = Field(default=0.0, ge=0.0)
     cost_per_million_completion_tokens: float = Field(default=0.0, ge=0.0)
     model: dict[str, Any] | None = Field(default=None, description="ease/sasrec: hyper-parameters of the model")
@@ -163,6 +177,20 @@ class RankerConfig(_FusionOptions):
         if isinstance(data, dict) and data.get("model") is None:
             data.pop("model", None)
         return data
+
+
+class ColdConfig(StrictConfig):
+    """The cold-start protocols' options (see :mod:`zsgen.evaluate.coldstart`); ignored by the other protocols."""
+
+    fraction: float = Field(default=0.2, gt=0, lt=1, description="share of items (or users) held out as cold")
+    validation_fraction: float | None = Field(
+        default=None, gt=0, lt=1, description="share of the warm items (users) forming the validation cold set"
+    )
+    history_events: int = Field(default=0, ge=0, description="cold_users: the first n events are the history")
+    targets: int = Field(default=10, ge=0, description="cold_users: the next T events are the targets; 0: all")
+    profile_fields: list[str] | None = Field(
+        default=None, description="cold_users: user attributes in the profile text, in order; all when omitted"
+    )
 
 
 class MetricsConfig(StrictConfig):
@@ -196,7 +224,7 @@ class EvalConfig(StrictConfig):
 
     name: str = Field(min_length=1)
     description: str = ""
-    protocol: Literal["full_catalog", "nir", "llmrank", "custom"]
+    protocol: Literal["full_catalog", "nir", "llmrank", "custom", "cold_items", "cold_users"]
     dataset: DatasetConfig
     split: Literal["test", "validation"] = "test"
     history_length: int = Field(ge=1, description="most recent history items the prompt sees")
@@ -207,6 +235,7 @@ class EvalConfig(StrictConfig):
     candidates: CandidateConfig
     rankers: list[RankerConfig] = Field(min_length=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    cold: ColdConfig = Field(default_factory=ColdConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +264,14 @@ class EvalConfig(StrictConfig):
             raise ValueError(f"LLM rankers {llm} get at most {MAX_LLM_CANDIDATES} candidates, n is {self.candidates.n}")
         if self.candidates.generator == "random" and self.candidates.n < 2:
             raise ValueError("the random generator needs n >= 2 (the target and at least one other item)")
+        if self.protocol == "cold_users" and self.candidates.generator != "full_catalog":
+            raise ValueError("protocol cold_users ranks the full catalog (candidates.generator = full_catalog)")
+        if self.protocol == "cold_items" and self.candidates.generator in ("random", "fused"):
+            raise ValueError(
+                "protocol cold_items lists every cold item (full_catalog) or a score-based shortlist of them"
+            )
+        if self.protocol in COLD_PROTOCOLS and self.split != "test":
+            raise ValueError(f"protocol {self.protocol} evaluates the test split; its validation split tunes")
         if "fused" in self.metrics.recall_generators and self.fusion_source() is None:
             raise ValueError("metrics.recall_generators lists fused, but no generator or ranker names a fusion config")
         return self

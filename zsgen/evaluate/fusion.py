@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import EvalConfig, _FusionOptions, relative_path
+from zsgen.evaluate.config import COLD_PROTOCOLS, EvalConfig, _FusionOptions, relative_path
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
@@ -98,7 +98,11 @@ def resolve_fusions(
             source=data_source if data_source is not None else config.dataset.path,
             encoder=factory.encoder,
             item_vectors=factory.item_vectors() if uses_text else None,
-            **tuning_task(config, key, factory, resolved),
+            **(
+                cold_tuning_task(config, catalog, interactions, factory)
+                if config.protocol in COLD_PROTOCOLS
+                else tuning_task(config, key, factory, resolved)
+            ),
         )
         written = out_dir / f"fusion-{_slug(key)}.toml"
         logger.info(
@@ -140,6 +144,26 @@ def tuning_task(
         return generator.generate(split.cases)
 
     return {"candidates": lists}
+
+
+def cold_tuning_task(
+    config: EvalConfig, catalog: Catalog, interactions: Interactions, factory: ScorerFactory
+) -> dict[str, Any]:
+    """What a fused ranker of a cold-start run is tuned on: the protocol's validation split, built from warm data only
+    (a second cold set carved out of the warm items or users, :mod:`zsgen.evaluate.coldstart`), each case's
+    candidates listed as the run lists them (every cold item of that split, every item outside the history, or the
+    run's generator fitted on that split's training data and restricted to its cold items)."""
+    from zsgen.evaluate.coldstart import cold_split
+
+    split = cold_split(config, catalog, interactions, "validation")
+
+    def lists(split: Split) -> list[CandidateList]:
+        generator = build_generator(
+            config.candidates, factory.with_train(split.train), seed=config.seed, items=split.candidate_items
+        )
+        return generator.generate(split.cases)
+
+    return {"split": split, "candidates": lists}
 
 
 def write_tuned(fusions: Mapping[str, RunFusion]) -> None:

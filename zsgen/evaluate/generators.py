@@ -53,12 +53,14 @@ class CandidateGenerator(Protocol):
 
 
 class ScorerGenerator:
-    """Top ``n`` unseen items by a fitted :class:`zsgen.score.base.Scorer`."""
+    """Top ``n`` unseen items by a fitted :class:`zsgen.score.base.Scorer`; ``items`` restricts the choice to those
+    items (the cold-item protocol shortlists among the cold items only)."""
 
-    def __init__(self, scorer: Scorer, n: int, *, name: str) -> None:
+    def __init__(self, scorer: Scorer, n: int, *, name: str, items: npt.ArrayLike | None = None) -> None:
         self.scorer = scorer
         self.n = n
         self.name = name
+        self.items = None if items is None else np.unique(np.asarray(items, dtype=np.int64))
 
     def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]:
         from zsgen.score.base import mask_history, top_k
@@ -67,6 +69,10 @@ class ScorerGenerator:
             return []
         queries = queries_for(cases)
         scores = mask_history(tie_safe(self.scorer.score(queries)), queries)
+        if self.items is not None:
+            allowed = np.zeros(scores.shape[1], dtype=bool)
+            allowed[self.items] = True
+            scores[:, ~allowed] = -np.inf
         top = top_k(scores, self.n)
         out = []
         for row, items in enumerate(top):
@@ -106,19 +112,29 @@ class RandomGenerator:
 
 
 class FullCatalogGenerator:
-    """Every item not in the history, in catalog order (scores all 0: the order carries no information)."""
+    """Every item not in the history, in catalog order (scores all 0: the order carries no information).
+
+    ``items`` restricts the catalog to those items (the cold-item protocol ranks only the cold items); they are then
+    listed in a per-user seeded shuffle (``seed``), as LLMRank's lists are. Rankers break ties by list order, and a
+    signal that gives every cold item the same score (popularity) must rank them at random, not in catalog order:
+    in ML-100K low item ids are the most-rated films, so catalog order alone would pass for a signal.
+    """
 
     name = "full_catalog"
 
-    def __init__(self, n_items: int) -> None:
+    def __init__(self, n_items: int, items: npt.ArrayLike | None = None, *, seed: int = 0) -> None:
         self.n_items = n_items
+        self.items = None if items is None else np.unique(np.asarray(items, dtype=np.int64))
+        self.seed = seed
 
     def generate(self, cases: Sequence[UserCase]) -> list[CandidateList]:
-        everything = np.arange(self.n_items, dtype=np.int64)
+        everything = np.arange(self.n_items, dtype=np.int64) if self.items is None else self.items
         out = []
         for case in cases:
-            items = np.setdiff1d(everything, case.history)
-            out.append(CandidateList(items=items.astype(np.int64), scores=np.zeros(items.size)))
+            items = np.setdiff1d(everything, case.history).astype(np.int64)
+            if self.items is not None:
+                items = user_rng(self.seed, case.user_id, "candidates").permutation(items)
+            out.append(CandidateList(items=items, scores=np.zeros(items.size)))
         return out
 
 
@@ -150,9 +166,13 @@ class ScorerFactory:
         user_vector: str | None = None,
         history_length: int | None = None,
         fusion: FusionConfig | None = None,
+        group_by: Sequence[str] | None = None,
+        banded: Sequence[str] = ("age",),
+        band_width: float = 10.0,
     ) -> Scorer:
-        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine, or
-        ``fused`` with ``fusion``, a :class:`zsgen.score.config.FusionConfig`)."""
+        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine,
+        ``group_popularity`` by ``group_by`` attributes, or ``fused`` with ``fusion``, a
+        :class:`zsgen.score.config.FusionConfig`)."""
         if kind == "fused":
             from zsgen.score import FusedScorer
 
@@ -165,6 +185,10 @@ class ScorerFactory:
             from zsgen.score import PopularityScorer
 
             scorer: Scorer = PopularityScorer()
+        elif kind == "group_popularity":
+            from zsgen.score import GroupPopularityScorer
+
+            scorer = GroupPopularityScorer(group_by or ("gender", "age"), banded=banded, band_width=band_width)
         elif kind == "user_filtering":
             from zsgen.score import UserFilteringScorer
 
@@ -202,15 +226,21 @@ class ScorerFactory:
 
 
 def build_generator(
-    config: CandidateConfig, factory: ScorerFactory, *, seed: int, fusion: FusionConfig | None = None
+    config: CandidateConfig,
+    factory: ScorerFactory,
+    *,
+    seed: int,
+    fusion: FusionConfig | None = None,
+    items: npt.ArrayLike | None = None,
 ) -> CandidateGenerator:
     """The configured generator; score-based ones get a scorer fitted on the training data (targets removed).
-    ``fusion`` is the (tuned) fusion config of the ``fused`` generator."""
+    ``fusion`` is the (tuned) fusion config of the ``fused`` generator; ``items`` restricts the full-catalog
+    generator, or what a score-based generator may list, to those items (the cold-item protocol's cold items)."""
     n_items = len(factory.catalog)
     if config.generator == "random":
         return RandomGenerator(n_items, config.n, seed)
     if config.generator == "full_catalog":
-        return FullCatalogGenerator(n_items)
+        return FullCatalogGenerator(n_items, items, seed=seed)
     scorer = factory.fitted(
         config.generator,
         neighbours=config.neighbours,
@@ -219,4 +249,4 @@ def build_generator(
         history_length=config.history_length,
         fusion=fusion,
     )
-    return ScorerGenerator(scorer, config.n, name=config.generator)
+    return ScorerGenerator(scorer, config.n, name=config.generator, items=items)

@@ -34,6 +34,8 @@ class RankingTask:
     earlier candidate, as the rankers' stable sort breaks them), ``targets`` are positions in those lists and
     ``exclude`` marks padding; a target missing from its list points at an excluded padding column and is a miss.
     ``max_rank``: ranks from there on are misses (a run that ranks the top ``n`` of the very score being tuned).
+    ``target_sets``: for multi-target cases (cold-start protocols), each case's target positions in its list
+    (-1: not listed); ``targets`` then holds the first of them.
     """
 
     split: Split
@@ -41,6 +43,7 @@ class RankingTask:
     columns: IndexArray | None
     exclude: npt.NDArray[np.bool_] | None
     max_rank: int | None = None
+    target_sets: list[IndexArray] | None = None
 
     def ranks(self, scores: npt.NDArray[np.floating[Any]]) -> IndexArray:
         """Target ranks of full-row ``scores`` (cases × catalog) under this task and the reported tie rule."""
@@ -61,6 +64,7 @@ class RankingTask:
             None if self.columns is None else self.columns[index],
             None if self.exclude is None else self.exclude[index],
             self.max_rank,
+            None if self.target_sets is None else [self.target_sets[int(i)] for i in index],
         )
 
     @classmethod
@@ -81,7 +85,13 @@ class RankingTask:
             exclude[row, : len(candidates)] = False
             if position is not None:
                 targets[row] = position
-        return cls(split, targets, columns, exclude if padded else None)
+        sets = None
+        if any(case.targets is not None for case in split.cases):
+            sets = [
+                np.array([-1 if (p := c.position_of(int(t))) is None else p for t in case.all_targets], dtype=np.int64)
+                for case, c in zip(split.cases, lists, strict=True)
+            ]
+        return cls(split, targets, columns, exclude if padded else None, target_sets=sets)
 
 
 def ranking_task(

@@ -10,6 +10,7 @@ the weight search (:mod:`zsgen.evaluate.tuning`) maximise the very number ``zsge
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -64,3 +65,37 @@ def target_ranks(
     ranks: IndexArray = np.asarray(above + tied_before, dtype=np.int64)
     ranks[np.isneginf(target_scores)] = NOT_RANKED
     return ranks
+
+
+def multi_target_ranks(
+    scores: npt.NDArray[np.floating[Any]],
+    targets: Sequence[npt.ArrayLike],
+    exclude: npt.NDArray[np.bool_] | None = None,
+) -> list[IndexArray]:
+    """0-based ranks of each row's several target columns, under the same rule as :func:`target_ranks`.
+
+    The ranked list is the whole row (other targets included) ordered by descending :func:`tie_safe` score, equal
+    scores going to the lower column; a target column that is excluded, scored ``-inf`` or negative (a target not
+    among the candidates) gets :data:`NOT_RANKED`. With one target per row this equals :func:`target_ranks`.
+    """
+    values = tie_safe(scores)
+    if values.ndim != 2:
+        raise ValueError(f"scores must be (users, items), got shape {values.shape}")
+    if len(targets) != values.shape[0]:
+        raise ValueError(f"{len(targets)} target sets for {values.shape[0]} score rows")
+    if exclude is not None:
+        if exclude.shape != values.shape:
+            raise ValueError(f"exclude mask has shape {exclude.shape}, scores {values.shape}")
+        values = np.where(exclude, -np.inf, values)
+    order = np.argsort(-values, axis=1, kind="stable")
+    position = np.empty_like(order)
+    np.put_along_axis(position, order, np.broadcast_to(np.arange(values.shape[1]), values.shape), axis=1)
+    out: list[IndexArray] = []
+    for row, wanted in enumerate(targets):
+        cols = np.asarray(wanted, dtype=np.int64)
+        ranks = np.full(cols.shape, NOT_RANKED, dtype=np.int64)
+        listed = cols >= 0
+        ranks[listed] = position[row, cols[listed]]
+        ranks[listed & np.isneginf(values[row, np.where(listed, cols, 0)])] = NOT_RANKED
+        out.append(ranks)
+    return out

@@ -21,6 +21,14 @@ REPORT_NAME = "report.md"
 
 log = logging.getLogger(__name__)
 
+#: How the report describes the split of a protocol that is not leave-one-out.
+SPLIT_TEXT = {
+    "cold_items": "cold items (held-out items removed from everything fitted; targets: each user's interactions "
+    "with them; candidates: every cold item)",
+    "cold_users": "cold users (held-out users removed from everything fitted; history: their first n events; "
+    "targets: the events after them)",
+}
+
 
 def _num(value: float, digits: int = 3) -> str:
     return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}"
@@ -57,6 +65,7 @@ def render_markdown(summary: Summary, *, plots: bool = True) -> str:
     k = summary.headline_k
     hr_cols = [f"HR@{x}" for x in summary.ks]
     ndcg_cols = [f"NDCG@{x}" for x in summary.ks] + ["MRR"]
+    set_cols = [f"{kind}@{x}" for kind in ("Precision", "Recall", "F1") for x in summary.ks]
     has_llm = any(r.llm is not None for r in summary.rankers)
     out: list[str] = [f"# {summary.name}", ""]
     if summary.description:
@@ -64,11 +73,12 @@ def render_markdown(summary: Summary, *, plots: bool = True) -> str:
     out += [
         f"- dataset: `{summary.dataset}`"
         + (f" (sha256 `{summary.dataset_sha256[:16]}`)" if summary.dataset_sha256 else "")
-        + f"; {summary.split} split: leave-one-out by time",
+        + f"; {summary.split} split: {SPLIT_TEXT.get(summary.protocol, 'leave-one-out by time')}",
         f"- protocol: {summary.protocol}; candidates: {summary.generator} (mean list length "
         f"{summary.mean_candidates:.1f})"
         + (f"; LLM prompts see the last {summary.history_length} items" if has_llm else ""),
-        f"- users: {summary.users}; seed {summary.seed}; {summary.bootstrap} bootstrap resamples",
+        f"- users: {summary.users}; seed {summary.seed}; {summary.bootstrap} bootstrap resamples"
+        + (f"; {summary.mean_targets:.1f} targets per user on average" if summary.mean_targets != 1.0 else ""),
         f"- candidate recall (target among the candidates): {_num(summary.candidate_recall)} "
         f"({summary.users_with_target} of {summary.users} users)",
         "",
@@ -79,6 +89,8 @@ def render_markdown(summary: Summary, *, plots: bool = True) -> str:
         *_metric_table(summary.rankers, "all_users", ndcg_cols),
         "",
         *_metric_table(summary.rankers, "all_users", hr_cols),
+        "",
+        *_metric_table(summary.rankers, "all_users", set_cols),
         "",
         f"## Users whose target is among the candidates ({summary.users_with_target})",
         "",
@@ -102,7 +114,7 @@ def render_markdown(summary: Summary, *, plots: bool = True) -> str:
             out.append(f"| {name} | " + " | ".join(_num(recall[n]) for n in ns) + " |")
         out.append("")
     if summary.baseline is not None:
-        cols = [f"HR@{k}", f"NDCG@{k}", "MRR"]
+        cols = [f"HR@{k}", f"NDCG@{k}", f"Recall@{k}", "MRR"]
         out += [
             f"## Paired comparison against `{summary.baseline}`",
             "",

@@ -26,6 +26,7 @@ import numpy as np
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import (
+    COLD_PROTOCOLS,
     TRAINED_KINDS,
     EvalConfig,
     RankerConfig,
@@ -147,12 +148,20 @@ def file_sha256(path: Path) -> str:
 
 def dataset_record(config: EvalConfig, catalog: Catalog, interactions: Interactions, out_dir: Path) -> dict[str, Any]:
     """What the run read, without machine paths: the dataset path relative to ``out_dir`` (as the resolved config
-    names it) and the sha256 of each file the loaders read (the catalog and the interaction log), plus one digest
+    names it) and the sha256 of each file the loaders read (the catalog, the interaction log and, for cold users,
+    the user file), plus one digest
     over them all. The digest, not the path, is what the resume fingerprint holds."""
     root = Path(config.dataset.path).resolve()
     base = root if root.is_dir() else root.parent
     files: dict[str, str] = {}
-    for source in (catalog.source, interactions.source):
+    sources: list[str | Path | None] = [catalog.source, interactions.source]
+    # Cold users read the user file (profiles, groups); cold items only through a group_popularity ranker.
+    grouped = any(r.kind == "group_popularity" for r in config.rankers)
+    if config.protocol == "cold_users" or (config.protocol == "cold_items" and grouped):
+        from zsgen.loaders.users import user_file
+
+        sources.append(user_file(config.dataset.path))
+    for source in sources:
         if source is None:
             continue
         path = Path(source).resolve()
@@ -190,6 +199,9 @@ def build_rankers(
             rankers.append(GeneratorOrderRanker(spec.name))
         elif spec.kind in ("popularity", "cosine"):
             scorer = factory.fitted(spec.kind, user_vector=spec.user_vector, history_length=spec.history_length)
+            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
+        elif spec.kind == "group_popularity":
+            scorer = factory.fitted(spec.kind, group_by=spec.group_by, banded=spec.banded, band_width=spec.band_width)
             rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
         elif spec.kind == "fused":
             if fusions is None or spec.name not in fusions:
@@ -366,13 +378,25 @@ def _batches(cases: Sequence[UserCase], size: int) -> Iterator[Sequence[UserCase
 def user_record(
     case: UserCase, candidates: CandidateList, catalog: Catalog, outcomes: Mapping[str, RankOutcome]
 ) -> dict[str, Any]:
-    """The log line of one user: the target's place in the shown list and in every ranker's order."""
-    position = candidates.position_of(case.target)
+    """The log line of one user: the target's place in the shown list and in every ranker's order.
+
+    A multi-target case (cold-start protocols) also logs ``targets`` and, per ranker, ``ranks`` (one per target,
+    None when not listed); its ``rank`` and ``target_position`` are then those of the best-placed target."""
+    multi = case.targets is not None
+    positions = [candidates.position_of(int(t)) for t in case.all_targets]
+    listed = [p for p in positions if p is not None]
+    position = (min(listed) if listed else None) if multi else positions[0]
     results: dict[str, Any] = {}
     for name, outcome in outcomes.items():
         items = candidates.items[outcome.order]
-        rank = None if position is None else int(np.flatnonzero(outcome.order == position)[0])
+        place = np.empty(len(outcome.order), dtype=np.int64)
+        place[outcome.order] = np.arange(len(outcome.order))
+        ranks = [None if p is None else int(place[p]) for p in positions]
+        found = [r for r in ranks if r is not None]
+        rank = (min(found) if found else None) if multi else ranks[0]
         entry: dict[str, Any] = {"rank": rank, "top": [catalog[int(i)].id for i in items[:TOP_IDS]]}
+        if multi:
+            entry["ranks"] = ranks
         if outcome.llm is not None:
             stats = outcome.llm
             entry.update(
@@ -386,7 +410,7 @@ def user_record(
                 latency_s=round(stats.latency_s, 4),
             )
         results[name] = entry
-    return {
+    record: dict[str, Any] = {
         "user_id": case.user_id,
         "target": catalog[case.target].id,
         "history_length": int(case.history.size),
@@ -394,6 +418,9 @@ def user_record(
         "target_position": position,
         "rankers": results,
     }
+    if multi:
+        record["targets"] = [catalog[int(t)].id for t in case.all_targets]
+    return record
 
 
 class _Counters:
@@ -432,15 +459,23 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     catalog, interactions = load_eval_dataset(config)
-    cases = sample_users(
-        leave_one_out(interactions, config.split, min_history=config.min_history), config.users, config.seed
-    )
-    if not cases:
-        raise DataError(
-            f"no user has the {config.min_history + holdout_events(config.split)} events this split needs",
-            path=config.dataset.path,
+    candidate_items = None
+    if config.protocol in COLD_PROTOCOLS:
+        from zsgen.evaluate.coldstart import cold_split
+
+        test = cold_split(config, catalog, interactions, "test")
+        cases = sample_users(test.cases, config.users, config.seed)
+        train, candidate_items = test.train, test.candidate_items
+    else:
+        cases = sample_users(
+            leave_one_out(interactions, config.split, min_history=config.min_history), config.users, config.seed
         )
-    train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
+        if not cases:
+            raise DataError(
+                f"no user has the {config.min_history + holdout_events(config.split)} events this split needs",
+                path=config.dataset.path,
+            )
+        train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
     factory = ScorerFactory(catalog, train)
     data = dataset_record(config, catalog, interactions, out)
     recorded = portable_config(config, out)
@@ -462,7 +497,9 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     write_resolved(recorded, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions, data, out))
 
     candidate_fusion = fusions["candidates"].config if "candidates" in fusions else None
-    generator = build_generator(config.candidates, factory, seed=config.seed, fusion=candidate_fusion)
+    generator = build_generator(
+        config.candidates, factory, seed=config.seed, fusion=candidate_fusion, items=candidate_items
+    )
     # Baselines and remote LLMs work on a whole batch; local LLMs go user by user so each line is logged at once.
     batch_rankers = [r for r in rankers if not isinstance(r, LLMRanker) or r.concurrent]
     llm_rankers = [r for r in rankers if isinstance(r, LLMRanker) and not r.concurrent]
@@ -494,7 +531,8 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     # Rewritten now that backends are loaded: model ids are the ones actually used.
     write_resolved(recorded, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions, data, out))
     records = read_log(log_path)
-    recall = generator_recall(config, factory, cases, fusions)
+    # The recall table is about leave-one-out targets of score-based generators; cold-start runs rank every candidate.
+    recall = {} if config.protocol in COLD_PROTOCOLS else generator_recall(config, factory, cases, fusions)
     summary = summarize(
         recorded, [records[case.user_id] for case in cases], generator_recall=recall, dataset_sha256=data["sha256"]
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -45,6 +45,10 @@ class UserCase:
     ``user`` is the user's row in ``Interactions.user_ids`` (and so in :class:`zsgen.score.TrainData`);
     ``history`` holds catalog indices oldest first, every event before the target; ``events`` are the positions of
     those events in the log, kept so timestamps and ratings can be shown to the reranker.
+
+    Leave-one-out cases have one ``target``. Cold-start cases (:mod:`zsgen.evaluate.coldstart`) have several:
+    ``targets`` holds them all (``target`` is the first), and may carry the user's ``profile`` text and
+    ``attributes`` (what a new user told us), which reach the scorers through :func:`queries_for`.
     """
 
     user: int
@@ -52,6 +56,14 @@ class UserCase:
     history: IndexArray
     events: IndexArray
     target: int
+    targets: IndexArray | None = None
+    profile: str | None = None
+    attributes: Mapping[str, str] | None = None
+
+    @property
+    def all_targets(self) -> IndexArray:
+        """Every target of the case (just ``target`` for leave-one-out)."""
+        return self.targets if self.targets is not None else np.array([self.target], dtype=np.int64)
 
     def recent(self, length: int) -> IndexArray:
         """The most recent ``length`` history items: what a prompt sees."""
@@ -112,10 +124,14 @@ def leave_one_out(interactions: Interactions, holdout: Holdout = "test", *, min_
 
 
 def queries_for(cases: Sequence[UserCase]) -> list[UserQuery]:
-    """Scorer queries for cases: the whole visible history, and the user's row in the training data."""
+    """Scorer queries for cases: the whole visible history, the user's row in the training data, and the profile
+    text and attributes of cold-start cases."""
     from zsgen.score.base import UserQuery
 
-    return [UserQuery(history=case.history, user=case.user) for case in cases]
+    return [
+        UserQuery(history=case.history, user=case.user, profile=case.profile, attributes=case.attributes)
+        for case in cases
+    ]
 
 
 @dataclass(frozen=True)
@@ -123,12 +139,14 @@ class Split:
     """One holdout of the log: the evaluated cases and the training data their signals may be fitted on.
 
     ``train`` drops each user's last :func:`holdout_events` events, so neither the split's targets nor (for the
-    validation split) the test targets can reach a scorer.
+    validation split) the test targets can reach a scorer. ``candidate_items`` (cold-item protocol) restricts what
+    may be ranked to those catalog items; None means every item outside the history.
     """
 
     holdout: Holdout
     cases: list[UserCase]
     train: TrainData
+    candidate_items: IndexArray | None = None
 
     @property
     def queries(self) -> list[UserQuery]:
@@ -136,6 +154,7 @@ class Split:
 
     @property
     def targets(self) -> IndexArray:
+        """Each case's (first) target."""
         return np.array([case.target for case in self.cases], dtype=np.int64)
 
     @property
@@ -145,7 +164,8 @@ class Split:
 
     def subset(self, rows: npt.ArrayLike) -> Split:
         """The cases at ``rows`` (positions in :attr:`cases`), with the same training data."""
-        return Split(self.holdout, [self.cases[int(r)] for r in np.asarray(rows).ravel()], self.train)
+        cases = [self.cases[int(r)] for r in np.asarray(rows).ravel()]
+        return Split(self.holdout, cases, self.train, self.candidate_items)
 
 
 def make_split(

@@ -82,6 +82,8 @@ class Summary(BaseModel):
     bootstrap: int
     users: int
     users_with_target: int
+    #: mean number of targets per user (1 for leave-one-out; several in the cold-start protocols)
+    mean_targets: float = 1.0
     candidate_recall: float
     mean_candidates: float
     baseline: str | None
@@ -129,6 +131,15 @@ def _llm_summary(entries: Sequence[Mapping[str, Any]], prices: tuple[float, floa
     )
 
 
+def record_ranks(records: Sequence[Mapping[str, Any]], ranker: str) -> list[int | None] | list[list[int | None]]:
+    """``ranker``'s target ranks from log lines: one rank per user (leave-one-out lines, ``rank``), or per user the
+    ranks of each target when the lines are multi-target (cold-start protocols log ``ranks``, one per target)."""
+    entries = [r["rankers"][ranker] for r in records]
+    if entries and all("ranks" in e for e in entries):
+        return [list(e["ranks"]) for e in entries]
+    return [e["rank"] for e in entries]
+
+
 def summarize(
     config: EvalConfig,
     records: Sequence[Mapping[str, Any]],
@@ -159,8 +170,7 @@ def summarize(
 
     per_ranker: dict[str, dict[str, np.ndarray]] = {}
     for spec in config.rankers:
-        ranks = [r["rankers"][spec.name]["rank"] for r in records]
-        per_ranker[spec.name] = rank_metrics(ranks, ks)
+        per_ranker[spec.name] = rank_metrics(record_ranks(records, spec.name), ks)
     baseline = config.baseline
 
     summaries = []
@@ -214,6 +224,7 @@ def summarize(
         bootstrap=draws,
         users=n,
         users_with_target=n_cov,
+        mean_targets=float(np.mean([len(r.get("targets") or [r["target"]]) for r in records])) if n else 1.0,
         candidate_recall=n_cov / n if n else float("nan"),
         mean_candidates=float(np.mean([int(r["n_candidates"]) for r in records])) if n else 0.0,
         baseline=baseline,

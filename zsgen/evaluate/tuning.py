@@ -34,7 +34,7 @@ from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.generators import CandidateList
 from zsgen.evaluate.metrics import metric_values, parse_metric
 from zsgen.evaluate.protocol import Protocol, RankingTask, ranking_task
-from zsgen.evaluate.ranks import NOT_RANKED, target_ranks
+from zsgen.evaluate.ranks import NOT_RANKED, multi_target_ranks, target_ranks
 from zsgen.evaluate.split import IndexArray, Split, validation_split
 from zsgen.interactions import Interactions
 from zsgen.score.base import ScoreMatrix
@@ -146,6 +146,7 @@ def tune_weights(
     fixed: Mapping[str, float] | None = None,
     start: Mapping[str, float] | None = None,
     max_rank: int | None = None,
+    target_sets: Sequence[npt.ArrayLike] | None = None,
 ) -> TuningResult:
     """Search fusion weights that maximise the mean ``metric`` of the validation ``targets``.
 
@@ -160,7 +161,10 @@ def tune_weights(
     others are searched. ``start``: a weight vector tried before the random and coordinate steps (signals it does not
     name weigh 0), so re-tuning a config — say after adding a signal — never returns weights that score lower on
     validation than the ones it started from. ``max_rank``: ranks from there on are misses (the run ranks only the
-    top ``max_rank`` items of the fused score itself).
+    top ``max_rank`` items of the fused score itself). ``target_sets``: several target columns per row (cold-start
+    protocols; -1 for a target not among the columns), ranked by
+    :func:`~zsgen.evaluate.ranks.multi_target_ranks` and scored by the multi-target metric formulas; ``targets``
+    is then only checked for shape.
     """
     parse_metric(metric)  # a typo fails before any trial
     search = search or SearchSpace()
@@ -188,8 +192,18 @@ def tune_weights(
     if exclude is not None and exclude.shape != shape:
         raise DataError(f"exclude mask has shape {exclude.shape}, scores {shape}")
 
+    sets = None if target_sets is None else [np.asarray(t, dtype=np.int64) for t in target_sets]
+    if sets is not None and len(sets) != shape[0]:
+        raise DataError(f"{len(sets)} target sets for {shape[0]} score rows")
+
     def evaluate(weights: dict[str, float]) -> float:
         used = {name: weight for name, weight in weights.items() if weight > 0}
+        if sets is not None:
+            multi = multi_target_ranks(weighted_sum(parts, used), sets, exclude)
+            if max_rank is not None:
+                for ranks_row in multi:
+                    ranks_row[ranks_row >= max_rank] = NOT_RANKED
+            return float(metric_values(multi, metric).mean())
         ranks = target_ranks(weighted_sum(parts, used), target_cols, exclude)
         if max_rank is not None:
             ranks[ranks >= max_rank] = NOT_RANKED
@@ -213,6 +227,7 @@ def tune_on_validation(
     source: str | None = None,
     candidates: Callable[[Split], Sequence[CandidateList]] | None = None,
     max_rank: int | None = None,
+    split: Split | None = None,
     **resources: Any,
 ) -> tuple[FusionConfig, TuningResult]:
     """Fit every configured signal on the validation training data, search weights, return the tuned config.
@@ -225,10 +240,12 @@ def tune_on_validation(
     config's own weights, so the result never scores below them on validation. Non-LLM signals are tuned together
     first; an LLM signal (whose candidates depend on the other weights) is then fitted on the tuned fusion and its
     weight searched with the others held fixed. ``resources`` (``encoder``, ``item_vectors``, ``llm``) go to
-    :class:`~zsgen.score.fusion.FusedScorer`.
+    :class:`~zsgen.score.fusion.FusedScorer`. ``split`` replaces the leave-one-out validation split (the cold-start
+    protocols pass their own, built from warm data only; :mod:`zsgen.evaluate.coldstart`).
     """
     parse_metric(metric)
-    split = validation_split(interactions, n_items=len(catalog), users=users)
+    if split is None:
+        split = validation_split(interactions, n_items=len(catalog), users=users)
     if candidates is not None:
         task = RankingTask.from_lists(split, candidates(split))
     else:
@@ -255,6 +272,7 @@ def tune_on_validation(
             fixed=fixed,
             start=start,
             max_rank=task.max_rank,
+            target_sets=task.target_sets,
         )
 
     configured = {name: config.weight(name) for name in scores}

@@ -18,6 +18,7 @@ from zsgen.score.base import (
 from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
 from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
 from zsgen.score.fusion import FusedScorer, fuse, normalise, reciprocal_rank_fusion
+from zsgen.score.grouppop import GroupPopularityScorer
 from zsgen.score.llm import LLMScorer, ranking_to_scores, reranker_scores
 from zsgen.score.popularity import PopularityScorer
 from zsgen.score.text import TextCosineScorer
@@ -27,6 +28,7 @@ __all__ = [
     "CooccurrenceScorer",
     "FusedScorer",
     "FusionConfig",
+    "GroupPopularityScorer",
     "ItemFilteringScorer",
     "LLMScorer",
     "PopularityScorer",

@@ -13,7 +13,7 @@ Which data a scorer may learn from is :class:`TrainData`, built so that evaluati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -34,13 +34,15 @@ class TrainData:
     """What signals may learn from: per-user item sequences in time order, with evaluation targets already removed.
 
     ``timestamps`` is ``None`` when the log has no times (then time-window options of scorers are unavailable);
-    individual unknown times are NaN.
+    individual unknown times are NaN. ``attributes`` optionally holds each user row's attributes (age, gender...,
+    as text), for signals that group users by them; ``None`` when the dataset has none.
     """
 
     sequences: list[IndexArray]
     timestamps: list[npt.NDArray[np.float64]] | None
     n_items: int
     _cache: dict[str, object] = field(default_factory=dict, repr=False, compare=False)
+    attributes: list[Mapping[str, str]] | None = None
 
     def __post_init__(self) -> None:
         if self.timestamps is not None and len(self.timestamps) != len(self.sequences):
@@ -52,6 +54,10 @@ class TrainData:
                 raise DataError(f"user row {row} has item indices outside 0..{self.n_items - 1}", field="sequences")
             if self.timestamps is not None and self.timestamps[row].shape != seq.shape:
                 raise DataError(f"user row {row}: timestamps and items differ in length", field="timestamps")
+        if self.attributes is not None and len(self.attributes) != len(self.sequences):
+            raise DataError(
+                f"{len(self.attributes)} attribute rows for {len(self.sequences)} sequences", field="attributes"
+            )
 
     @classmethod
     def from_interactions(
@@ -102,12 +108,14 @@ class UserQuery:
     ``history`` is the visible history (catalog indices, oldest first). ``user`` is the user's row in
     :attr:`TrainData.sequences` when the user is known to the training data, which lets user filtering leave the
     user's own training row out of the neighbour search; ``None`` for a new user. ``profile`` is free text for users
-    without history (used by text scoring).
+    without history (used by text scoring). ``attributes`` are the user's known attributes (age, gender...), used by
+    signals that group users (:class:`~zsgen.score.grouppop.GroupPopularityScorer`).
     """
 
     history: IndexArray
     user: int | None = None
     profile: str | None = None
+    attributes: Mapping[str, str] | None = None
 
 
 @runtime_checkable

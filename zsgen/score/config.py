@@ -21,13 +21,17 @@ from zsgen.errors import ConfigError
 from zsgen.paths import data_dir
 from zsgen.tomlio import dumps, write_text_atomic
 
-SignalKind = Literal["text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm"]
+SignalKind = Literal[
+    "text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm", "group_popularity"
+]
 Normalisation = Literal["rank", "zscore", "minmax", "none"]
 Method = Literal["weighted", "rrf"]
 ParamValue = str | int | float | bool
 
 #: Signals that cannot be computed without interaction logs (``llm`` depends on what generates its candidates).
-LOG_KINDS: frozenset[str] = frozenset({"popularity", "cooccurrence", "user_filtering", "item_filtering"})
+LOG_KINDS: frozenset[str] = frozenset(
+    {"popularity", "cooccurrence", "user_filtering", "item_filtering", "group_popularity"}
+)
 
 #: The fusion zsgen ships (in the package's data folder): the first stage used by default on data with a log.
 PACKAGED_FUSION_FILE = "fusion_default.toml"

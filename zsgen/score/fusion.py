@@ -23,6 +23,7 @@ from zsgen.errors import ConfigError, DataError
 from zsgen.score.base import ScoreMatrix, Scorer, TrainData, UserQuery, not_fitted
 from zsgen.score.config import FusionConfig, Method, Normalisation, SignalConfig
 from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
+from zsgen.score.grouppop import GroupPopularityScorer
 from zsgen.score.llm import CandidateScoreFn, LLMScorer
 from zsgen.score.popularity import PopularityScorer
 from zsgen.score.text import TextCosineScorer
@@ -158,6 +159,8 @@ def build_signal(
             return UserFilteringScorer(name=name, **params)  # type: ignore[arg-type]
         if signal.kind == "item_filtering":
             return ItemFilteringScorer(name=name, **params)  # type: ignore[arg-type]
+        if signal.kind == "group_popularity":
+            return GroupPopularityScorer(name=name, **params)  # type: ignore[arg-type]
         if llm is None:
             raise ConfigError(f"signal {name!r} is an LLM signal, but no LLM candidate scorer was given")
         return LLMScorer(llm, llm_candidates, name=name, **params)  # type: ignore[arg-type]
