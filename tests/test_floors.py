@@ -1,4 +1,4 @@
-"""tools/floors.py, which turns pyproject's `>=` floors into the exact pins `make test-min` installs and checks."""
+""".ci/floors.py, which turns pyproject's `>=` floors into the exact pins `make test-min` installs and checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tools" / "floors.py"
+SCRIPT = ROOT / ".ci" / "floors.py"
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

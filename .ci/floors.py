@@ -5,8 +5,8 @@ the runtime extras into ``name==X`` lines for ``pip install --constraint``, so t
 floors that are tested can never drift apart. ``--check`` then compares what is installed with those pins and prints
 the installed versions, so a run shows the environment it really tested.
 
-    python tools/floors.py --exclude torch > floors.txt      # pins for pip install -c floors.txt
-    python tools/floors.py --exclude torch --check           # after installing: every pin met exactly
+    python .ci/floors.py --exclude torch > floors.txt      # pins for pip install -c floors.txt
+    python .ci/floors.py --exclude torch --check           # after installing: every pin met exactly
 
 Only the standard library is used: it runs before anything is installed.
 """
