@@ -116,6 +116,8 @@ class Reranker(Closing):
                 max_retries=cfg.max_retries,
                 concurrency=cfg.concurrency,
                 structured=cfg.structured,
+                structured_choice=cfg.structured_choice,
+                on_schema_rejected=cfg.on_schema_rejected,
                 cache=cache,
             )
         if cfg.backend == "local":
