@@ -602,3 +602,11 @@ def test_a_rejected_schema_can_be_dropped_and_the_answers_flagged(
         assert "the server rejected the structured-output constraint; answered without it" in ranking.repairs
     bodies = [r.body for r in scripted_server.chat_requests]
     assert ["response_format" in b for b in bodies] == [True, False, False]
+
+
+def test_the_answer_schema_is_recorded_for_provenance(scripted_server, catalog) -> None:
+    from zsgen.rerank import ranking_schema
+
+    constrained = make_reranker(scripted_server, catalog, structured="json_schema", candidates=12, picks=5)
+    assert constrained.answer_schema() == ranking_schema(list("ABCDEFGHIJKL"), 5)
+    assert make_reranker(scripted_server, catalog).answer_schema() is None  # nothing is sent, nothing recorded

@@ -258,6 +258,10 @@ def provenance(
                 "template": str(getattr(reranker, "template_name", "")),
                 "template_hash": str(getattr(reranker, "template_hash", "")),
             }
+            answer_schema = reranker.answer_schema()
+            if answer_schema is not None:
+                models[ranker.name]["structured"] = str(reranker.config.structured)
+                models[ranker.name]["answer_schema"] = json.dumps(answer_schema, sort_keys=True)
     record: dict[str, Any] = {"fingerprint": fingerprint, "versions": versions}
     if dataset is not None:
         record["dataset"] = dict(dataset)

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
@@ -29,7 +29,7 @@ from zsgen.llm.base import ChatBackend, ScoringBackend
 from zsgen.prompts import PromptLibrary, PromptTemplate
 from zsgen.rerank.aggregate import borda, cosine_order, order_by, weighted_rrf
 from zsgen.rerank.config import RerankConfig
-from zsgen.rerank.methods import RerankMethod, RerankRequest, RoundFailure, RoundResult, method_class
+from zsgen.rerank.methods import ChatMethod, RerankMethod, RerankRequest, RoundFailure, RoundResult, method_class
 from zsgen.types import Candidate, History, Profile, RankedItem, Ranking, Source, Usage
 
 logger = logging.getLogger(__name__)
@@ -127,6 +127,13 @@ class Reranker(Closing):
         from zsgen.llm import VerbalizerBackend
 
         return VerbalizerBackend(cfg.model)
+
+    def answer_schema(self) -> dict[str, Any] | None:
+        """The answer schema a call over ``config.candidates`` candidates sends, or None when no constraint is sent
+        (free-text methods, scoring methods, ``structured="none"``): for provenance and the response-cache docs."""
+        if self.config.structured == "none" or not isinstance(self.method, ChatMethod):
+            return None
+        return self.method.answer_schema(self.config.candidates)
 
     @property
     def model_name(self) -> str | None:
