@@ -57,7 +57,20 @@ def add_subparser(subparsers: Subparsers) -> None:
         "--structured",
         choices=("json_schema", "json_object", "none"),
         default="none",
-        help="ask an openai backend for structured output (default none: the answer is parsed and repaired)",
+        help="ask an openai backend for structured output: each call's schema names the shown labels (default none: "
+        "the answer is parsed and repaired)",
+    )
+    p.add_argument("--picks", type=int, help="labels the LLM names, best first (default: every candidate)")
+    p.add_argument(
+        "--structured-choice",
+        action="store_true",
+        help="with --picks 1: constrain the answer with vLLM's structured_outputs choice",
+    )
+    p.add_argument(
+        "--on-schema-rejected",
+        choices=("fallback", "unconstrained"),
+        default="fallback",
+        help="when the server rejects the structured-output schema: fall back (default) or ask without it",
     )
     p.add_argument("--template-dir", type=Path, help="folder of prompt templates overriding the packaged ones")
     p.add_argument("--response-cache", type=Path, help="sqlite file caching LLM responses")
@@ -105,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
             bootstrap=args.bootstrap,
             fuse_cosine=args.fuse_cosine,
             structured=args.structured,
+            structured_choice=args.structured_choice,
+            on_schema_rejected=args.on_schema_rejected,
+            picks=args.picks,
             template_dir=args.template_dir,
             cache=args.response_cache,
             timeout=args.timeout,
