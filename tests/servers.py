@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,8 +109,12 @@ class ScriptedServer:
         models: tuple[str, ...] = ("scripted-model",),
         default: Reply | None = None,
         models_status: int = 200,
+        responder: Callable[[Any], Reply] | None = None,
     ) -> None:
         self.models = models
+        # Answers chosen from the request body (taking precedence over the queue): the same question gets the same
+        # answer whatever order concurrent requests arrive in (batch-file tests replay these answers from a file).
+        self.responder = responder
         self.models_status = models_status  # e.g. 404: a server whose chat works but that has no /v1/models
         self.default = default
         self.requests: list[RecordedRequest] = []
@@ -272,7 +276,7 @@ class ScriptedServer:
                         server.in_flight += 1
                         server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     try:
-                        self._send(server._next_reply())
+                        self._send(server.responder(body) if server.responder else server._next_reply())
                     finally:
                         with server._lock:
                             server.in_flight -= 1

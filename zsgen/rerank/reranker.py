@@ -30,6 +30,7 @@ from zsgen.prompts import PromptLibrary, PromptTemplate
 from zsgen.rerank.aggregate import borda, cosine_order, order_by, weighted_rrf
 from zsgen.rerank.config import RerankConfig
 from zsgen.rerank.methods import ChatMethod, RerankMethod, RerankRequest, RoundFailure, RoundResult, method_class
+from zsgen.rerank.scope import call_scope
 from zsgen.types import Candidate, History, Profile, RankedItem, Ranking, Source, Usage
 
 logger = logging.getLogger(__name__)
@@ -158,22 +159,33 @@ class Reranker(Closing):
         *,
         profile: Profile | None = None,
         seed: int | None = None,
+        key: str | None = None,
     ) -> Ranking:
         """Rerank one user's candidates (synchronous form of :meth:`arerank`)."""
         backend = self.backend  # built here, in the caller's thread: configuration errors raise before any request
-        return run_sync(self._arerank(backend, history, candidates, profile=profile, seed=seed))
+        return run_sync(self._arerank(backend, history, candidates, profile=profile, seed=seed, key=key))
 
     def rerank_many(
         self,
         requests: Sequence[tuple[History, Sequence[Candidate], Profile | None]],
         *,
         seed: int | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[Ranking]:
-        """Rerank many users; with a remote backend, requests run concurrently up to the configured bound."""
+        """Rerank many users; with a remote backend, requests run concurrently up to the configured bound.
+
+        ``keys`` name the users (one per request): each user's calls are made inside its
+        :class:`~zsgen.rerank.scope.CallScope`, which batch files use to name requests."""
         backend = self.backend
+        if keys is not None and len(keys) != len(requests):
+            raise ConfigError(f"rerank_many: {len(keys)} keys for {len(requests)} requests")
+        names: Sequence[str | None] = keys if keys is not None else [None] * len(requests)
 
         async def all_users() -> list[Ranking]:
-            tasks = [self._arerank(backend, h, c, profile=p, seed=seed) for h, c, p in requests]
+            tasks = [
+                self._arerank(backend, h, c, profile=p, seed=seed, key=key)
+                for (h, c, p), key in zip(requests, names, strict=True)
+            ]
             return list(await asyncio.gather(*tasks))
 
         return run_sync(all_users())
@@ -185,12 +197,28 @@ class Reranker(Closing):
         *,
         profile: Profile | None = None,
         seed: int | None = None,
+        key: str | None = None,
     ) -> Ranking:
-        """Rerank one user's candidates; a fault of the model gives cosine order with ``fallback=True``."""
-        return await self._arerank(self.backend, history, candidates, profile=profile, seed=seed)
+        """Rerank one user's candidates; a fault of the model gives cosine order with ``fallback=True``.
+
+        ``key`` names the user for backends that label their requests (:mod:`zsgen.rerank.scope`)."""
+        return await self._arerank(self.backend, history, candidates, profile=profile, seed=seed, key=key)
 
     # -- internals ------------------------------------------------------------------------------------------------
     async def _arerank(
+        self,
+        backend: ChatBackend | ScoringBackend,
+        history: History,
+        candidates: Sequence[Candidate],
+        *,
+        profile: Profile | None,
+        seed: int | None,
+        key: str | None = None,
+    ) -> Ranking:
+        with call_scope(key):  # a task of its own (gather), so the scope covers exactly this user's rounds
+            return await self._arerank_scoped(backend, history, candidates, profile=profile, seed=seed)
+
+    async def _arerank_scoped(
         self,
         backend: ChatBackend | ScoringBackend,
         history: History,
