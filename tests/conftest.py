@@ -57,6 +57,14 @@ def transformers_server(local_model_dir: Path) -> Iterator[str]:
 VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 
+def vllm_python() -> Path:
+    """The Python of vLLM's environment (``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm``), or a skip saying how to get it."""
+    python = Path(os.environ.get("ZSGEN_VLLM_PYTHON") or VLLM_PYTHON)
+    if not python.is_file():
+        pytest.skip(f"vLLM's CPU build not found at {python}: `make vllm-env` builds it (.ci/run does)")
+    return python
+
+
 @pytest.fixture(scope="session")
 def vllm_server(local_model_dir: Path) -> Iterator[str]:
     """A real vLLM OpenAI server (CPU build, packaged SmolLM2); yields its base URL.
@@ -64,8 +72,5 @@ def vllm_server(local_model_dir: Path) -> Iterator[str]:
     vLLM lives in its own environment: ``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm`` (``make vllm-env``; ``.ci/run``
     builds it, so CI always runs these tests). Without it they skip and say how to get it.
     """
-    python = Path(os.environ.get("ZSGEN_VLLM_PYTHON") or VLLM_PYTHON)
-    if not python.is_file():
-        pytest.skip(f"vLLM's CPU build not found at {python}: `make vllm-env` builds it (.ci/run does)")
-    with vllm_serve(python, local_model_dir) as base_url:
+    with vllm_serve(vllm_python(), local_model_dir) as base_url:
         yield base_url

@@ -24,7 +24,7 @@ def add_subparser(subparsers: Subparsers) -> None:
         "and writes what 'zsgen evaluate' (or 'zsgen recommend --users') would have written. Only single-call chat "
         "methods (listwise, recency, in_context) with an openai backend and a named --model can be batched.",
     )
-    commands = p.add_subparsers(dest="batch_command", required=True, metavar="COMMAND")
+    commands = p.add_subparsers(dest="batch_command", required=True, metavar="COMMAND", help="export or import")
     export = commands.add_parser("export", help="write the LLM requests as batch JSONL files")
     _add_source(export)
     export.add_argument("--out", type=Path, required=True, help="folder for the request files and manifest.json")
