@@ -5,6 +5,7 @@ real ``vllm run-batch``."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,9 @@ def test_bulk_recommend_equals_per_user_recommend_and_resumes_after_a_kill(tmp_p
         # Run again: nothing left to do, nothing asked.
         assert main(["recommend", "--users", str(path), "--out", str(partial), "--no-progress", *opts]) == 0
         assert partial.read_bytes() == data and len(server.chat_requests) == asked + 6
+        # Other options must not append to these lines.
+        assert main(["recommend", "--users", str(path), "--out", str(partial), "--no-progress", *opts, "-k", "4"]) == 1
+        assert partial.read_bytes() == data
 
 
 def test_bad_users_lines_name_file_line_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -209,6 +213,8 @@ def test_vllm_run_batch_end_to_end(tmp_path: Path, local_model_dir: Path) -> Non
         check=True,
         timeout=1200,
         stdin=subprocess.DEVNULL,
+        # 1 GiB of KV cache, as the server fixture (vLLM's CPU default reserves 92% of the machine's memory).
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"},
     )
     results = lines(output)
     assert len(results) == 2 and all(r["response"]["status_code"] == 200 for r in results)

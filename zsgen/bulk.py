@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zsgen.errors import DataError, UnknownItemError
+from zsgen.errors import ConfigError, DataError, UnknownItemError
 from zsgen.evaluate.runner import _LogWriter, read_log
 from zsgen.recommender import Recommender
 from zsgen.retrieval import Request
@@ -110,6 +110,17 @@ def recommendation_record(user_id: str, ranking: Ranking) -> dict[str, Any]:
     return {"user_id": user_id, **ranking.model_dump(mode="json", exclude={"timings"})}
 
 
+def _check_settings(out: Path, settings: str) -> None:
+    marker = out.parent / f".{out.name}.settings"
+    if out.exists() and out.stat().st_size > 0 and marker.exists():
+        before = marker.read_text(encoding="utf-8").strip()
+        if before != settings:
+            raise ConfigError(
+                f"{out} was written with other options (settings {before}, now {settings}); use a new --out"
+            )
+    marker.write_text(settings + "\n", encoding="utf-8")
+
+
 def _batches(users: Sequence[UserLine], size: int) -> Iterator[Sequence[UserLine]]:
     for start in range(0, len(users), size):
         yield users[start : start + size]
@@ -123,16 +134,20 @@ def recommend_users(
     k: int = 10,
     batch_size: int = 64,
     progress: bool | None = None,
+    settings: str | None = None,
 ) -> int:
     """Recommend for every user not yet in ``out`` and append their lines; returns how many were written now.
 
-    ``progress=None`` shows the bar only on a terminal.
+    ``progress=None`` shows the bar only on a terminal. ``settings`` (a digest of the options) is kept beside ``out``
+    as ``.NAME.settings``: a run with other settings refuses to append to lines written with these.
     """
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise DataError(f"batch size must be positive, got {batch_size}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if settings is not None:
+        _check_settings(out, settings)
     done = read_log(out, repair=True)
     wanted = {u.user_id for u in users}
     stray = sorted(set(done) - wanted)

@@ -155,6 +155,30 @@ def build_recommender(args: argparse.Namespace, dataset: Any, reranker: Reranker
     )
 
 
+#: Reranker settings that change how fast lines come, not what they say.
+_NOT_DECIDING = {"cache", "timeout", "concurrency"}
+
+
+def _settings_digest(args: argparse.Namespace, config: RerankConfig | None) -> str:
+    """What decides a users file's lines (dataset, first stage, reranker, k), as 16 hex digits: a resumed run with
+    other options must not append to them. Paths count by name as given; the response cache and timeouts do not."""
+    import hashlib
+    import json
+
+    decided = {
+        "catalog": str(args.catalog),
+        "format": args.data_format,
+        "encoder": str(args.encoder),
+        "k": args.k,
+        "user_vector": args.user_vector,
+        "history_length": args.history_length,
+        "threshold": args.threshold,
+        "fusion": str(args.fusion),
+        "rerank": None if config is None else config.model_dump(mode="json", exclude=_NOT_DECIDING),
+    }
+    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def run_users(args: argparse.Namespace) -> int:
     """``--users``: every user of the file through the same pipeline, appended to ``--out``."""
     from zsgen.bulk import read_users, recommend_users
@@ -166,7 +190,8 @@ def run_users(args: argparse.Namespace) -> int:
         raise ConfigError("give either --users or --history/--profile, not both")
     dataset = load_dataset_from(args)
     users = read_users(args.users, dataset.catalog.resolve)  # every line checked before any model loads
-    recommender = build_recommender(args, dataset, rerank_config_from(args))
+    config = rerank_config_from(args)
+    recommender = build_recommender(args, dataset, config)
     with recommender:
         written = recommend_users(
             recommender,
@@ -175,6 +200,7 @@ def run_users(args: argparse.Namespace) -> int:
             k=args.k,
             batch_size=args.batch_size,
             progress=False if args.no_progress or args.verbosity < 0 else None,
+            settings=_settings_digest(args, config),
         )
     print(f"{written} of {len(users)} users recommended now; {args.out}")
     return 0
