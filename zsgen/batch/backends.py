@@ -165,7 +165,7 @@ class RecordingBackend(_Named):
         if self.writer is None:
             raise ConfigError("RecordingBackend needs a writer")
         self.writer.write(rid.text(), body)
-        raise BackendError("written to a batch file", reason=EXPORTED)
+        raise BackendError(f"{EXPORTED}: written to a batch file", reason=EXPORTED)
 
 
 @dataclass
