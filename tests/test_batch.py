@@ -238,3 +238,26 @@ def test_multi_step_methods_are_refused(tmp_path: Path) -> None:
     path = config_file(tmp_path, method="nir")
     with pytest.raises(ConfigError, match="listwise, recency and in_context"):
         export_evaluation(load_config(path), tmp_path / "export", progress=False)
+
+
+def test_cli_export_and_import_of_a_config(
+    online: tuple[Path, Path, list[Any]], exported: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from zsgen.cli import main
+
+    path, run, _ = online
+    out = tmp_path / "export"
+    assert main(["batch", "export", "--config", str(path), "--out", str(out), "--no-progress"]) == 0
+    assert f"run batchy: {USERS * 2} requests for {USERS} users in 1 file(s)" in capsys.readouterr().out
+    assert request_lines(request_files(out)) == request_lines(request_files(exported))  # same lines, same order
+    results = run_batch(request_files(out), responder, tmp_path / "results")
+    imported = run.parent / "cli-imported"
+    command = ["batch", "import", "--config", str(path), "--results", *map(str, results), "--out", str(imported)]
+    assert main([*command, "--no-progress"]) == 0
+    assert "remote" in capsys.readouterr().out
+    got, want = read_log(imported / "per_user.jsonl"), read_log(run / "per_user.jsonl")
+    assert [stable(r) for r in got.values()] == [stable(r) for r in want.values()]
+    # Something that is no batch export in the folder: refused, nothing overwritten.
+    (out / "notes.txt").write_text("mine")
+    assert main(["batch", "export", "--config", str(path), "--out", str(out), "--no-progress"]) == 1
+    assert "export into an empty folder" in capsys.readouterr().err
