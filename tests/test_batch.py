@@ -257,6 +257,8 @@ def test_cli_export_and_import_of_a_config(
     assert "remote" in capsys.readouterr().out
     got, want = read_log(imported / "per_user.jsonl"), read_log(run / "per_user.jsonl")
     assert [stable(r) for r in got.values()] == [stable(r) for r in want.values()]
+    assert main(["batch", "export", "--config", str(path), "--model", "m", "-k", "3", "--out", str(out)]) == 1
+    assert "--k, --model: with --config the config says this" in capsys.readouterr().err
     # Something that is no batch export in the folder: refused, nothing overwritten.
     (out / "notes.txt").write_text("mine")
     assert main(["batch", "export", "--config", str(path), "--out", str(out), "--no-progress"]) == 1

@@ -90,8 +90,42 @@ def _users_setup(args: argparse.Namespace) -> tuple[Any, ...]:
     return users, build, config, dataset.catalog, run
 
 
+#: Options that describe a users file's pipeline, with their defaults: a config says all of this itself.
+_USERS_ONLY: dict[str, Any] = {
+    "run": None,
+    "catalog": None,
+    "demo": False,
+    "encoder": None,
+    "k": 10,
+    "user_vector": None,
+    "history_length": None,
+    "threshold": None,
+    "rerank": None,
+    "backend": None,
+    "base_url": None,
+    "model": None,
+    "candidates": 20,
+    "bootstrap": 1,
+    "fuse_cosine": None,
+    "structured": "none",
+    "picks": None,
+    "structured_choice": False,
+    "on_schema_rejected": "fallback",
+    "template_dir": None,
+    "fusion": None,
+    "interactions": None,
+}
+
+
 def _config(args: argparse.Namespace) -> Any:
+    """The evaluation config; pipeline options given with it are an error rather than silently unused."""
+    from zsgen.errors import ConfigError
     from zsgen.evaluate.config import load_config
+
+    given = [name for name, default in _USERS_ONLY.items() if getattr(args, name) != default]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"{options}: with --config the config says this (these options are for --users)")
 
     return load_config(args.config, {}, data_dir=args.data_dir)
 
