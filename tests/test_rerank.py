@@ -556,3 +556,85 @@ def test_a_damaged_response_cache_is_a_config_error_when_the_reranker_is_built(
     config = RerankConfig(backend=backend, base_url="http://127.0.0.1:9/v1", cache=bad)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"responses\.sqlite.*response cache"):
         Reranker(config, catalog=catalog, api_key="sk-test")  # before any user, and before any model is loaded
+
+
+# -- constrained decoding: each call's schema names its candidates --------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["listwise", "recency", "in_context", "nir"])
+def test_each_ranking_call_sends_a_schema_built_for_its_candidates(
+    scripted_server, catalog, candidates, history, method
+) -> None:
+    steps = len(METHODS[method].steps)
+    scripted_server.script(*[answer("notes")] * (steps - 1), answer(["B", "A", "C", "D", "E", "F", "G", "H"]))
+    make_reranker(scripted_server, catalog, method=method, structured="json_schema").rerank(history, candidates)
+    *chain, last = (r.body for r in scripted_server.chat_requests)
+    assert all("response_format" not in body for body in chain)  # free-text steps are not constrained
+    schema = last["response_format"]["json_schema"]["schema"]
+    ranking = schema["properties"]["ranking"]
+    assert ranking["items"]["enum"] == list("ABCDEFGH") == sorted(shown_ids(last, catalog))
+    assert ranking["minItems"] == ranking["maxItems"] == len(candidates)
+    assert "uniqueItems" not in json.dumps(schema)  # vLLM rejects it with HTTP 400
+
+
+def test_picks_ask_for_fewer_labels_and_the_rest_follow_in_cosine_order(
+    scripted_server, catalog, candidates, history
+) -> None:
+    scripted_server.script(answer(["D", "B", "A"]))
+    reranker = make_reranker(scripted_server, catalog, structured="json_schema", picks=3)
+    ranking = reranker.rerank(history, candidates)
+    body = scripted_server.chat_requests[0].body
+    ranking_schema = body["response_format"]["json_schema"]["schema"]["properties"]["ranking"]
+    assert ranking_schema["minItems"] == ranking_schema["maxItems"] == 3
+    assert "Pick the 3 candidates" in body["messages"][-1]["content"]
+    assert ranking.item_ids[:3] == [candidates[3].id, candidates[1].id, candidates[0].id]
+    assert ranking.item_ids[3:] == [c.id for c in candidates if c.id not in ranking.item_ids[:3]]  # cosine order
+    assert ranking.parse_status == "ok" and not ranking.fallback  # three labels were asked for and given
+    assert [item.source for item in ranking.items] == ["llm"] * 3 + ["cosine"] * 5
+
+
+def test_one_pick_uses_the_choice_constraint_where_enabled(scripted_server, catalog, candidates, history) -> None:
+    scripted_server.script(answer("C"))
+    settings = {"structured": "json_schema", "structured_choice": True, "picks": 1}
+    ranking = make_reranker(scripted_server, catalog, **settings).rerank(history, candidates)
+    body = scripted_server.chat_requests[0].body
+    assert body["structured_outputs"] == {"choice": list("ABCDEFGH")}
+    assert ranking.items[0].id == candidates[2].id and ranking.parse_status == "ok"
+
+
+def test_a_rejected_schema_falls_back_flagged_without_asking_again(
+    scripted_server, catalog, candidates, history, caplog
+) -> None:
+    rejection = {"error": {"message": 'Grammar error: Unimplemented keys: ["minItems"]', "code": 400}}
+    scripted_server.script(Reply(status=400, body=rejection))
+    reranker = make_reranker(scripted_server, catalog, structured="json_schema")
+    with caplog.at_level("ERROR", logger="zsgen"):
+        rankings = reranker.rerank_many([(history, candidates, None)] * 5)
+    assert len(scripted_server.chat_requests) == 1  # not the same rejected schema for every user
+    assert all(r.fallback and r.fallback_reason == "schema_rejected" for r in rankings)
+    for ranking in rankings:
+        assert_permutation(ranking.item_ids, candidates)
+    assert sum("rejected the structured-output constraint" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_rejected_schema_can_be_dropped_and_the_answers_flagged(
+    scripted_server, catalog, candidates, history
+) -> None:
+    rejection = {"error": {"message": "Invalid schema for response_format 'ranking'", "code": 400}}
+    scripted_server.script(Reply(status=400, body=rejection), answer(["B", "A"]), answer(["C", "A"]))
+    reranker = make_reranker(scripted_server, catalog, structured="json_schema", on_schema_rejected="unconstrained")
+    first, second = (reranker.rerank(history, candidates) for _ in range(2))
+    assert [first.items[0].id, second.items[0].id] == [candidates[1].id, candidates[2].id]
+    for ranking in (first, second):
+        assert not ranking.fallback and ranking.parse_status == "repaired"
+        assert "the server rejected the structured-output constraint; answered without it" in ranking.repairs
+    bodies = [r.body for r in scripted_server.chat_requests]
+    assert ["response_format" in b for b in bodies] == [True, False, False]
+
+
+def test_the_answer_schema_is_recorded_for_provenance(scripted_server, catalog) -> None:
+    from zsgen.rerank import ranking_schema
+
+    constrained = make_reranker(scripted_server, catalog, structured="json_schema", candidates=12, picks=5)
+    assert constrained.answer_schema() == ranking_schema(list("ABCDEFGHIJKL"), 5)
+    assert make_reranker(scripted_server, catalog).answer_schema() is None  # nothing is sent, nothing recorded

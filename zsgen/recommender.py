@@ -152,10 +152,13 @@ class Recommender(Closing):
             ranking = self.reranker.rerank(resolved, candidates, profile=user_profile)
         return self._finish(ranking, k, retrieve_s)
 
-    def recommend_batch(self, requests: Sequence[Request], *, k: int = 10) -> list[Ranking]:
+    def recommend_batch(
+        self, requests: Sequence[Request], *, k: int = 10, keys: Sequence[str] | None = None
+    ) -> list[Ranking]:
         """Many users at once: retrieval in one matrix pass, reranking concurrently where the backend allows.
 
-        A request's history may hold ids or titles, as for :meth:`recommend`."""
+        A request's history may hold ids or titles, as for :meth:`recommend`. ``keys`` name the users for backends
+        that label their requests (batch files, :mod:`zsgen.rerank.scope`)."""
         prepared = [self._prepare(r.history, r.profile, k) for r in requests]
         start = time.perf_counter()
         pools = []
@@ -183,7 +186,7 @@ class Recommender(Closing):
             ]
         else:
             rankings = self.reranker.rerank_many(
-                [(h, c, p) for (h, p), c in zip(prepared, candidate_lists, strict=True)]
+                [(h, c, p) for (h, p), c in zip(prepared, candidate_lists, strict=True)], keys=keys
             )
         return [self._finish(r, k, retrieve_s) for r in rankings]
 

@@ -1,6 +1,6 @@
 """The ``zsgen`` command line: one parser tree, one module per subcommand, one error contract.
 
-Each subcommand module (``recommend``, ``encode``, ``prompts``, ``evaluate``, ``tune``, ``data``) has
+Each subcommand module (``recommend``, ``encode``, ``prompts``, ``evaluate``, ``tune``, ``batch``, ``data``) has
 ``add_subparser`` to register itself and a ``run(args) -> int`` (set as ``args.func``); the shared set-up and error
 handling are in :mod:`zsgen.cli.common`. ``python -m zsgen`` and the ``zsgen`` console script both call :func:`main`.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from zsgen.cli import data, encode, evaluate, prompts, recommend, tune
+from zsgen.cli import batch, data, encode, evaluate, prompts, recommend, tune
 from zsgen.cli.common import add_global_options, run_handler, set_up, verbosity
 
-SUBCOMMANDS = (recommend, encode, prompts, evaluate, tune, data)
+SUBCOMMANDS = (recommend, encode, prompts, evaluate, tune, batch, data)
 
 
 def _version() -> str:

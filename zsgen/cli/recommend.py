@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zsgen.cli.common import (
     add_catalog_options,
@@ -27,6 +27,8 @@ from zsgen.retrieval.user_vectors import USER_VECTORS
 
 if TYPE_CHECKING:
     from zsgen.cli.common import Subparsers
+    from zsgen.recommender import Recommender
+    from zsgen.rerank import RerankConfig, Reranker
 
 logger = logging.getLogger("zsgen")
 
@@ -35,13 +37,29 @@ def add_subparser(subparsers: Subparsers) -> None:
     """Register ``recommend``."""
     p = subparsers.add_parser(
         "recommend",
-        help="rank the items a user most likely wants next",
+        help="rank the items a user (or every user of a users file) most likely wants next",
         description="Rank the items a user most likely wants next: embedding retrieval (or a tuned fusion), then "
-        "optionally an LLM rerank that falls back to the first-stage order on any LLM fault.",
+        "optionally an LLM rerank that falls back to the first-stage order on any LLM fault. With --users, every "
+        "user of a JSONL file, written to --out (resumable after a kill).",
     )
-    add_catalog_options(p)
     p.add_argument("--history", nargs="+", metavar="ID_OR_TITLE", default=[], help="the user's items, oldest first")
     p.add_argument("--profile", help="free-text profile (for a user with no history, or in addition to it)")
+    p.add_argument(
+        "--users",
+        type=Path,
+        help='users file, one JSON object a line: {"user_id": ..., "history": [ids or titles], "profile": "..."}',
+    )
+    p.add_argument("--out", type=Path, help="with --users: the recommendations file (JSONL, appended; resumed)")
+    p.add_argument("--batch-size", type=int, default=64, help="with --users: users retrieved and reranked together")
+    p.add_argument("--no-progress", action="store_true", help="with --users: no progress bar (also with -q)")
+    add_pipeline_options(p)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """The options that build the pipeline (dataset, first stage, reranker): shared with ``zsgen batch``."""
+    add_catalog_options(p)
     p.add_argument("-k", "--k", type=int, default=10, help="how many items to return (default 10)")
     p.add_argument(
         "--user-vector", choices=USER_VECTORS, help="how the history becomes a user vector (cosine first stage; mean)"
@@ -63,12 +81,25 @@ def add_subparser(subparsers: Subparsers) -> None:
         "--structured",
         choices=("json_schema", "json_object", "none"),
         default="none",
-        help="ask an openai backend for structured output (default none: the answer is parsed and repaired)",
+        help="ask an openai backend for structured output: each call's schema names the shown labels (default none: "
+        "the answer is parsed and repaired)",
+    )
+    p.add_argument("--picks", type=int, help="labels the LLM names, best first (default: every candidate)")
+    p.add_argument(
+        "--structured-choice",
+        action="store_true",
+        help="with --picks 1: constrain the answer with vLLM's structured_outputs choice",
+    )
+    p.add_argument(
+        "--on-schema-rejected",
+        choices=("fallback", "unconstrained"),
+        default="fallback",
+        help="when the server rejects the structured-output schema: fall back (default) or ask without it",
     )
     p.add_argument("--template-dir", type=Path, help="folder of prompt templates overriding the packaged ones")
     p.add_argument("--response-cache", type=Path, help="sqlite file caching LLM responses")
     p.add_argument("--timeout", type=float, default=60.0, help="per-request LLM timeout in seconds")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--concurrency", type=int, default=8, help="openai: LLM requests in flight at once (default 8)")
     p.add_argument(
         "--first-stage",
         choices=FIRST_STAGES,
@@ -90,14 +121,111 @@ def add_subparser(subparsers: Subparsers) -> None:
         help="interaction log (JSONL/CSV) for a JSONL/CSV catalog: the fused first stage's co-occurrence and "
         "filtering signals are fitted on it",
     )
-    p.set_defaults(func=run)
+
+
+def rerank_config_from(args: argparse.Namespace, *, default_backend: str = "local") -> RerankConfig | None:
+    """The reranker the options ask for, or None (no --rerank, no --backend)."""
+    from zsgen.rerank import RerankConfig
+
+    if not (args.rerank or args.backend):
+        return None
+    method = args.rerank or ("verbalizer" if args.backend == "verbalizer" else "listwise")
+    backend = args.backend or ("verbalizer" if method in ("verbalizer", "pointwise") else default_backend)
+    # An invalid combination raises ConfigError (a StrictConfig), which the CLI prints as one line.
+    return RerankConfig(
+        method=method,
+        backend=backend,
+        model=args.model,
+        base_url=args.base_url,
+        candidates=args.candidates,
+        bootstrap=args.bootstrap,
+        fuse_cosine=args.fuse_cosine,
+        structured=args.structured,
+        structured_choice=args.structured_choice,
+        on_schema_rejected=args.on_schema_rejected,
+        picks=args.picks,
+        template_dir=args.template_dir,
+        cache=args.response_cache,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+    )
+
+
+def build_recommender(args: argparse.Namespace, dataset: Any, reranker: Reranker | RerankConfig | None) -> Recommender:
+    """The pipeline of the options around ``reranker`` (loads the encoder); the first stage follows the library's
+    rule (:func:`zsgen.retrieval.choice.choose_first_stage`) unless ``--first-stage`` or ``--fusion`` says otherwise."""
+    from zsgen.recommender import Recommender
+
+    _check_first_stage(args, has_log=dataset.interactions is not None)
+    return Recommender(
+        dataset.catalog,
+        encoder=encoder_from(args),
+        reranker=reranker,
+        user_vector=args.user_vector,
+        history_length=args.history_length,
+        threshold=args.threshold,
+        interactions=dataset.interactions,
+        first_stage=args.first_stage,
+        fusion=args.fusion,
+    )
+
+
+#: Reranker settings that change how fast lines come, not what they say.
+_NOT_DECIDING = {"cache", "timeout", "concurrency"}
+
+
+def _settings_digest(args: argparse.Namespace, config: RerankConfig | None) -> str:
+    """What decides a users file's lines (dataset, first stage, reranker, k), as 16 hex digits: a resumed run with
+    other options must not append to them. Paths count by name as given; the response cache and timeouts do not."""
+    import hashlib
+    import json
+
+    decided = {
+        "catalog": str(args.catalog),
+        "format": args.data_format,
+        "encoder": str(args.encoder),
+        "k": args.k,
+        "user_vector": args.user_vector,
+        "history_length": args.history_length,
+        "threshold": args.threshold,
+        "fusion": str(args.fusion),
+        "first_stage": args.first_stage,
+        "rerank": None if config is None else config.model_dump(mode="json", exclude=_NOT_DECIDING),
+    }
+    return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_users(args: argparse.Namespace) -> int:
+    """``--users``: every user of the file through the same pipeline, appended to ``--out``."""
+    from zsgen.bulk import read_users, recommend_users
+    from zsgen.errors import ConfigError
+
+    if args.out is None:
+        raise ConfigError("--users needs --out (the recommendations file)")
+    if args.history or args.profile is not None:
+        raise ConfigError("give either --users or --history/--profile, not both")
+    dataset = load_dataset_from(args)
+    users = read_users(args.users, dataset.catalog.resolve)  # every line checked before any model loads
+    config = rerank_config_from(args)
+    recommender = build_recommender(args, dataset, config)
+    with recommender:
+        written = recommend_users(
+            recommender,
+            users,
+            args.out,
+            k=args.k,
+            batch_size=args.batch_size,
+            progress=False if args.no_progress or args.verbosity < 0 else None,
+            settings=_settings_digest(args, config),
+        )
+    print(f"{written} of {len(users)} users recommended now; {args.out}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the user's items first (a typo fails before any model loads), then build the pipeline and rank."""
-    from zsgen.recommender import Recommender
-    from zsgen.rerank import RerankConfig
-
+    if args.users is not None:
+        return run_users(args)
     dataset = load_dataset_from(args)
     catalog = dataset.catalog
     history: list[str] = list(args.history)
@@ -109,36 +237,7 @@ def run(args: argparse.Namespace) -> int:
         history, profile = demo_user.history, demo_user.profile
         logger.info("no user given: using the demo user")
     history = [catalog.resolve(key) for key in history]  # fail on a typo before any model is loaded
-    reranker = None
-    if args.rerank or args.backend:
-        method = args.rerank or ("verbalizer" if args.backend == "verbalizer" else "listwise")
-        backend = args.backend or ("verbalizer" if method in ("verbalizer", "pointwise") else "local")
-        # An invalid combination raises ConfigError (a StrictConfig), which the CLI prints as one line.
-        reranker = RerankConfig(
-            method=method,
-            backend=backend,
-            model=args.model,
-            base_url=args.base_url,
-            candidates=args.candidates,
-            bootstrap=args.bootstrap,
-            fuse_cosine=args.fuse_cosine,
-            structured=args.structured,
-            template_dir=args.template_dir,
-            cache=args.response_cache,
-            timeout=args.timeout,
-        )
-    _check_first_stage(args, has_log=dataset.interactions is not None)
-    recommender = Recommender(
-        catalog,
-        encoder=encoder_from(args),
-        reranker=reranker,
-        user_vector=args.user_vector,
-        history_length=args.history_length,
-        threshold=args.threshold,
-        interactions=dataset.interactions,
-        first_stage=args.first_stage,
-        fusion=args.fusion,
-    )
+    recommender = build_recommender(args, dataset, rerank_config_from(args))
     ranking = recommender.recommend(history or None, profile=profile, k=args.k)
     if args.json:
         print_json(ranking.model_dump(mode="json"))

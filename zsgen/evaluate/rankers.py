@@ -118,6 +118,10 @@ class LLMRanker:
     A remote backend (``openai``) serves many requests at once, so :meth:`rank` sends a whole batch concurrently
     (bounded by the reranker's ``concurrency``); a local model computes one user at a time, so the runner calls
     :meth:`rank_one` and logs each user as soon as it is done.
+
+    Each user's calls carry the user id as their :class:`~zsgen.rerank.scope.CallScope` (batch files name requests
+    by it). ``timed=False`` records a latency of 0: answers read back from a batch file have no latency of their own,
+    and a re-import must write the same bytes.
     """
 
     kind = "llm"
@@ -131,8 +135,10 @@ class LLMRanker:
         interactions: Interactions,
         seed: int,
         cosine: Scorer,
+        timed: bool = True,
     ) -> None:
         self.name = name
+        self.timed = timed
         self.reranker = reranker
         self.cosine = cosine
         self.catalog = catalog
@@ -157,13 +163,13 @@ class LLMRanker:
     def rank_one(self, case: UserCase, candidates: CandidateList) -> RankOutcome:
         history, shown, seed = self._request(case, candidates)
         start = time.perf_counter()
-        ranking = self.reranker.rerank(history, shown, seed=seed)
+        ranking = self.reranker.rerank(history, shown, seed=seed, key=case.user_id)
         return self._outcome(case, shown, ranking, time.perf_counter() - start)
 
     async def _arank(self, case: UserCase, candidates: CandidateList) -> RankOutcome:
         history, shown, seed = self._request(case, candidates)
         start = time.perf_counter()
-        ranking = await self.reranker.arerank(history, shown, seed=seed)
+        ranking = await self.reranker.arerank(history, shown, seed=seed, key=case.user_id)
         return self._outcome(case, shown, ranking, time.perf_counter() - start)
 
     def _request(self, case: UserCase, candidates: CandidateList) -> tuple[History, list[Candidate], int]:
@@ -192,6 +198,6 @@ class LLMRanker:
             prompt_tokens=int(ranking.usage.prompt_tokens),
             completion_tokens=int(ranking.usage.completion_tokens),
             calls=int(ranking.usage.calls),
-            latency_s=latency,
+            latency_s=latency if self.timed else 0.0,
         )
         return RankOutcome(order=np.asarray(order, dtype=np.int64), llm=stats)

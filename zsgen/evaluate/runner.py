@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +51,12 @@ from zsgen.interactions import Dataset, Interactions
 from zsgen.score.base import Scorer
 
 if TYPE_CHECKING:
-    from zsgen.rerank import Reranker
+    from zsgen.rerank import RerankConfig, Reranker
+
+#: Builds the reranker of an LLM ranker (its name, its resolved settings, the catalog) in place of the one its
+#: settings describe: batch export and import (:mod:`zsgen.batch`) hand in rerankers whose backend records requests
+#: or replays a batch file's answers, so everything else about the run stays exactly as ``zsgen evaluate`` does it.
+RerankerFactory = Callable[[str, "RerankConfig", Catalog], "Reranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +108,13 @@ class _LogWriter:
         self._handle = path.open("a", encoding="utf-8")
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self.write_many([record])
+
+    def write_many(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append several lines with one ``fsync`` (bulk recommendation logs a batch of users at a time)."""
+        if not records:
+            return
+        self._handle.write("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records))
         self._handle.flush()
         os.fsync(self._handle.fileno())
 
@@ -186,10 +197,14 @@ def build_rankers(
     fusions: Mapping[str, RunFusion] | None = None,
     *,
     progress: bool = False,
+    rerankers: RerankerFactory | None = None,
+    timed: bool = True,
 ) -> list[Ranker]:
     """Every configured ranker, fitted; LLM rankers share the response cache in ``out_dir`` unless one is set.
     ``fusions`` holds the (tuned) fusion config of each fused ranker, by name. Trained baselines (``ease``,
-    ``sasrec``) are trained here, on the factory's training data only; ``progress`` shows their training bar."""
+    ``sasrec``) are trained here, on the factory's training data only; ``progress`` shows their training bar.
+    ``rerankers`` and ``timed`` are for batch files (see :data:`RerankerFactory` and
+    :class:`~zsgen.evaluate.rankers.LLMRanker`)."""
     rankers: list[Ranker] = []
     cosine_spec = next((r for r in config.rankers if r.name == config.baseline and r.kind == "cosine"), None)
     for spec in config.rankers:
@@ -214,7 +229,7 @@ def build_rankers(
             rankers.append(
                 LLMRanker(
                     spec.name,
-                    build_reranker(spec, config, catalog, out_dir),
+                    build_reranker(spec, config, catalog, out_dir, rerankers),
                     catalog=catalog,
                     interactions=interactions,
                     seed=config.seed,
@@ -224,6 +239,7 @@ def build_rankers(
                         user_vector=cosine_spec.user_vector if cosine_spec else None,
                         history_length=cosine_spec.history_length if cosine_spec else None,
                     ),
+                    timed=timed,
                 )
             )
     return rankers
@@ -255,14 +271,23 @@ def rerank_settings(spec: RankerConfig, config: EvalConfig, out_dir: Path) -> di
     return settings
 
 
-def build_reranker(spec: RankerConfig, config: EvalConfig, catalog: Catalog, out_dir: Path) -> Reranker:
+def build_reranker(
+    spec: RankerConfig,
+    config: EvalConfig,
+    catalog: Catalog,
+    out_dir: Path,
+    rerankers: RerankerFactory | None = None,
+) -> Reranker:
     from zsgen.rerank import RerankConfig, Reranker
 
     try:
         rerank_config = RerankConfig(**rerank_settings(spec, config, out_dir))
     except ConfigError as exc:  # RerankConfig is a StrictConfig: its message already locates every problem
         raise ConfigError(f"ranker {spec.name!r}: {exc}") from None
-    reranker = Reranker(rerank_config, catalog=catalog)
+    if rerankers is not None:
+        reranker = rerankers(spec.name, rerank_config, catalog)
+    else:
+        reranker = Reranker(rerank_config, catalog=catalog)
     # Build the client or load the model now: a missing API key or model is a setup error to report before the first
     # user, not a fault every user would silently fall back on.
     _ = reranker.backend
@@ -299,6 +324,10 @@ def provenance(
                 "template": str(getattr(reranker, "template_name", "")),
                 "template_hash": str(getattr(reranker, "template_hash", "")),
             }
+            answer_schema = reranker.answer_schema()
+            if answer_schema is not None:
+                models[ranker.name]["structured"] = str(reranker.config.structured)
+                models[ranker.name]["answer_schema"] = json.dumps(answer_schema, sort_keys=True)
     record: dict[str, Any] = {"fingerprint": fingerprint, "versions": versions}
     if dataset is not None:
         record["dataset"] = dict(dataset)
@@ -446,10 +475,18 @@ class _Counters:
         return {"tokens": f"{self.tokens:,}", "cost": f"${self.cost:.4f}", "fallbacks": str(self.fallbacks)}
 
 
-def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | None = None) -> Summary:
+def run_evaluation(
+    config: EvalConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    rerankers: RerankerFactory | None = None,
+    timed: bool = True,
+) -> Summary:
     """Run (or resume) ``config`` into ``out_dir`` and write every artefact; returns the summary.
 
-    ``progress=None`` shows the bar only on a terminal.
+    ``progress=None`` shows the bar only on a terminal. ``rerankers`` and ``timed`` let batch export and import run
+    this same code with other LLM backends (:data:`RerankerFactory`).
     """
     from tqdm.auto import tqdm
 
@@ -481,7 +518,9 @@ def run_evaluation(config: EvalConfig, out_dir: str | Path, *, progress: bool | 
     recorded = portable_config(config, out)
     fusions = resolve_fusions(config, catalog, interactions, factory, out, data_source=recorded.dataset.path)
     show = sys.stderr.isatty() if progress is None else progress
-    rankers = build_rankers(config, catalog, interactions, factory, out, fusions, progress=show)
+    rankers = build_rankers(
+        config, catalog, interactions, factory, out, fusions, progress=show, rerankers=rerankers, timed=timed
+    )
     fingerprint = run_fingerprint(config, rankers, data["sha256"])
     check_resumable(out, fingerprint, [spec.name for spec in config.rankers])
     write_tuned(fusions)

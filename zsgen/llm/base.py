@@ -37,6 +37,7 @@ BACKEND_ERROR_REASONS = (
     "truncated",
     "refusal",
     "malformed_response",
+    "schema_rejected",
 )
 
 
@@ -45,7 +46,9 @@ class Completion(BaseModel):
 
     ``finish_reason == "length"`` means the answer hit the token cap: it is still returned (the caller may be able to
     salvage a partial ranking); only an answer that is cut off *and* empty raises ``BackendError("truncated")``.
-    ``cached`` is true when the answer came from the response cache instead of the model.
+    ``cached`` is true when the answer came from the response cache instead of the model. ``unconstrained`` is true
+    when a structured-output constraint was asked for but the server rejected it and the answer was generated
+    without one (see ``OpenAIChatBackend(on_schema_rejected="unconstrained")``).
     """
 
     text: str
@@ -53,11 +56,17 @@ class Completion(BaseModel):
     usage: Usage
     model: str
     cached: bool = False
+    unconstrained: bool = False
 
 
 @runtime_checkable
 class ChatBackend(Protocol):
-    """A chat model that answers greedily (temperature 0): reranking must be repeatable."""
+    """A chat model that answers greedily (temperature 0): reranking must be repeatable.
+
+    ``json_schema`` is the shape the answer must have and ``choices``, when given, the exact strings a one-label answer
+    may be. Both are requests a backend honours where its engine can constrain decoding (a structured-output server)
+    and may ignore otherwise: callers validate the text either way.
+    """
 
     name: str
 
@@ -74,6 +83,7 @@ class ChatBackend(Protocol):
         *,
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Completion: ...
 
     def chat(
@@ -82,6 +92,7 @@ class ChatBackend(Protocol):
         *,
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Completion: ...
 
 

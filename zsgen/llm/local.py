@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ log = logging.getLogger(__name__)
 class LocalChatBackend(Closing):
     """Greedy chat completions from a local Hugging Face model folder (default: SmolLM2-135M-Instruct).
 
-    ``json_schema`` is accepted for interface compatibility and ignored: a plain ``generate`` cannot constrain its
-    output, so callers validate the text as they must for any server. It opens no connections, so closing it is a
-    no-op; the model lives as long as the object.
+    ``json_schema`` and ``choices`` are accepted for interface compatibility and ignored: a plain ``generate`` cannot
+    constrain its output, so callers validate the text as they must for any server. It opens no connections, so
+    closing it is a no-op; the model lives as long as the object.
     """
 
     name = "local"
@@ -63,6 +64,7 @@ class LocalChatBackend(Closing):
         *,
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Completion:
         limit = min(max_tokens, self.max_new_tokens)
         if limit < 1:
@@ -82,9 +84,12 @@ class LocalChatBackend(Closing):
         *,
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Completion:
         """Generation in a worker thread, so an event loop driving several users stays responsive."""
-        return await asyncio.to_thread(self.chat, messages, max_tokens=max_tokens, json_schema=json_schema)
+        return await asyncio.to_thread(
+            self.chat, messages, max_tokens=max_tokens, json_schema=json_schema, choices=choices
+        )
 
     def _generate(self, messages: list[ChatMessage], limit: int) -> Completion:
         import torch

@@ -46,10 +46,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 StructuredMode = Literal["json_schema", "json_object", "none"]
+#: What the backend does once a server rejected a structured-output constraint (see ``OpenAIChatBackend``).
+RejectedSchemaPolicy = Literal["fallback", "unconstrained"]
 
 __all__ = [
     "PLACEHOLDER_API_KEY",
     "OpenAIChatBackend",
+    "RejectedSchemaPolicy",
     "StructuredMode",
     "failure_reason",
     "is_transient",
@@ -59,11 +62,15 @@ __all__ = [
 
 
 def response_format_for(mode: StructuredMode, schema: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``response_format`` body for a structured-output mode, or None to send none."""
+    """The ``response_format`` body for a structured-output mode, or None to send none.
+
+    ``json_object`` carries the schema in the form llama.cpp-style servers read (``{"type": "json_object",
+    "schema": ...}``); servers that only know plain JSON mode ignore the extra key.
+    """
     if schema is None or mode == "none":
         return None
     if mode == "json_object":
-        return {"type": "json_object"}
+        return {"type": "json_object", "schema": schema}
     title = str(schema.get("title") or "response")
     name = re.sub(r"[^A-Za-z0-9_-]", "_", title)[:64]
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
@@ -91,6 +98,40 @@ def cache_base_url(base_url: str | None) -> str:
     return urlunsplit((parts.scheme.lower(), netloc, parts.path.rstrip("/"), "", ""))
 
 
+#: Words by which an HTTP 400 answer to a constrained request says the constraint, not the request, was the problem
+#: (vLLM: "Unimplemented keys", "grammar"; OpenAI: "Invalid schema for response_format"; others: "json_schema").
+_SCHEMA_COMPLAINT = re.compile(
+    r"schema|response_format|structured|grammar|unimplemented|guided|choice|enum|minitems|maxitems", re.IGNORECASE
+)
+
+
+def constraint_shape(fields: dict[str, Any]) -> str:
+    """A constraint with its label values left out: the candidate labels change per user, the kind of schema a server
+    cannot handle does not, so a rejection is remembered for the shape."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: (len(v) if k in ("enum", "choice") and isinstance(v, list) else strip(v)) for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return json.dumps(strip(fields), sort_keys=True)
+
+
+def _server_message(exc: openai.APIStatusError) -> str:
+    """The server's own explanation of an error status, on one line and short enough for a log."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        said = inner.get("message", inner) if isinstance(inner, dict) else inner
+    else:
+        said = body if body is not None else exc.message
+    return " ".join(str(said).split())[:300]
+
+
 def _count(value: Any) -> int:
     """A token count from a usage block; servers that omit or garble it count as 0 rather than failing."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
@@ -102,6 +143,14 @@ class OpenAIChatBackend(Closing):
     The API key comes from ``api_key`` or ``OPENAI_API_KEY``; it is never logged, cached or shown in ``repr``.
     Without ``model`` the first id of ``GET /v1/models`` is used (looked up once). A completion cut off at
     ``max_tokens`` (``finish_reason == "length"``) is returned, not raised: the caller may still parse it.
+
+    Constraints: with ``structured`` set, a ``json_schema`` passed to a call is sent as ``response_format``; with
+    ``structured_choice``, a call's ``choices`` are sent as vLLM's ``structured_outputs: {"choice": [...]}`` instead
+    (the tighter form for one-label answers). Both are part of the response-cache key. A server that answers HTTP 400
+    about the constraint has rejected its *shape*, not this one request: the backend logs that once, remembers the
+    shape and does not send it again. ``on_schema_rejected="fallback"`` then fails each such call at once with reason
+    ``schema_rejected`` (the reranker's flagged fallback); ``"unconstrained"`` sends the request without the constraint
+    and marks the completion ``unconstrained``.
     """
 
     name = "openai"
@@ -118,6 +167,8 @@ class OpenAIChatBackend(Closing):
         max_retries: int = 3,
         concurrency: int = 8,
         structured: StructuredMode = "none",
+        structured_choice: bool = False,
+        on_schema_rejected: RejectedSchemaPolicy = "fallback",
         cache: ResponseCache | None = None,
         extra_body: dict[str, Any] | None = None,
         retry_after_cap: float = 30.0,
@@ -130,6 +181,8 @@ class OpenAIChatBackend(Closing):
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
         if structured not in ("json_schema", "json_object", "none"):
             raise ConfigError(f"structured must be 'json_schema', 'json_object' or 'none', got {structured!r}")
+        if on_schema_rejected not in ("fallback", "unconstrained"):
+            raise ConfigError(f"on_schema_rejected must be 'fallback' or 'unconstrained', got {on_schema_rejected!r}")
         self.retry = RetryPolicy(
             max_retries=max_retries,
             retry_after_cap=retry_after_cap,
@@ -143,6 +196,12 @@ class OpenAIChatBackend(Closing):
         self.timeout = timeout
         self.concurrency = concurrency
         self.structured: StructuredMode = structured
+        self.structured_choice = structured_choice
+        self.on_schema_rejected: RejectedSchemaPolicy = on_schema_rejected
+        # Constraint shapes this server rejected, with its message: asked again, it would reject them again.
+        self._rejected: dict[str, str] = {}
+        self._accepted: set[str] = set()  # shapes the server answered: no need to probe them one at a time
+        self._probes: dict[str, asyncio.Lock] = {}  # portal loop only
         self.cache = cache
         self.extra_body = dict(extra_body) if extra_body else None
         # Created on the portal loop on first use, closed there by aclose; only touched from that loop.
@@ -270,16 +329,83 @@ class OpenAIChatBackend(Closing):
         *,
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Completion:
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
-        return await self._portal(self._chat_on_portal(messages, max_tokens, json_schema))
+        return await self._portal(self._chat_on_portal(messages, max_tokens, json_schema, choices))
+
+    def constraint_fields(
+        self, json_schema: dict[str, Any] | None, choices: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """The request-body fields that ask this server to constrain an answer (empty when nothing is asked)."""
+        if choices and self.structured_choice:
+            return {"structured_outputs": {"choice": [str(c) for c in choices]}}
+        response_format = response_format_for(self.structured, json_schema)
+        return {"response_format": response_format} if response_format is not None else {}
 
     async def _chat_on_portal(
-        self, messages: list[ChatMessage], max_tokens: int, json_schema: dict[str, Any] | None
+        self,
+        messages: list[ChatMessage],
+        max_tokens: int,
+        json_schema: dict[str, Any] | None,
+        choices: Sequence[str] | None = None,
     ) -> Completion:
         model = await self.aresolve_model()
-        response_format = response_format_for(self.structured, json_schema)
+        constraint = self.constraint_fields(json_schema, choices)
+        if not constraint:
+            return await self._complete(model, messages, max_tokens, {})
+        shape = constraint_shape(constraint)
+        if shape not in self._accepted and shape not in self._rejected:
+            # The first call of a new shape goes alone: if the server rejects it, the calls waiting here learn that
+            # instead of each sending the same doomed request.
+            async with self._probes.setdefault(shape, asyncio.Lock()):
+                if shape not in self._accepted and shape not in self._rejected:
+                    return await self._try_constrained(model, messages, max_tokens, constraint, shape)
+        if shape not in self._rejected:
+            return await self._try_constrained(model, messages, max_tokens, constraint, shape)
+        return await self._after_rejection(model, messages, max_tokens, shape)
+
+    async def _try_constrained(
+        self, model: str, messages: list[ChatMessage], max_tokens: int, constraint: dict[str, Any], shape: str
+    ) -> Completion:
+        try:
+            completion = await self._complete(model, messages, max_tokens, constraint)
+        except BackendError as exc:
+            if exc.reason != "schema_rejected":
+                raise
+            self._note_rejection(shape, str(exc))
+            return await self._after_rejection(model, messages, max_tokens, shape)
+        self._accepted.add(shape)
+        return completion
+
+    async def _after_rejection(
+        self, model: str, messages: list[ChatMessage], max_tokens: int, shape: str
+    ) -> Completion:
+        if self.on_schema_rejected == "fallback":
+            raise BackendError(
+                f"this structured-output constraint was rejected earlier: {self._rejected[shape]}",
+                reason="schema_rejected",
+            )
+        completion = await self._complete(model, messages, max_tokens, {})
+        return completion.model_copy(update={"unconstrained": True})
+
+    def _note_rejection(self, shape: str, message: str) -> None:
+        """Remember a rejected constraint shape, and say so once (concurrent calls may all meet the first rejection)."""
+        if shape in self._rejected:
+            return
+        self._rejected[shape] = message
+        then = (
+            "every call that would send it now falls back (reason schema_rejected)"
+            if self.on_schema_rejected == "fallback"
+            else "calls that would send it are now made without a constraint and their answers marked unconstrained"
+        )
+        log.error("%s; it will not be sent again to this server: %s", message, then)
+
+    async def _complete(
+        self, model: str, messages: list[ChatMessage], max_tokens: int, constraint: dict[str, Any]
+    ) -> Completion:
+        """One completion through the response cache and the retry layer, with ``constraint`` in the body."""
         key = request_key(
             backend=self.name,
             base_url=self._cache_base_url,
@@ -287,20 +413,29 @@ class OpenAIChatBackend(Closing):
             messages=messages,
             max_tokens=max_tokens,
             temperature=0.0,
-            response_format=response_format,
-            extra_body=self.extra_body,
+            response_format=constraint.get("response_format"),
+            extra_body=self._body_extras(constraint) or None,
         )
         hit = completion_from_cache(self.cache, key)
         if hit is not None:
             return hit
 
         async def attempt() -> bytes:
-            return await self._create(model, messages, max_tokens, response_format)
+            return await self._create(model, messages, max_tokens, constraint)
 
-        response = await self.retry.acall("chat completion", attempt, self._error("chat completion"))
+        errors = self._error("chat completion", constrained=bool(constraint))
+        response = await self.retry.acall("chat completion", attempt, errors)
         completion = self._read(response, model)
         store_completion(self.cache, key, completion)
         return completion
+
+    def _body_extras(self, constraint: dict[str, Any]) -> dict[str, Any]:
+        """What the body carries besides model, messages, limits and ``response_format``: the configured extra body
+        and a ``structured_outputs`` constraint (both decide the answer, so both are in the cache key)."""
+        extras = dict(self.extra_body or {})
+        if "structured_outputs" in constraint:
+            extras["structured_outputs"] = constraint["structured_outputs"]
+        return extras
 
     def chat(
         self,
@@ -308,8 +443,9 @@ class OpenAIChatBackend(Closing):
         *,
         max_tokens: int = 256,
         json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Completion:
-        return self._sync(lambda: self.achat(messages, max_tokens=max_tokens, json_schema=json_schema))
+        return self._sync(lambda: self.achat(messages, max_tokens=max_tokens, json_schema=json_schema, choices=choices))
 
     async def achat_many(
         self,
@@ -348,7 +484,7 @@ class OpenAIChatBackend(Closing):
         model: str,
         messages: list[ChatMessage],
         max_tokens: int,
-        response_format: dict[str, Any] | None,
+        constraint: dict[str, Any],
     ) -> bytes:
         """POST the request and return the raw body.
 
@@ -358,10 +494,9 @@ class OpenAIChatBackend(Closing):
         """
         client, semaphore = self._open()
         body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
-        if response_format is not None:
-            body["response_format"] = response_format
         if self.extra_body:
             body.update(self.extra_body)
+        body.update(constraint)
         async with semaphore:
             raw = await client.post("/chat/completions", body=body, cast_to=bytes)
         return raw
@@ -412,14 +547,25 @@ class OpenAIChatBackend(Closing):
             model=served if isinstance(served, str) and served else model,
         )
 
-    def _error(self, what: str) -> Callable[[openai.OpenAIError, int], BackendError]:
-        """How a fault that outlived the retries is reported (the key never appears: the SDK omits it)."""
+    def _error(self, what: str, *, constrained: bool = False) -> Callable[[openai.OpenAIError, int], BackendError]:
+        """How a fault that outlived the retries is reported (the key never appears: the SDK omits it).
+
+        For a ``constrained`` request, an HTTP 400 whose message is about the constraint becomes ``schema_rejected``
+        with the server's words, so the caller can stop sending that constraint."""
 
         def to_backend_error(exc: openai.OpenAIError, attempts: int) -> BackendError:
+            where = self._shown_url or "api.openai.com"
+            if constrained and isinstance(exc, openai.APIStatusError) and exc.status_code == 400:
+                said = _server_message(exc)
+                if _SCHEMA_COMPLAINT.search(said):
+                    return BackendError(
+                        f"{where} rejected the structured-output constraint (HTTP 400: {said})",
+                        reason="schema_rejected",
+                        attempts=attempts,
+                    )
             reason = failure_reason(exc)
             return BackendError(
-                f"{what} at {self._shown_url or 'api.openai.com'} failed after {attempts} attempt(s): {reason}"
-                f" ({type(exc).__name__})",
+                f"{what} at {where} failed after {attempts} attempt(s): {reason} ({type(exc).__name__})",
                 reason=reason,
                 attempts=attempts,
             )

@@ -4,6 +4,7 @@
 * :mod:`.methods` — one class per reranking method (listwise, recency, in_context, nir, verbalizer, pointwise), each
   declaring the templates it renders, the ``output:`` it reads and the backend it needs, in the :data:`METHODS`
   registry;
+* :mod:`.constraints` — the answer shape a structured-output server is asked to enforce (:func:`ranking_schema`);
 * :mod:`.aggregate` — Borda count, weighted reciprocal-rank fusion, distinct shuffles;
 * :mod:`.parse` and :mod:`.labels` — reading an answer back as a permutation, recording every repair;
 * :mod:`.config` and :mod:`.reranker` — the settings, and the :class:`Reranker` that runs rounds and falls back.
@@ -11,15 +12,15 @@
 
 from zsgen.rerank.aggregate import borda, cosine_order, distinct_permutations, order_by, weighted_rrf
 from zsgen.rerank.config import BackendName, RerankConfig
+from zsgen.rerank.constraints import ranking_schema
 from zsgen.rerank.labels import LabelStyle, make_labels
-from zsgen.rerank.methods import METHODS, RANKING_SCHEMA, RerankMethod, RerankRequest, method_class
+from zsgen.rerank.methods import METHODS, RerankMethod, RerankRequest, method_class
 from zsgen.rerank.parse import ParsedRanking, parse_ranking, parse_single_label
 from zsgen.rerank.prompt import build_messages, item_view, prompt_variables
 from zsgen.rerank.reranker import Reranker
 
 __all__ = [
     "METHODS",
-    "RANKING_SCHEMA",
     "BackendName",
     "LabelStyle",
     "ParsedRanking",
@@ -38,5 +39,6 @@ __all__ = [
     "parse_ranking",
     "parse_single_label",
     "prompt_variables",
+    "ranking_schema",
     "weighted_rrf",
 ]

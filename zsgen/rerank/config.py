@@ -27,7 +27,23 @@ class RerankConfig(StrictConfig):
     backend: BackendName = "local"
     model: str | None = None
     base_url: str | None = None
-    structured: Literal["json_schema", "json_object", "none"] = "none"
+    structured: Literal["json_schema", "json_object", "none"] = Field(
+        default="none",
+        description="openai: send each call's answer schema (the shown labels as an enum, exactly `picks` of them) "
+        "as response_format json_schema (OpenAI, vLLM, SGLang) or json_object with the schema (llama.cpp)",
+    )
+    structured_choice: bool = Field(
+        default=False,
+        description="openai: a one-label answer (picks = 1) is constrained by vLLM's structured_outputs choice",
+    )
+    on_schema_rejected: Literal["fallback", "unconstrained"] = Field(
+        default="fallback",
+        description="openai: once the server rejects the constraint (HTTP 400), later calls fall back (flagged, "
+        "reason schema_rejected) or are sent without it (flagged as a repair)",
+    )
+    picks: int | None = Field(
+        default=None, ge=1, description="labels the model names, best first (default: every shown candidate)"
+    )
     template: str | None = Field(default=None, description="override the (last) template the method renders")
     template_dir: Path | None = None
     candidates: int = Field(default=20, ge=1)

@@ -24,6 +24,7 @@ from zsgen.errors import BackendError, ConfigError, LLMError, ParseError
 from zsgen.llm.base import ChatBackend, ChatMessage, Completion, ScoringBackend
 from zsgen.prompts import OutputFormat, PromptTemplate, sample_variables
 from zsgen.rerank.aggregate import cosine_order, distinct_permutations, order_by
+from zsgen.rerank.constraints import ranking_schema
 from zsgen.rerank.labels import make_labels
 from zsgen.rerank.parse import parse_ranking
 from zsgen.rerank.prompt import build_messages, item_view
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "METHODS",
     "NIR",
-    "RANKING_SCHEMA",
     "ChatMethod",
     "InContext",
     "Listwise",
@@ -52,14 +52,6 @@ __all__ = [
     "Verbalizer",
     "method_class",
 ]
-
-#: JSON schema sent to servers that accept structured output (``structured="json_schema"``).
-RANKING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"ranking": {"type": "array", "items": {"type": "string"}}},
-    "required": ["ranking"],
-    "additionalProperties": False,
-}
 
 BackendKind = Literal["chat", "scoring"]
 
@@ -217,40 +209,58 @@ class ChatMethod(RerankMethod):
             completion = await self._chat(chat, self.messages(template, request, shown, chain=chain))
             usage = usage.add(completion.usage)
             chain[name] = completion.text.strip()
-        messages = self.messages(self.templates[-1], request, shown, chain=chain)
-        completion = await self._chat(chat, messages, schema=RANKING_SCHEMA)
+        labels = make_labels(len(shown), self.config.label_style)
+        picks = self.picks(len(shown))
+        messages = self.messages(self.templates[-1], request, shown, n=picks, chain=chain)
+        # The answer's shape for this call: these labels only, exactly `picks` of them (zsgen.rerank.constraints).
+        choices = labels if picks == 1 else None
+        completion = await self._chat(chat, messages, schema=ranking_schema(labels, picks), choices=choices)
         usage = usage.add(completion.usage)
         if completion.finish_reason == "length":
             raise RoundFailure("truncated", raw_text=completion.text, usage=usage, model=completion.model)
-        labels = make_labels(len(shown), self.config.label_style)
         titles = [item_view(self.catalog.get(request.candidates[index].id))["title"] for index in shown]
         # Missing candidates are appended in cosine order.
         cosine_rank = {index: rank for rank, index in enumerate(cosine_order(request.candidates))}
         fallback_positions = sorted(range(len(shown)), key=lambda pos: cosine_rank[shown[pos]])
         try:
-            parsed = parse_ranking(
-                completion.text, labels, titles, fallback_order=fallback_positions, expected=len(shown)
-            )
+            parsed = parse_ranking(completion.text, labels, titles, fallback_order=fallback_positions, expected=picks)
         except ParseError:
             raise RoundFailure("unparseable", raw_text=completion.text, usage=usage, model=completion.model) from None
         except Exception as exc:  # a parser bug some answer found: that answer is unusable, the batch goes on
             logger.error("parsing an answer failed unexpectedly (%s); treating it as unparseable", exc, exc_info=True)
             raise RoundFailure("unparseable", raw_text=completion.text, usage=usage, model=completion.model) from exc
+        repairs = list(parsed.repairs)
+        if completion.unconstrained:
+            repairs.insert(0, "the server rejected the structured-output constraint; answered without it")
         return RoundResult(
             order=[shown[pos] for pos in parsed.order],
             from_llm={shown[pos] for pos in parsed.order[: parsed.from_llm]},
             usage=usage,
-            repairs=list(parsed.repairs),
-            repaired=parsed.status == "repaired",
+            repairs=repairs,
+            repaired=parsed.status == "repaired" or completion.unconstrained,
             raw_text=completion.text,
             model=completion.model,
         )
 
+    def picks(self, shown: int) -> int:
+        """How many labels the last call asks for: ``RerankConfig.picks`` (default all), at most the shown ones."""
+        return min(self.config.picks or shown, shown)
+
+    def answer_schema(self, shown: int) -> dict[str, Any]:
+        """The schema a call over ``shown`` candidates sends, for provenance (labels differ only by count)."""
+        return ranking_schema(make_labels(shown, self.config.label_style), self.picks(shown))
+
     async def _chat(
-        self, backend: ChatBackend, messages: list[ChatMessage], schema: dict[str, Any] | None = None
+        self,
+        backend: ChatBackend,
+        messages: list[ChatMessage],
+        schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
     ) -> Completion:
         try:
-            return await backend.achat(messages, max_tokens=self.config.max_tokens, json_schema=schema)
+            if choices is None:  # backends written before ``choices`` existed keep working
+                return await backend.achat(messages, max_tokens=self.config.max_tokens, json_schema=schema)
+            return await backend.achat(messages, max_tokens=self.config.max_tokens, json_schema=schema, choices=choices)
         except (LLMError, ConfigError):
             raise
         except Exception as exc:  # a third-party backend's own fault is still a model fault: fall back, say why

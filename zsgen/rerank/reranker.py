@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
@@ -29,7 +29,8 @@ from zsgen.llm.base import ChatBackend, ScoringBackend
 from zsgen.prompts import PromptLibrary, PromptTemplate
 from zsgen.rerank.aggregate import borda, cosine_order, order_by, weighted_rrf
 from zsgen.rerank.config import RerankConfig
-from zsgen.rerank.methods import RerankMethod, RerankRequest, RoundFailure, RoundResult, method_class
+from zsgen.rerank.methods import ChatMethod, RerankMethod, RerankRequest, RoundFailure, RoundResult, method_class
+from zsgen.rerank.scope import call_scope
 from zsgen.types import Candidate, History, Profile, RankedItem, Ranking, Source, Usage
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ class Reranker(Closing):
                 max_retries=cfg.max_retries,
                 concurrency=cfg.concurrency,
                 structured=cfg.structured,
+                structured_choice=cfg.structured_choice,
+                on_schema_rejected=cfg.on_schema_rejected,
                 cache=cache,
             )
         if cfg.backend == "local":
@@ -125,6 +128,13 @@ class Reranker(Closing):
         from zsgen.llm import VerbalizerBackend
 
         return VerbalizerBackend(cfg.model)
+
+    def answer_schema(self) -> dict[str, Any] | None:
+        """The answer schema a call over ``config.candidates`` candidates sends, or None when no constraint is sent
+        (free-text methods, scoring methods, ``structured="none"``): for provenance and the response-cache docs."""
+        if self.config.structured == "none" or not isinstance(self.method, ChatMethod):
+            return None
+        return self.method.answer_schema(self.config.candidates)
 
     @property
     def model_name(self) -> str | None:
@@ -149,16 +159,18 @@ class Reranker(Closing):
         *,
         profile: Profile | None = None,
         seed: int | None = None,
+        key: str | None = None,
     ) -> Ranking:
         """Rerank one user's candidates (synchronous form of :meth:`arerank`)."""
         backend = self.backend  # built here, in the caller's thread: configuration errors raise before any request
-        return run_sync(self._arerank(backend, history, candidates, profile=profile, seed=seed))
+        return run_sync(self._arerank(backend, history, candidates, profile=profile, seed=seed, key=key))
 
     def rerank_many(
         self,
         requests: Sequence[tuple[History, Sequence[Candidate], Profile | None]],
         *,
         seed: int | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[Ranking]:
         """Rerank many users; with a remote backend, requests run concurrently up to the configured bound.
 
@@ -166,18 +178,25 @@ class Reranker(Closing):
         answer on the portal loop, which also runs the HTTP client: 1,000 users started together rendered back to back
         for seconds on a loaded machine while the first requests' connect and read deadlines ran out, so requests
         the server never saw came back as timeouts and were retried (found by evaluation/perf/bench_faults.py).
-        """
+
+        ``keys`` name the users (one per request): each user's calls are made inside its
+        :class:`~zsgen.rerank.scope.CallScope`, which batch files use to name requests."""
         backend = self.backend
+        if keys is not None and len(keys) != len(requests):
+            raise ConfigError(f"rerank_many: {len(keys)} keys for {len(requests)} requests")
+        names: Sequence[str | None] = keys if keys is not None else [None] * len(requests)
         in_flight = 2 * self.config.concurrency
 
         async def all_users() -> list[Ranking]:
             gate = asyncio.Semaphore(in_flight)  # made here, on the loop that uses it
 
-            async def one(history: History, candidates: Sequence[Candidate], profile: Profile | None) -> Ranking:
+            async def one(
+                history: History, candidates: Sequence[Candidate], profile: Profile | None, key: str | None
+            ) -> Ranking:
                 async with gate:
-                    return await self._arerank(backend, history, candidates, profile=profile, seed=seed)
+                    return await self._arerank(backend, history, candidates, profile=profile, seed=seed, key=key)
 
-            return list(await asyncio.gather(*(one(h, c, p) for h, c, p in requests)))
+            return list(await asyncio.gather(*(one(h, c, p, k) for (h, c, p), k in zip(requests, names, strict=True))))
 
         return run_sync(all_users())
 
@@ -188,12 +207,28 @@ class Reranker(Closing):
         *,
         profile: Profile | None = None,
         seed: int | None = None,
+        key: str | None = None,
     ) -> Ranking:
-        """Rerank one user's candidates; a fault of the model gives cosine order with ``fallback=True``."""
-        return await self._arerank(self.backend, history, candidates, profile=profile, seed=seed)
+        """Rerank one user's candidates; a fault of the model gives cosine order with ``fallback=True``.
+
+        ``key`` names the user for backends that label their requests (:mod:`zsgen.rerank.scope`)."""
+        return await self._arerank(self.backend, history, candidates, profile=profile, seed=seed, key=key)
 
     # -- internals ------------------------------------------------------------------------------------------------
     async def _arerank(
+        self,
+        backend: ChatBackend | ScoringBackend,
+        history: History,
+        candidates: Sequence[Candidate],
+        *,
+        profile: Profile | None,
+        seed: int | None,
+        key: str | None = None,
+    ) -> Ranking:
+        with call_scope(key):  # a task of its own (gather), so the scope covers exactly this user's rounds
+            return await self._arerank_scoped(backend, history, candidates, profile=profile, seed=seed)
+
+    async def _arerank_scoped(
         self,
         backend: ChatBackend | ScoringBackend,
         history: History,
