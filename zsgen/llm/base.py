@@ -38,6 +38,7 @@ BACKEND_ERROR_REASONS = (
     "refusal",
     "malformed_response",
     "schema_rejected",
+    "no_logprobs",
 )
 
 
