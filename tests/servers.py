@@ -76,6 +76,26 @@ def completion_body(
     }
 
 
+def logprobs_body(
+    top: list[tuple[str, float]] | None,
+    *,
+    model: str = "scripted-model",
+    prompt_tokens: int = 11,
+    content: Any = "unset",
+) -> dict[str, Any]:
+    """A one-token chat.completion with ``logprobs`` as OpenAI and vLLM send them: the chosen token (the first of
+    ``top``) and its ``top_logprobs``. ``top=None`` leaves ``logprobs`` null, as servers that ignore it do;
+    ``content`` replaces the ``logprobs.content`` list (malformed shapes)."""
+    body = completion_body(top[0][0] if top else "A", model=model, prompt_tokens=prompt_tokens, completion_tokens=1)
+    if top is None:
+        body["choices"][0]["logprobs"] = None
+        return body
+    alternatives = [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in top]
+    entries = [{**alternatives[0], "top_logprobs": alternatives}] if alternatives else []
+    body["choices"][0]["logprobs"] = {"content": entries if content == "unset" else content}
+    return body
+
+
 def embedding_body(vectors: list[list[float]], *, model: str = "scripted-embed") -> dict[str, Any]:
     """An embeddings response as OpenAI-compatible servers send it."""
     return {
