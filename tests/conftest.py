@@ -58,14 +58,17 @@ VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "pyth
 
 
 @pytest.fixture(scope="session")
-def vllm_server(local_model_dir: Path) -> Iterator[str]:
-    """A real vLLM OpenAI server (CPU build, packaged SmolLM2); yields its base URL.
-
-    vLLM lives in its own environment: ``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm`` (``make vllm-env``; ``.ci/run``
-    builds it, so CI always runs these tests). Without it they skip and say how to get it.
-    """
+def vllm_python() -> Path:
+    """The Python of vLLM's own environment: ``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm`` (``make vllm-env``; ``.ci/run``
+    builds it, so CI always runs the vLLM tests). Without it those tests skip and say how to get it."""
     python = Path(os.environ.get("ZSGEN_VLLM_PYTHON") or VLLM_PYTHON)
     if not python.is_file():
         pytest.skip(f"vLLM's CPU build not found at {python}: `make vllm-env` builds it (.ci/run does)")
-    with vllm_serve(python, local_model_dir) as base_url:
+    return python
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_python: Path, local_model_dir: Path) -> Iterator[str]:
+    """A real vLLM OpenAI server (CPU build, packaged SmolLM2) for the whole session; yields its base URL."""
+    with vllm_serve(vllm_python, local_model_dir) as base_url:
         yield base_url
