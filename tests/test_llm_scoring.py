@@ -183,11 +183,17 @@ def test_malformed_logprobs_make_a_flagged_fallback_for_that_user(
     assert fine.usage.prompt_tokens == 11 and fine.usage.calls == 1
 
 
+@pytest.mark.parametrize(
+    ("status", "rejection"),
+    [
+        (400, {"error": {"message": "Unrecognized request argument supplied: structured_outputs"}}),  # OpenAI
+        (422, {"detail": "Unexpected fields in the request: {'structured_outputs'}"}),  # transformers serve
+    ],
+)
 def test_a_rejected_choice_constraint_is_dropped_once_and_logged(
-    scripted_server: ScriptedServer, caplog: pytest.LogCaptureFixture
+    scripted_server: ScriptedServer, caplog: pytest.LogCaptureFixture, status: int, rejection: dict[str, Any]
 ) -> None:
-    rejection = {"error": {"message": "Unrecognized request argument supplied: structured_outputs"}}
-    scripted_server.script(Reply(status=400, body=rejection))
+    scripted_server.script(Reply(status=status, body=rejection))
     scripted_server.default = Reply(body=logprobs_body([("B", -0.2), ("A", -1.9)]))
     with caplog.at_level(logging.ERROR), scorer(scripted_server, model="m") as backend:
         first = backend.label_logprobs(MESSAGES, ["A", "B"])
@@ -196,6 +202,13 @@ def test_a_rejected_choice_constraint_is_dropped_once_and_logged(
     sent = [r.body for r in scripted_server.chat_requests]
     assert ["structured_outputs" in b for b in sent] == [True, False, False]
     assert len([r for r in caplog.records if "structured-output constraint" in r.getMessage()]) == 1
+
+
+def test_a_422_about_something_else_is_not_taken_for_a_rejected_constraint(scripted_server: ScriptedServer) -> None:
+    scripted_server.script(Reply(status=422, body={"detail": "messages: field required"}))
+    with scorer(scripted_server, model="m") as backend, pytest.raises(BackendError) as info:
+        backend.label_logprobs(MESSAGES, ["A", "B"])
+    assert info.value.reason == "http_422" and len(scripted_server.chat_requests) == 1
 
 
 def test_transient_faults_are_retried_and_a_bad_request_is_not(scripted_server: ScriptedServer) -> None:
@@ -236,3 +249,13 @@ def test_bad_settings_are_config_errors(scripted_server: ScriptedServer) -> None
     with scorer(scripted_server, model="m") as backend, pytest.raises(ConfigError, match="distinct"):
         backend.check_labels(MESSAGES, ["A", "A"])
     assert scripted_server.chat_requests == []
+
+
+@pytest.mark.slow
+def test_transformers_serve_cannot_score_and_says_so_at_build(transformers_server: str, catalog: Catalog) -> None:
+    """The real ``transformers serve`` answers a ``logprobs`` request without log-probabilities."""
+    config = RerankConfig(method="pointwise", backend="openai", base_url=transformers_server, timeout=300.0)
+    reranker = Reranker(config, catalog=catalog, api_key="sk-test")
+    with pytest.raises(LogprobsUnavailableError, match="cannot return log-probabilities"):
+        _ = reranker.backend
+    reranker.close()

@@ -41,7 +41,7 @@ import json
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import openai
@@ -51,7 +51,7 @@ from zsgen._sync import arun_on_portal, on_portal, run_sync
 from zsgen.cache import request_key
 from zsgen.errors import BackendError, ConfigError, LabelTokenError, LogprobsUnavailableError
 from zsgen.llm.base import ChatMessage
-from zsgen.llm.openai_chat import OpenAIChatBackend, _count
+from zsgen.llm.openai_chat import _SCHEMA_COMPLAINT, OpenAIChatBackend, _count, _server_message
 
 log = logging.getLogger(__name__)
 
@@ -253,13 +253,30 @@ class OpenAIScoringBackend(OpenAIChatBackend):
                 self.requests_sent += 1
                 return await client.post("/chat/completions", body=body, cast_to=bytes)
 
-        raw = await self.retry.acall(
-            "scoring request", attempt, self._error("scoring request", constrained=bool(choice))
-        )
+        raw = await self.retry.acall("scoring request", attempt, self._scoring_error(constrained=bool(choice)))
         answer = self._read_logprobs(raw, model)
         if self.cache is not None:
             self.cache.put(key, answer.model_dump(mode="json", exclude={"cached"}))
         return answer
+
+    def _scoring_error(self, *, constrained: bool) -> Callable[[openai.OpenAIError, int], BackendError]:
+        """The chat backend's error mapping, plus: a constrained request refused with HTTP 422 about the constraint
+        is ``schema_rejected`` too (``transformers serve``: "Unexpected fields in the request: {'structured_outputs'}"),
+        so the request is retried without the constraint and the server's real ability shows."""
+        mapped = self._error("scoring request", constrained=constrained)
+
+        def to_backend_error(exc: openai.OpenAIError, attempts: int) -> BackendError:
+            if constrained and isinstance(exc, openai.APIStatusError) and exc.status_code == 422:
+                said = _server_message(exc)
+                if _SCHEMA_COMPLAINT.search(said):
+                    return BackendError(
+                        f"{self._shown_url} rejected the structured-output constraint (HTTP 422: {said})",
+                        reason="schema_rejected",
+                        attempts=attempts,
+                    )
+            return mapped(exc, attempts)
+
+        return to_backend_error
 
     def _from_cache(self, key: str) -> TokenLogprobs | None:
         payload = self.cache.get(key) if self.cache is not None else None
