@@ -8,7 +8,8 @@ The users are bench_rerank_latency.py's (MovieLens-100K, history 5, 20 candidate
 user four modes run one after another: the verbalizer (one request, labels A–T) and pointwise (20 requests, up to 8
 at once), each with and without the label restriction (vLLM's ``structured_outputs`` choice). Every mode's prompts
 start with a mode tag in the system message, so no mode is served from another mode's prefix cache; within pointwise
-the 20 prompts of one user share their history prefix, which is what the server's cache should save. Prompt tokens
+the 20 prompts of one user share their history prefix, which is what the server's cache should save; the tag also
+holds a run tag (default: the clock), so a rerun against the same server starts from a cold cache. Prompt tokens
 computed vs. taken from the cache come from the server's ``/metrics`` (``vllm:prompt_tokens_total``,
 ``vllm:prompt_tokens_cached_total``). The first user is a warm-up; medians over the rest are printed.
 """
@@ -44,6 +45,11 @@ def main() -> None:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--users", type=int, default=5)
+    parser.add_argument(
+        "--run-tag",
+        default=str(time.time_ns()),
+        help="part of every mode tag (default: the clock), so a rerun is not served from an earlier run's cache",
+    )
     args = parser.parse_args()
 
     from zsgen.llm import OpenAIScoringBackend
@@ -64,7 +70,7 @@ def main() -> None:
         conversations = [pointwise.render(**{**variables, "candidate": c}) for c in variables["candidates"]]
         for restrict, backend in backends.items():
             mode = "restricted" if restrict else "unrestricted"
-            tag = f"user {variables['user']} {mode}"
+            tag = f"run {args.run_tag} user {variables['user']} {mode}"
             start = time.perf_counter()
             backend.label_logprobs(tagged(listwise_messages, tag), labels)
             verbalizer_s = time.perf_counter() - start
