@@ -12,6 +12,10 @@ the 20 prompts of one user share their history prefix, which is what the server'
 holds a run tag (default: the clock), so a rerun against the same server starts from a cold cache. Prompt tokens
 computed vs. taken from the cache come from the server's ``/metrics`` (``vllm:prompt_tokens_total``,
 ``vllm:prompt_tokens_cached_total``). The first user is a warm-up; medians over the rest are printed.
+
+``--compare-local`` also scores every prompt with the local verbalizer (transformers, float32, the same weights) and
+prints the largest difference per quantity: the agreement claim of the README. Unrestricted label log-probabilities
+differ by design (labels outside the top 20 get the floor); restricted ones and P(yes) should agree to ~1e-5.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ def main() -> None:
         default=str(time.time_ns()),
         help="part of every mode tag (default: the clock), so a rerun is not served from an earlier run's cache",
     )
+    parser.add_argument(
+        "--compare-local",
+        action="store_true",
+        help="also score every prompt with the local verbalizer (same packaged model) and print the largest difference",
+    )
     args = parser.parse_args()
 
     from zsgen.llm import OpenAIScoringBackend
@@ -63,6 +72,12 @@ def main() -> None:
         restrict: OpenAIScoringBackend(args.base_url, model=args.model, restrict_choice=restrict, timeout=600.0)
         for restrict in (True, False)
     }
+    local = None
+    if args.compare_local:
+        from zsgen.llm import VerbalizerBackend
+
+        local = VerbalizerBackend()
+    differences: dict[str, float] = {}
     times: dict[str, list[float]] = {}
     tokens: dict[str, list[tuple[float, float]]] = {}
     for number, variables in enumerate(load_users(args.users + 1)):
@@ -72,20 +87,29 @@ def main() -> None:
             mode = "restricted" if restrict else "unrestricted"
             tag = f"run {args.run_tag} user {variables['user']} {mode}"
             start = time.perf_counter()
-            backend.label_logprobs(tagged(listwise_messages, tag), labels)
+            served = backend.label_logprobs(tagged(listwise_messages, tag), labels)
             verbalizer_s = time.perf_counter() - start
             before = (
                 metric(args.base_url, "vllm:prompt_tokens_total"),
                 metric(args.base_url, "vllm:prompt_tokens_cached_total"),
             )
             start = time.perf_counter()
-            backend.yes_probabilities([tagged(c, tag) for c in conversations])
+            probabilities = backend.yes_probabilities([tagged(c, tag) for c in conversations])
             pointwise_s = time.perf_counter() - start
             after = (
                 metric(args.base_url, "vllm:prompt_tokens_total"),
                 metric(args.base_url, "vllm:prompt_tokens_cached_total"),
             )
             print(f"user {number} {mode}: verbalizer {verbalizer_s:.2f} s, pointwise {pointwise_s:.2f} s", flush=True)
+            if local is not None:
+                mine = local.label_logprobs(tagged(listwise_messages, tag), labels)
+                yes = local.yes_probabilities([tagged(c, tag) for c in conversations])
+                for name, pairs in (
+                    (f"label log-probability, {mode}", zip(served, mine, strict=True)),
+                    (f"P(yes), {mode}", zip(probabilities, yes, strict=True)),
+                ):
+                    worst = max(abs(a - b) for a, b in pairs)
+                    differences[name] = max(differences.get(name, 0.0), worst)
             if number == 0:
                 continue  # warm-up
             times.setdefault(f"verbalizer {mode}", []).append(verbalizer_s)
@@ -100,6 +124,8 @@ def main() -> None:
         print(
             f"  pointwise {mode}: {total:.0f} prompt tokens, {cached:.0f} from the prefix cache ({cached / total:.0%})"
         )
+    for name, worst in differences.items():
+        print(f"  largest |served - local| {name}: {worst:.2e}")
     for backend in backends.values():
         backend.close()
 

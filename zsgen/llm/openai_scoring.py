@@ -108,9 +108,11 @@ class OpenAIScoringBackend(OpenAIChatBackend):
     """Label and yes/no probabilities from an OpenAI-compatible server's ``top_logprobs`` (a ``ScoringBackend``).
 
     See the module docstring for how labels are restricted, floored and checked. ``restrict_choice`` sends vLLM's
-    ``structured_outputs`` choice constraint with every scoring request (leave it off for servers that reject unknown
-    fields, such as OpenAI's own API). ``top_logprobs`` is capped by the server (20 on OpenAI; vLLM's
-    ``--max-logprobs``). It is also a chat backend for the same server, as its base class.
+    ``structured_outputs`` choice constraint with every scoring request; a server that refuses the field (OpenAI's
+    API with HTTP 400, ``transformers serve`` with 422) is asked without it from the first refusal on, so turning it
+    off there only saves that one refused request. ``top_logprobs`` is capped by the server (20 on OpenAI; vLLM's
+    ``--max-logprobs``). It is also a chat backend for the same server, as its base class. Other settings (timeout,
+    retries, concurrency, cache, key) are :class:`~zsgen.llm.openai_chat.OpenAIChatBackend`'s.
     """
 
     name = "openai"
