@@ -612,3 +612,16 @@ def test_the_answer_schema_is_recorded_for_provenance(scripted_server, catalog) 
     constrained = make_reranker(scripted_server, catalog, structured="json_schema", candidates=12, picks=5)
     assert constrained.answer_schema() == ranking_schema(list("ABCDEFGHIJKL"), 5)
     assert make_reranker(scripted_server, catalog).answer_schema() is None  # nothing is sent, nothing recorded
+
+
+def test_a_constrained_answer_cut_at_the_cap_keeps_its_labels(scripted_server, catalog, candidates, history) -> None:
+    cut = Reply(body=completion_body('{\n  "ranking": ["C"\n  , "A"\n  , "F"\n  ,', finish_reason="length"))
+    scripted_server.script(cut, cut)
+    constrained = make_reranker(scripted_server, catalog, structured="json_schema").rerank(history, candidates)
+    free = make_reranker(scripted_server, catalog).rerank(history, candidates)
+    assert not constrained.fallback and constrained.parse_status == "repaired"
+    assert constrained.item_ids[:3] == [candidates[2].id, candidates[0].id, candidates[5].id]
+    assert "answer cut at max_tokens after 3 label(s)" in constrained.repairs
+    assert_permutation(constrained.item_ids, candidates)
+    # Without a constraint nothing says the text before the cut is a ranking: the round fails as before.
+    assert free.fallback and free.fallback_reason == "truncated"

@@ -216,7 +216,8 @@ class ChatMethod(RerankMethod):
         choices = labels if picks == 1 else None
         completion = await self._chat(chat, messages, schema=ranking_schema(labels, picks), choices=choices)
         usage = usage.add(completion.usage)
-        if completion.finish_reason == "length":
+        cut = completion.finish_reason == "length"
+        if cut and not self.constrained(completion):
             raise RoundFailure("truncated", raw_text=completion.text, usage=usage, model=completion.model)
         titles = [item_view(self.catalog.get(request.candidates[index].id))["title"] for index in shown]
         # Missing candidates are appended in cosine order.
@@ -230,6 +231,8 @@ class ChatMethod(RerankMethod):
             logger.error("parsing an answer failed unexpectedly (%s); treating it as unparseable", exc, exc_info=True)
             raise RoundFailure("unparseable", raw_text=completion.text, usage=usage, model=completion.model) from exc
         repairs = list(parsed.repairs)
+        if cut:  # a constrained answer cut at the cap is a prefix of a valid ranking: its labels stand
+            repairs.insert(0, f"answer cut at max_tokens after {parsed.from_llm} label(s)")
         if completion.unconstrained:
             repairs.insert(0, "the server rejected the structured-output constraint; answered without it")
         return RoundResult(
@@ -237,10 +240,17 @@ class ChatMethod(RerankMethod):
             from_llm={shown[pos] for pos in parsed.order[: parsed.from_llm]},
             usage=usage,
             repairs=repairs,
-            repaired=parsed.status == "repaired" or completion.unconstrained,
+            repaired=parsed.status == "repaired" or completion.unconstrained or cut,
             raw_text=completion.text,
             model=completion.model,
         )
+
+    def constrained(self, completion: Completion) -> bool:
+        """Whether a server decoded ``completion`` under the call's schema, so that everything in it up to a cut is
+        labels in the right form. Only a free-running model's cut-off answer is unusable (it rambles, and a
+        rambling answer may name candidates by accident); a constrained one cut at ``max_tokens`` is a prefix of a
+        valid ranking."""
+        return self.config.backend == "openai" and self.config.structured != "none" and not completion.unconstrained
 
     def picks(self, shown: int) -> int:
         """How many labels the last call asks for: ``RerankConfig.picks`` (default all), at most the shown ones."""
