@@ -57,8 +57,9 @@ def transformers_server(local_model_dir: Path) -> Iterator[str]:
 VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
 
 
-def vllm_python() -> Path:
-    """The Python of vLLM's environment (``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm``), or a skip saying how to get it."""
+def find_vllm_python() -> Path:
+    """The Python of vLLM's own environment: ``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm`` (``make vllm-env``; ``.ci/run``
+    builds it, so CI always runs the vLLM tests). Without it those tests skip and say how to get it."""
     python = Path(os.environ.get("ZSGEN_VLLM_PYTHON") or VLLM_PYTHON)
     if not python.is_file():
         pytest.skip(f"vLLM's CPU build not found at {python}: `make vllm-env` builds it (.ci/run does)")
@@ -66,11 +67,13 @@ def vllm_python() -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_server(local_model_dir: Path) -> Iterator[str]:
-    """A real vLLM OpenAI server (CPU build, packaged SmolLM2); yields its base URL.
+def vllm_python() -> Path:
+    """:func:`find_vllm_python` as a fixture."""
+    return find_vllm_python()
 
-    vLLM lives in its own environment: ``$ZSGEN_VLLM_PYTHON`` or ``.venv-vllm`` (``make vllm-env``; ``.ci/run``
-    builds it, so CI always runs these tests). Without it they skip and say how to get it.
-    """
-    with vllm_serve(vllm_python(), local_model_dir) as base_url:
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm_python: Path, local_model_dir: Path) -> Iterator[str]:
+    """A real vLLM OpenAI server (CPU build, packaged SmolLM2) for the whole session; yields its base URL."""
+    with vllm_serve(vllm_python, local_model_dir) as base_url:
         yield base_url

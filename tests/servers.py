@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -74,6 +75,26 @@ def completion_body(
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def logprobs_body(
+    top: list[tuple[str, float]] | None,
+    *,
+    model: str = "scripted-model",
+    prompt_tokens: int = 11,
+    content: Any = "unset",
+) -> dict[str, Any]:
+    """A one-token chat.completion with ``logprobs`` as OpenAI and vLLM send them: the chosen token (the first of
+    ``top``) and its ``top_logprobs``. ``top=None`` leaves ``logprobs`` null, as servers that ignore it do;
+    ``content`` replaces the ``logprobs.content`` list (malformed shapes)."""
+    body = completion_body(top[0][0] if top else "A", model=model, prompt_tokens=prompt_tokens, completion_tokens=1)
+    if top is None:
+        body["choices"][0]["logprobs"] = None
+        return body
+    alternatives = [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in top]
+    entries = [{**alternatives[0], "top_logprobs": alternatives}] if alternatives else []
+    body["choices"][0]["logprobs"] = {"content": entries if content == "unset" else content}
+    return body
 
 
 def embedding_body(vectors: list[list[float]], *, model: str = "scripted-embed") -> dict[str, Any]:
@@ -369,8 +390,45 @@ def vllm_serve(python: Path | str, model_dir: Path, *, startup_deadline: float =
 
 
 @contextmanager
+def vllm_process(
+    python: Path | str, model_dir: Path, *, startup_deadline: float = 900.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """:func:`vllm_serve` for a test that kills the server itself: yields the base URL and the process, which leads
+    its own process group, so that ``kill_group`` also ends vLLM's engine-core child (a killed parent leaves it)."""
+    port = free_port()
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    command = vllm_command(python, model_dir, port)
+    with _serve("vLLM", command, port, startup_deadline, env=env, own_group=True) as proc:
+        _warm_up(port, VLLM_MODEL, time.monotonic() + startup_deadline)
+        yield f"http://127.0.0.1:{port}/v1", proc
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a server started with ``own_group`` and every process in its group; wait until the leader is gone."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def vllm_requests(base_url: str) -> float:
+    """Requests a vLLM server has finished, from its Prometheus ``/metrics`` (every finish reason)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total{")
+    )
+
+
+@contextmanager
 def _serve(
-    name: str, command: list[str], port: int, startup_deadline: float, *, env: dict[str, str] | None = None
+    name: str,
+    command: list[str],
+    port: int,
+    startup_deadline: float,
+    *,
+    env: dict[str, str] | None = None,
+    own_group: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server process and wait until ``/health`` answers 200; stop it afterwards.
 
@@ -379,7 +437,9 @@ def _serve(
     """
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     with tempfile.TemporaryFile(mode="w+") as log_file:
-        proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, start_new_session=own_group
+        )
         try:
             deadline = time.monotonic() + startup_deadline
             while True:
@@ -404,3 +464,6 @@ def _serve(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=30)
+            if own_group:  # children the leader left behind (after a SIGKILL it could not stop them)
+                with suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from batch_server import request_lines, run_batch
-from conftest import vllm_python
+from conftest import find_vllm_python
 from servers import VLLM_MODEL, ScriptedServer
 from test_batch import responder
 
@@ -169,7 +169,7 @@ def test_users_file_batch_round_trip_equals_bulk_recommend(tmp_path: Path) -> No
 @pytest.mark.vllm
 def test_vllm_run_batch_end_to_end(tmp_path: Path, local_model_dir: Path) -> None:
     """The exported file through the real ``vllm run-batch`` (CPU build, SmolLM2), imported back."""
-    python = vllm_python()
+    python = find_vllm_python()
     path = users_file(tmp_path, USERS[:2])
     common = [
         "--users",

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Reply, ScriptedServer, completion_body
+from servers import Reply, ScriptedServer, completion_body, logprobs_body
 
 import zsgen
 from zsgen.cli import build_parser, main
@@ -398,3 +399,27 @@ def test_recommend_sends_the_candidates_schema_and_picks(
     result = json.loads(out)
     assert [item["source"] for item in result["items"]] == ["llm", "llm", "cosine", "cosine"]
     assert result["parse_status"] == "ok" and not result["fallback"]
+
+
+@pytest.mark.slow
+def test_recommend_reranks_with_the_verbalizer_over_http(
+    capsys: pytest.CaptureFixture[str],
+    embedding_cache: Path,
+    scripted_server: ScriptedServer,
+) -> None:
+    top = [(label, -0.5 - n) for n, label in enumerate("FEDCBA")]  # the server likes the last shown candidate best
+    scripted_server.default = Reply(body=logprobs_body(top))
+    code, out, err = run(
+        capsys, "recommend", "--demo", "--k", "6", "--json", "--rerank", "verbalizer", "--backend", "openai",
+        "--base-url", scripted_server.base_url, "--model", "scripted-model", "--candidates", "6",
+        "--no-restrict-labels", "--embedding-cache", str(embedding_cache),
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["backend"] == "openai" and result["method"] == "verbalizer" and not result["fallback"]
+    bodies = [r.body for r in scripted_server.chat_requests]
+    assert len(bodies) == 2  # the build-time probe, then the user's one request
+    assert all(b["logprobs"] is True and b["max_tokens"] == 1 and "structured_outputs" not in b for b in bodies)
+    scores = [item["score"] for item in result["items"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(-0.5 - math.log(sum(
+        math.exp(-0.5 - n) for n in range(6))))  # fmt: skip

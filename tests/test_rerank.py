@@ -291,8 +291,10 @@ def test_invalid_settings_are_config_errors(catalog: Catalog) -> None:
         RerankConfig(method="telepathy")
     with pytest.raises(ConfigError, match="candidates"):
         RerankConfig(candidates=0)
-    with pytest.raises(ConfigError, match="needs backend 'verbalizer'"):
-        RerankConfig(method="pointwise", backend="openai")
+    with pytest.raises(ConfigError, match="needs backend 'verbalizer' or 'openai'"):
+        RerankConfig(method="pointwise", backend="local")
+    with pytest.raises(ConfigError, match="top_logprobs"):
+        RerankConfig(method="pointwise", backend="openai", top_logprobs=0)
 
 
 class _BrokenBackend:

@@ -24,6 +24,7 @@ if _typing.TYPE_CHECKING:
         InvalidKError,
         LabelTokenError,
         LLMError,
+        LogprobsUnavailableError,
         ParseError,
         TemplateError,
         UnknownItemError,
@@ -91,6 +92,7 @@ _HOMES: dict[str, str] = {
     "LLMError": "zsgen.errors",
     "BackendError": "zsgen.errors",
     "LabelTokenError": "zsgen.errors",
+    "LogprobsUnavailableError": "zsgen.errors",
     "ParseError": "zsgen.errors",
 }
 
@@ -121,6 +123,7 @@ __all__ = [
     "ItemTextTemplate",
     "LLMError",
     "LabelTokenError",
+    "LogprobsUnavailableError",
     "OpenAIEmbeddingEncoder",
     "ParseError",
     "Profile",

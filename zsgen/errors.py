@@ -130,6 +130,12 @@ class LabelTokenError(ConfigError):
     """
 
 
+class LogprobsUnavailableError(ConfigError):
+    """The server answers, but without log-probabilities (``transformers serve`` ignores ``logprobs``): the verbalizer
+    and pointwise methods cannot read scores from it. Found by one probe request when the reranker's backend is built.
+    """
+
+
 class ParseError(LLMError):
     """The model's answer could not be read as a ranking of the candidates."""
 

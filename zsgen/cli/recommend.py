@@ -91,6 +91,13 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
         help="with --picks 1: constrain the answer with vLLM's structured_outputs choice",
     )
     p.add_argument(
+        "--no-restrict-labels",
+        dest="restrict_labels",
+        action="store_false",
+        help="verbalizer/pointwise with --backend openai: do not send vLLM's choice constraint (servers such as "
+        "OpenAI's API reject it); labels outside the top log-probabilities then get a floor score",
+    )
+    p.add_argument(
         "--on-schema-rejected",
         choices=("fallback", "unconstrained"),
         default="fallback",
@@ -143,6 +150,7 @@ def rerank_config_from(args: argparse.Namespace, *, default_backend: str = "loca
         structured=args.structured,
         structured_choice=args.structured_choice,
         on_schema_rejected=args.on_schema_rejected,
+        restrict_labels=args.restrict_labels,
         picks=args.picks,
         template_dir=args.template_dir,
         cache=args.response_cache,

@@ -2,7 +2,8 @@
 
 * :class:`ChatBackend` — :class:`OpenAIChatBackend` (any OpenAI-compatible server) and :class:`LocalChatBackend`
   (greedy ``transformers`` generation) answer chat messages with a :class:`Completion`;
-* :class:`ScoringBackend` — :class:`VerbalizerBackend` scores labels and yes/no from a local model's next-token logits.
+* :class:`ScoringBackend` — :class:`VerbalizerBackend` scores labels and yes/no from a local model's next-token logits,
+  :class:`OpenAIScoringBackend` from an OpenAI-compatible server's ``top_logprobs`` (vLLM, OpenAI).
 
 Model faults leave them only as :class:`zsgen.errors.BackendError`; labels a model cannot produce are a
 :class:`zsgen.errors.LabelTokenError` (a ``ConfigError``). Every backend can be closed (``close``, ``aclose``, ``with``,
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from zsgen.llm.local import LocalChatBackend
     from zsgen.llm.models import default_local_model_dir, load_causal_lm
     from zsgen.llm.openai_chat import OpenAIChatBackend
+    from zsgen.llm.openai_scoring import OpenAIScoringBackend
     from zsgen.llm.verbalizer import VerbalizerBackend
 
 #: The backends load on first use: the protocols above are what the reranker needs at import time, and pulling in
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "LocalChatBackend": "zsgen.llm.local",
     "OpenAIChatBackend": "zsgen.llm.openai_chat",
+    "OpenAIScoringBackend": "zsgen.llm.openai_scoring",
     "VerbalizerBackend": "zsgen.llm.verbalizer",
     "default_local_model_dir": "zsgen.llm.models",
     "load_causal_lm": "zsgen.llm.models",
@@ -61,6 +64,7 @@ __all__ = [
     "Completion",
     "LocalChatBackend",
     "OpenAIChatBackend",
+    "OpenAIScoringBackend",
     "ScoringBackend",
     "VerbalizerBackend",
     "default_local_model_dir",

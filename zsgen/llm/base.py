@@ -38,6 +38,7 @@ BACKEND_ERROR_REASONS = (
     "refusal",
     "malformed_response",
     "schema_rejected",
+    "no_logprobs",
 )
 
 
@@ -102,6 +103,9 @@ class ScoringBackend(Protocol):
 
     ``check_labels`` raises :class:`zsgen.errors.LabelTokenError` (a ``ConfigError``) when a label is not a single,
     distinct token right after ``messages``: the reranker calls it once when the backend is built, before any user.
+
+    A backend may also offer ``alabel_logprobs`` and ``ayes_probabilities`` coroutines (the HTTP one does); the
+    scoring methods await those where present and otherwise run the synchronous methods in a worker thread.
     """
 
     name: str

@@ -32,6 +32,18 @@ class RerankConfig(StrictConfig):
         description="openai: send each call's answer schema (the shown labels as an enum, exactly `picks` of them) "
         "as response_format json_schema (OpenAI, vLLM, SGLang) or json_object with the schema (llama.cpp)",
     )
+    restrict_labels: bool = Field(
+        default=True,
+        description="verbalizer/pointwise over openai: restrict the scored token to the labels with vLLM's "
+        "structured_outputs choice, so every label's log-probability comes back (a server that rejects it is asked "
+        "without it, logged once)",
+    )
+    top_logprobs: int = Field(
+        default=20,
+        ge=1,
+        description="verbalizer/pointwise over openai: top_logprobs asked for (server cap: 20 on "
+        "OpenAI, --max-logprobs on vLLM)",
+    )
     structured_choice: bool = Field(
         default=False,
         description="openai: a one-label answer (picks = 1) is constrained by vLLM's structured_outputs choice",

@@ -311,10 +311,11 @@ class NIR(ChatMethod):
 
 
 class ScoringMethod(RerankMethod):
-    """Methods that read next-token logits of a local model: nothing to parse, so nothing to repair."""
+    """Methods that read next-token logits (a local model) or log-probabilities (an OpenAI-compatible server, through
+    :class:`~zsgen.llm.openai_scoring.OpenAIScoringBackend`): nothing to parse, so nothing to repair."""
 
     backend_kind = "scoring"
-    backends = ("verbalizer",)
+    backends = ("verbalizer", "openai")
 
     def check_backend(self, backend: ChatBackend | ScoringBackend) -> None:
         """Also check, on a sample render of the template, that the labels this method reads are single tokens."""
@@ -351,7 +352,7 @@ class Verbalizer(ScoringMethod):
             chunk = list(shown[start : start + self.config.window])
             messages = self.messages(template, request, chunk, n=1)
             labels = make_labels(len(chunk), self.config.label_style)
-            logprobs = await asyncio.to_thread(scorer.label_logprobs, messages, labels)
+            logprobs = await _label_logprobs(scorer, messages, labels)
             calls += 1
             prompt_tokens += scorer.count_tokens(messages)
             for index, value in zip(chunk, logprobs, strict=True):
@@ -383,18 +384,31 @@ class Pointwise(ScoringMethod):
         scorer = cast(ScoringBackend, backend)
         template = self.templates[-1]
         conversations = [self.messages(template, request, [index]) for index in range(len(request.candidates))]
-        probabilities = await asyncio.to_thread(scorer.yes_probabilities, conversations)
+        remote = getattr(scorer, "ayes_probabilities", None)
+        if callable(remote):  # an HTTP scorer: one request per candidate, concurrently, on its own event loop
+            probabilities = await remote(conversations)
+        else:  # a local model: one batched forward pass in a worker thread, off the event loop
+            probabilities = await asyncio.to_thread(scorer.yes_probabilities, conversations)
         values = [float(p) for p in probabilities]
         order = order_by(values)
-        # Tokens in the prompts as written; prefix reuse means fewer are actually computed.
+        # Tokens in the prompts as written; prefix reuse (local) or prefix caching (server) computes fewer.
         prompt_tokens = sum(scorer.count_tokens(c) for c in conversations)
         return RoundResult(
             order=order,
             from_llm=set(order),
-            usage=Usage(prompt_tokens=prompt_tokens, calls=1),
+            usage=Usage(prompt_tokens=prompt_tokens, calls=len(conversations) if callable(remote) else 1),
             scores=values,
             model=scorer.model,
         )
+
+
+async def _label_logprobs(scorer: ScoringBackend, messages: list[ChatMessage], labels: list[str]) -> list[float]:
+    """Label log-probabilities from a scorer: awaited where it has an async form (HTTP), else in a worker thread (a
+    local forward pass must not block the event loop that other users' requests run on)."""
+    remote = getattr(scorer, "alabel_logprobs", None)
+    if callable(remote):
+        return cast(list[float], await remote(messages, labels))
+    return await asyncio.to_thread(scorer.label_logprobs, messages, labels)
 
 
 #: Every method by name.

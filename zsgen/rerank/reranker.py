@@ -106,6 +106,20 @@ class Reranker(Closing):
 
         cfg = self.config
         cache = ResponseCache(cfg.cache) if cfg.cache else None
+        if cfg.backend == "openai" and self.method.backend_kind == "scoring":
+            from zsgen.llm import OpenAIScoringBackend
+
+            return OpenAIScoringBackend(
+                cfg.base_url,
+                model=cfg.model,
+                api_key=self._api_key,
+                timeout=cfg.timeout,
+                max_retries=cfg.max_retries,
+                concurrency=cfg.concurrency,
+                cache=cache,
+                top_logprobs=cfg.top_logprobs,
+                restrict_choice=cfg.restrict_labels,
+            )
         if cfg.backend == "openai":
             from zsgen.llm import OpenAIChatBackend
 
