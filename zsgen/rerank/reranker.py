@@ -106,34 +106,30 @@ class Reranker(Closing):
 
         cfg = self.config
         cache = ResponseCache(cfg.cache) if cfg.cache else None
-        if cfg.backend == "openai" and self.method.backend_kind == "scoring":
-            from zsgen.llm import OpenAIScoringBackend
-
-            return OpenAIScoringBackend(
-                cfg.base_url,
-                model=cfg.model,
-                api_key=self._api_key,
-                timeout=cfg.timeout,
-                max_retries=cfg.max_retries,
-                concurrency=cfg.concurrency,
-                cache=cache,
-                top_logprobs=cfg.top_logprobs,
-                restrict_choice=cfg.restrict_labels,
-            )
         if cfg.backend == "openai":
+            # What reaching the server takes is the same for both kinds; what is asked of it differs.
+            connection: dict[str, Any] = {
+                "model": cfg.model,
+                "api_key": self._api_key,
+                "timeout": cfg.timeout,
+                "max_retries": cfg.max_retries,
+                "concurrency": cfg.concurrency,
+                "cache": cache,
+            }
+            if self.method.backend_kind == "scoring":
+                from zsgen.llm import OpenAIScoringBackend
+
+                return OpenAIScoringBackend(
+                    cfg.base_url, top_logprobs=cfg.top_logprobs, restrict_choice=cfg.restrict_labels, **connection
+                )
             from zsgen.llm import OpenAIChatBackend
 
             return OpenAIChatBackend(
                 cfg.base_url,
-                model=cfg.model,
-                api_key=self._api_key,
-                timeout=cfg.timeout,
-                max_retries=cfg.max_retries,
-                concurrency=cfg.concurrency,
                 structured=cfg.structured,
                 structured_choice=cfg.structured_choice,
                 on_schema_rejected=cfg.on_schema_rejected,
-                cache=cache,
+                **connection,
             )
         if cfg.backend == "local":
             from zsgen.llm import LocalChatBackend
