@@ -130,7 +130,9 @@ class _AnswerStage:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         keys = [str(u) for u in batch["user_id"]]
         rankings = self.recommender.recommend_batch(_requests_of(batch), k=self.k, keys=keys)
-        lines = [json.dumps(recommendation_record(key, r), ensure_ascii=False) for key, r in zip(keys, rankings, strict=True)]
+        lines = [
+            json.dumps(recommendation_record(key, r), ensure_ascii=False) for key, r in zip(keys, rankings, strict=True)
+        ]
         return {"user_id": keys, "line": lines}
 
 
