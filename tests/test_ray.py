@@ -52,12 +52,13 @@ def test_ray_lines_equal_the_local_engine(tmp_path: Path, structured: str) -> No
     with ScriptedServer(responder=responder) as server:
         opts = plain_options(server.base_url, cache) if structured == "none" else options(server.base_url, cache)
         local = tmp_path / "local.jsonl"
+        opts += ["--batch-size", "2"]  # three chunks, ranked as the local engine ranks them
         assert main(["recommend", "--users", str(path), "--out", str(local), "--no-progress", *opts]) == 0
         sent_locally = chat_bodies(server)
         server.requests.clear()
         on_ray = tmp_path / "ray.jsonl"
         command = ["recommend", "--users", str(path), "--out", str(on_ray), "--no-progress", "--engine", "ray"]
-        assert main([*command, "--ray-workers", "2", "--batch-size", "2", *opts]) == 0
+        assert main([*command, "--ray-workers", "2", *opts]) == 0
         assert chat_bodies(server) == sent_locally  # exactly the bodies the online backend sends
         assert on_ray.read_bytes() == local.read_bytes()
         assert not any(line["fallback"] for line in lines(on_ray))
@@ -87,3 +88,21 @@ def test_failed_requests_become_flagged_fallbacks(tmp_path: Path) -> None:
     assert (by_user["cold"]["fallback"], by_user["cold"]["fallback_reason"]) == (True, "batch_error")
     assert len(by_user["cold"]["items"]) == 5  # the first-stage order, not a lost user
     assert not any(line["fallback"] for user, line in by_user.items() if user != "cold")
+
+
+def test_first_stage_only_equals_the_local_engine(tmp_path: Path) -> None:
+    """Without --rerank only the answer stage runs (no HTTP processor): the local engine's items, in its order.
+
+    Cosine scores agree to float rounding only: Ray runs each actor's torch with one thread (OMP_NUM_THREADS=1), the
+    local engine with the machine's threads, and the encoder's sums round differently."""
+    path = users_file(tmp_path)
+    opts = ["--no-progress", "-k", "5", "--embedding-cache", str(tmp_path / "embeddings.sqlite")]
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert main(["recommend", "--users", str(path), "--out", str(local), *opts]) == 0
+    assert main(["recommend", "--users", str(path), "--out", str(on_ray), "--engine", "ray", *opts]) == 0
+    assert len(lines(on_ray)) == len(lines(local)) == len(USERS)
+    for mine, theirs in zip(lines(on_ray), lines(local), strict=True):
+        assert [i["id"] for i in mine["items"]] == [i["id"] for i in theirs["items"]]
+        assert [i["score"] for i in mine["items"]] == pytest.approx([i["score"] for i in theirs["items"]], abs=1e-5)
+        drop = ("items",)
+        assert {k: v for k, v in mine.items() if k not in drop} == {k: v for k, v in theirs.items() if k not in drop}

@@ -77,11 +77,14 @@ class _Collecting(_Named):
         raise BackendError(f"{EXPORTED}: sent through Ray's HTTP processor", reason=EXPORTED)
 
 
-def _requests_of(batch: dict[str, Any]) -> list[Request]:
-    return [
-        Request(json.loads(history) or None, profile or None)
-        for history, profile in zip(batch["history"], batch["profile"], strict=True)
-    ]
+def _chunks(batch: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The user chunks of a Ray batch (one chunk a row, as :func:`_user_rows` made them)."""
+    return [json.loads(text) for text in batch["users"]]
+
+
+def _requests_of(chunk: list[dict[str, Any]]) -> tuple[list[Request], list[str]]:
+    requests = [Request(list(u["history"]) or None, u["profile"]) for u in chunk]
+    return requests, [str(u["user_id"]) for u in chunk]
 
 
 class _RequestStage:
@@ -104,7 +107,9 @@ class _RequestStage:
         assert self.backend is not None
         self.backend.collected = []
         with _quiet_exports():
-            self.recommender.recommend_batch(_requests_of(batch), k=self.k, keys=[str(u) for u in batch["user_id"]])
+            for chunk in _chunks(batch):
+                requests, keys = _requests_of(chunk)
+                self.recommender.recommend_batch(requests, k=self.k, keys=keys)
         collected = self.backend.collected
         return {"custom_id": [c for c, _ in collected], "body": [json.dumps(b) for _, b in collected]}
 
@@ -128,11 +133,16 @@ class _AnswerStage:
         self.recommender = build(make)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        keys = [str(u) for u in batch["user_id"]]
-        rankings = self.recommender.recommend_batch(_requests_of(batch), k=self.k, keys=keys)
-        lines = [
-            json.dumps(recommendation_record(key, r), ensure_ascii=False) for key, r in zip(keys, rankings, strict=True)
-        ]
+        keys: list[str] = []
+        lines: list[str] = []
+        for chunk in _chunks(batch):
+            requests, chunk_keys = _requests_of(chunk)
+            rankings = self.recommender.recommend_batch(requests, k=self.k, keys=chunk_keys)
+            keys += chunk_keys
+            lines += [
+                json.dumps(recommendation_record(key, r), ensure_ascii=False)
+                for key, r in zip(chunk_keys, rankings, strict=True)
+            ]
         return {"user_id": keys, "line": lines}
 
 
@@ -161,8 +171,20 @@ def _result(row: dict[str, Any]) -> BatchResult:
     return BatchResult(custom_id, None, None, " ".join(str(said or "no chat completion").split())[:300], where)
 
 
-def _user_rows(users: Sequence[UserLine]) -> list[dict[str, str]]:
-    return [{"user_id": u.user_id, "history": json.dumps(list(u.history)), "profile": u.profile or ""} for u in users]
+def _user_rows(users: Sequence[UserLine], batch_size: int) -> list[dict[str, str]]:
+    """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.bulk.recommend_users` ranks
+    together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree with
+    the local engine's only to float rounding: Ray gives each actor's torch one thread (``OMP_NUM_THREADS=1``), and
+    the encoder's sums round differently with another thread count. Reranked items, whose scores come from the
+    LLM's order, are identical."""
+    rows = []
+    for start in range(0, len(users), batch_size):
+        chunk = [
+            {"user_id": u.user_id, "history": list(u.history), "profile": u.profile}
+            for u in users[start : start + batch_size]
+        ]
+        rows.append({"users": json.dumps(chunk)})
+    return rows
 
 
 def _ask(ray_data: Any, requests: Any, config: RerankConfig, workers: int, batch_size: int) -> dict[str, BatchResult]:
@@ -225,13 +247,14 @@ def recommend_users_ray(
     todo = [u for u in users if u.user_id not in done]
     if not todo:
         return 0
-    shards = ray.data.from_items(_user_rows(todo))
+    rows = _user_rows(todo, batch_size)
+    shards = ray.data.from_items(rows, override_num_blocks=len(rows))
     results: dict[str, BatchResult] = {}
     if config is not None:
         requests = shards.map_batches(
             _RequestStage,
             fn_constructor_kwargs={"build": build, "config": config, "k": k},
-            batch_size=batch_size,
+            batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
         )
         results = _ask(ray.data, requests, config, workers, batch_size)
@@ -239,7 +262,7 @@ def recommend_users_ray(
     answered = shards.map_batches(
         _AnswerStage,
         fn_constructor_kwargs={"build": build, "config": config, "k": k, "results": results},
-        batch_size=batch_size,
+        batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=workers),
     )
     by_user = {str(row["user_id"]): str(row["line"]) for row in answered.iter_rows()}

@@ -284,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the user's items first (a typo fails before any model loads), then build the pipeline and rank."""
     if args.users is not None:
         return run_users(args)
+    if args.engine != "local":
+        raise ConfigError("--engine ray runs a users file: give --users and --out")
     dataset = load_dataset_from(args)
     catalog = dataset.catalog
     history: list[str] = list(args.history)
