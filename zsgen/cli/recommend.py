@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from zsgen.retrieval.choice import FIRST_STAGES
 from zsgen.retrieval.user_vectors import USER_VECTORS
 
 if TYPE_CHECKING:
+    from zsgen.catalog import Catalog
     from zsgen.cli.common import Subparsers
     from zsgen.recommender import Recommender
     from zsgen.rerank import RerankConfig, Reranker
@@ -52,6 +54,15 @@ def add_subparser(subparsers: Subparsers) -> None:
     p.add_argument("--out", type=Path, help="with --users: the recommendations file (JSONL, appended; resumed)")
     p.add_argument("--batch-size", type=int, default=64, help="with --users: users retrieved and reranked together")
     p.add_argument("--no-progress", action="store_true", help="with --users: no progress bar (also with -q)")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="with --users: run here (default) or on a Ray cluster with Ray Data (pip install 'zsgen[ray]'; LLM "
+        "requests through ray.data.llm's HTTP processor to --base-url)",
+    )
+    p.add_argument("--ray-address", help="with --engine ray: the cluster to join (e.g. auto); default: a local one")
+    p.add_argument("--ray-workers", type=int, default=2, help="with --engine ray: worker actors per stage (default 2)")
     add_pipeline_options(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
@@ -215,6 +226,8 @@ def run_users(args: argparse.Namespace) -> int:
     dataset = load_dataset_from(args)
     users = read_users(args.users, dataset.catalog.resolve)  # every line checked before any model loads
     config = rerank_config_from(args)
+    if args.engine == "ray":
+        return _run_users_ray(args, users, config)
     recommender = build_recommender(args, dataset, config)
     with recommender:
         written = recommend_users(
@@ -230,10 +243,49 @@ def run_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def ray_build(args: argparse.Namespace, make: Callable[[Catalog], Reranker] | None) -> Recommender:
+    """The pipeline of the options on a Ray worker: the dataset loads there, the reranker is ``make``'s (or none)."""
+    dataset = load_dataset_from(args)
+    return build_recommender(args, dataset, None if make is None else make(dataset.catalog))
+
+
+def _run_users_ray(args: argparse.Namespace, users: Any, config: RerankConfig | None) -> int:
+    """``--users --engine ray``: the same lines, computed by Ray Data on the cluster of ``--ray-address``."""
+    import functools
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray Data: pip install 'zsgen[ray]'") from None
+    from zsgen.ray_engine import recommend_users_ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=args.ray_address, log_to_driver=args.verbosity > 0)
+    try:
+        written = recommend_users_ray(
+            functools.partial(ray_build, args),
+            config,
+            users,
+            args.out,
+            k=args.k,
+            batch_size=args.batch_size,
+            workers=args.ray_workers,
+            settings=_settings_digest(args, config),
+        )
+    finally:
+        if started:
+            ray.shutdown()
+    print(f"{written} of {len(users)} users recommended now (ray); {args.out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Resolve the user's items first (a typo fails before any model loads), then build the pipeline and rank."""
     if args.users is not None:
         return run_users(args)
+    if args.engine != "local":
+        raise ConfigError("--engine ray runs a users file: give --users and --out")
     dataset = load_dataset_from(args)
     catalog = dataset.catalog
     history: list[str] = list(args.history)
