@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,20 @@ def test_retriever_with_ann_matches_exact_on_demo(index: str, tmp_path: Path) ->
         assert [(c.id, round(c.score, 5)) for c in again.retrieve(history, k=10)] == want
     with pytest.raises(ConfigError, match="bogus"):
         Retriever(catalog, encoder, item_vectors=exact.item_vectors, index_backend="bogus")
+
+
+def test_cli_recommend_with_ann_index(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from zsgen.cli import main
+
+    monkeypatch.setenv("ZSGEN_CACHE_DIR", str(tmp_path / "cache"))
+    common = ["recommend", "--demo", "--k", "5", "--json", "--embedding-cache", str(tmp_path / "emb" / "e.sqlite")]
+    results = []
+    for extra in ([], ["--index", "ann:HNSW32"], ["--index", "ann:HNSW32"]):
+        assert main(common + extra) == 0
+        results.append([(i["id"], round(i["score"], 5)) for i in json.loads(capsys.readouterr().out)["items"]])
+    assert results[1] == results[0] and results[2] == results[0]
+    assert len(list((tmp_path / "emb" / "ann").iterdir())) == 1  # saved next to the embedding cache, built once
+    assert main([*common, "--index", "ann:IVFbogus"]) != 0
+    assert "IVFbogus" in capsys.readouterr().err

@@ -107,6 +107,9 @@ class Retriever:
             factory = backend[4:] or default_factory(len(vectors))
             texts = [self.text_template.render(item) for item in self.catalog]
             key = ann_key(self.encoder.identity, texts, factory)
+            if ann_dir is None:  # next to the embedding cache this encoder uses, if it uses one
+                cache_path = getattr(getattr(self.encoder, "cache", None), "path", None)
+                ann_dir = Path(cache_path).parent / "ann" if cache_path is not None else None
             return cached_ann(vectors, key, factory, folder=ann_dir)
         if backend in ("numpy", "faiss"):
             return make_index(vectors, backend)  # type: ignore[arg-type]
