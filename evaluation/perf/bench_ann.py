@@ -3,11 +3,14 @@
     nice -n 10 python evaluation/perf/bench_ann.py [--n 1000000] [--dim 384] [--queries 1000] [--k 50]
         [--factory IVF4096,Flat] [--nprobe 64 256]
 
-Items are seeded random unit vectors (isotropic: the hardest case for IVF, whose lists rely on clusters); queries
-are the normalised mean of 3 random items, like a user's mean history vector. Ground truth is ``IndexFlatIP``'s
-top-k. For each IVF ``nprobe`` the script reports recall@k of :class:`~zsgen.retrieval.ann.AnnIndex` (faiss
-candidates, exact re-score, ``rescore`` x k candidates), queries/s of both, build time (train + add) and memory
-(process peak RSS after each step, and the saved index size). Queries run as one batch, as the retriever sends them.
+Items are seeded random unit vectors: isotropic by default (the hardest case for any ANN index: past the few items
+a query was made from, the top 50 are noise-level scores with no structure to find), or with ``--clusters C`` drawn
+around C random centres (``center + spread * noise``, normalised), closer to real text embeddings. Queries are the
+normalised mean of 3 items (from one cluster with ``--clusters``), like a user's mean history vector. Ground truth is
+``IndexFlatIP``'s top-k. For each IVF ``nprobe`` the script reports recall@k of :class:`~zsgen.retrieval.ann.AnnIndex`
+(faiss candidates, exact re-score of ``rescore`` x k candidates, loaded memory-mapped), queries/s of both, build time
+(train + add) and memory (process peak RSS after each step, and the saved files' sizes). Queries run as one batch, as
+the retriever sends them.
 """
 
 from __future__ import annotations
@@ -41,6 +44,17 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int, chunk: int = 250_000) 
     return out
 
 
+def clustered_rows(rng: np.random.Generator, n: int, dim: int, clusters: int, spread: float) -> np.ndarray:
+    """``n`` unit rows around ``clusters`` random centres; row ``i`` belongs to centre ``i % clusters``."""
+    centres = unit_rows(rng, clusters, dim)
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 250_000):
+        rows = np.arange(start, min(n, start + 250_000))
+        block = centres[rows % clusters] + spread / np.sqrt(dim) * rng.standard_normal((rows.size, dim), np.float32)
+        out[rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -50,6 +64,8 @@ def main() -> None:
     parser.add_argument("--factory", help="faiss factory string (default: zsgen's default for --n)")
     parser.add_argument("--nprobe", type=int, nargs="+", help="IVF lists probed (default: zsgen's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clusters", type=int, help="draw items around this many centres (default: isotropic)")
+    parser.add_argument("--spread", type=float, default=1.0, help="with --clusters: noise norm relative to a centre")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -59,12 +75,19 @@ def main() -> None:
     )
     rng = np.random.default_rng(args.seed)
     t0 = time.perf_counter()
-    items = unit_rows(rng, args.n, args.dim)
-    picks = rng.integers(0, args.n, size=(args.queries, 3))
+    if args.clusters:
+        items = clustered_rows(rng, args.n, args.dim, args.clusters, args.spread)
+        owner = rng.integers(0, args.clusters, size=(args.queries, 1))
+        members = args.n // args.clusters
+        picks = owner + args.clusters * rng.integers(0, members, size=(args.queries, 3))
+    else:
+        items = unit_rows(rng, args.n, args.dim)
+        picks = rng.integers(0, args.n, size=(args.queries, 3))
     queries = items[picks].mean(axis=1)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    shape = f"{args.clusters} clusters, spread {args.spread}" if args.clusters else "isotropic"
     print(
-        f"data: {args.n} x {args.dim} items, {args.queries} queries, {time.perf_counter() - t0:.1f} s, "
+        f"data: {args.n} x {args.dim} items ({shape}), {args.queries} queries, {time.perf_counter() - t0:.1f} s, "
         f"peak RSS {peak_rss_gib():.2f} GiB"
     )
 
