@@ -26,6 +26,8 @@ import json
 import logging
 import math
 import re
+import shutil
+import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -313,11 +315,25 @@ def cached_ann(
 ) -> AnnIndex:
     """Load the index saved under ``key`` (memory-mapped), or build it, save it and load it back mapped."""
     root = Path(folder) if folder is not None else default_ann_dir()
+    root.mkdir(parents=True, exist_ok=True)
     path = root / key
     if (path / "meta.json").is_file():
         logger.info("ann index: loading %s (memory-mapped)", path)
         return load_ann(path, rescore=rescore)
     built = AnnIndex(vectors, factory, rescore=rescore)
-    save_ann(built, path)
+    # Written to a private folder and renamed into place, so a process starting meanwhile never maps half a file;
+    # when two processes build the same key at once, the first rename wins and the other's copy is dropped.
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+    try:
+        save_ann(built, staging)
+        try:
+            staging.rename(path)
+        except OSError:
+            if not (path / "meta.json").is_file():
+                raise
+            logger.info("ann index: %s was saved by another process meanwhile; using that one", path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
     logger.info("ann index: built %s and saved it to %s", built.factory, path)
     return load_ann(path, rescore=rescore)
