@@ -190,8 +190,8 @@ class AnnIndex:
         if m == 0 or n == 0:
             return out_s, out_i
         _exclusion_pairs(exclude, m, n)  # validates
-        banned = [np.asarray(sorted(int(i) for i in e), dtype=np.int64) for e in exclude] if exclude else None
-        extra = max((b.size for b in banned), default=0) if banned else 0
+        banned = None if exclude is None else [np.unique(np.fromiter(map(int, e), np.int64, len(e))) for e in exclude]
+        extra = max((b.size for b in banned), default=0) if banned is not None else 0
         ask = min(self._base, self.rescore * k + extra)
         if ask > 0:
             _, found = self.faiss_index.search(q, ask)
@@ -221,7 +221,7 @@ class AnnIndex:
             # Too few candidates survived (IVF probes that reached few items, long exclusion lists): answer exactly.
             logger.debug("ann: %d of %d queries short of k=%d; answering them exactly", len(short), m, k)
             rows = np.asarray(short, dtype=np.int64)
-            s, i = self._exact.search(q[rows], k, exclude=[banned[r] for r in short] if banned else None)
+            s, i = self._exact.search(q[rows], k, exclude=[banned[r] for r in short] if banned is not None else None)
             out_s[rows], out_i[rows] = s, i
         return out_s, out_i
 
