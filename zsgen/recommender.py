@@ -72,6 +72,7 @@ class Recommender(Closing):
         interactions: Interactions | None = None,
         first_stage: FirstStageName | None = None,
         fusion: FusionConfig | str | Path | None = None,
+        index: str | None = None,
     ) -> None:
         self.catalog = catalog
         if retriever is None:
@@ -85,6 +86,7 @@ class Recommender(Closing):
                 history_length=history_length,
                 text_template=text_template,
                 threshold=threshold,
+                index=index,
             )
         elif not isinstance(retriever, FirstStage):
             raise ConfigError(
@@ -98,6 +100,7 @@ class Recommender(Closing):
                 text_template=text_template,
                 user_vector=user_vector,
                 history_length=history_length,
+                index=index,
             )
         self.retriever: FirstStage = retriever
         if isinstance(reranker, RerankConfig):

@@ -119,6 +119,13 @@ def add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="per-request LLM timeout in seconds")
     p.add_argument("--concurrency", type=int, default=8, help="openai: LLM requests in flight at once (default 8)")
     p.add_argument(
+        "--index",
+        metavar="numpy|faiss|ann[:FACTORY]",
+        help="cosine first stage's search index: numpy (exact, default), faiss (exact IndexFlatIP) or ann / "
+        "ann:FACTORY (a faiss factory string such as IVF4096,Flat or HNSW32; approximate candidates re-scored "
+        "exactly, built once and memory-mapped from the cache folder; for catalogs of millions)",
+    )
+    p.add_argument(
         "--first-stage",
         choices=FIRST_STAGES,
         help="how candidates are retrieved: fused (text cosine + co-occurrence + user filtering, with zsgen's "
@@ -186,6 +193,7 @@ def build_recommender(args: argparse.Namespace, dataset: Any, reranker: Reranker
         interactions=dataset.interactions,
         first_stage=args.first_stage,
         fusion=args.fusion,
+        index=args.index,
     )
 
 

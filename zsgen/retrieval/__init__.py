@@ -6,6 +6,9 @@
   ``last``, ``maxsim``; the blend with a profile). The cosine retriever and the fusion's text signal
   (:class:`~zsgen.score.text.TextCosineScorer`) both build their queries there.
 - :mod:`~zsgen.retrieval.index`: exact top-k inner-product search in bounded memory (:class:`ItemIndex`), or faiss.
+- :mod:`~zsgen.retrieval.ann`: approximate search for catalogs of millions (:class:`~zsgen.retrieval.ann.AnnIndex`, a
+  faiss factory-string index whose candidates are re-scored exactly; saved once and memory-mapped), opt-in with
+  ``Retriever(..., index_backend="ann")``. Imported on use: it needs faiss.
 - :mod:`~zsgen.retrieval.cosine`: :class:`Retriever`, cosine over item text vectors.
 - :mod:`~zsgen.retrieval.fused`: :class:`FusedRetriever`, a tuned fusion of signals (text, popularity,
   co-occurrence, ...) from :mod:`zsgen.score`.

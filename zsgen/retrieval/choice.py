@@ -43,7 +43,7 @@ FirstStageName = Literal["cosine", "fused"]
 FIRST_STAGES: tuple[FirstStageName, ...] = get_args(FirstStageName)
 
 #: Options of the cosine retriever alone: a fused stage's text signals take theirs from the fusion config.
-COSINE_ONLY = ("user_vector", "history_length", "text_template")
+COSINE_ONLY = ("user_vector", "history_length", "text_template", "index")
 #: What makes an unstated choice stay cosine: the options above, and a threshold in cosine's scale.
 COSINE_HINTS = (*COSINE_ONLY, "threshold")
 
@@ -103,6 +103,7 @@ def build_first_stage(
     history_length: int | None = None,
     text_template: ItemTextTemplate | None = None,
     threshold: float | None = None,
+    index: str | None = None,
 ) -> FirstStage:
     """Choose (:func:`choose_first_stage`) and build the first stage; the encoder defaults to the packaged MiniLM.
 
@@ -114,6 +115,7 @@ def build_first_stage(
         "history_length": history_length,
         "text_template": text_template,
         "threshold": threshold,
+        "index": index,
     }
     choice = choose_first_stage(
         first_stage, has_log=interactions is not None, has_fusion=fusion is not None, options=options
@@ -129,6 +131,7 @@ def build_first_stage(
             text_template=text_template,
             user_vector=user_vector if user_vector is not None else "mean",
             history_length=history_length,
+            index_backend=index if index is not None else "numpy",
         )
     from zsgen.retrieval.fused import FusedRetriever  # imports zsgen.score, which imports this package
     from zsgen.score.config import FusionConfig

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +22,7 @@ from zsgen.embed.base import Encoder
 from zsgen.errors import ConfigError, DataError, EmptyHistoryError, EmptyTextError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
 from zsgen.retrieval.base import Request, check_requests
-from zsgen.retrieval.index import FloatMatrix, IndexBackend, make_index
+from zsgen.retrieval.index import FloatMatrix, IndexBackend, SearchIndex, make_index
 from zsgen.retrieval.user_vectors import (
     DEFAULT_HALF_LIFE,
     DEFAULT_PROFILE_WEIGHT,
@@ -66,7 +67,8 @@ class Retriever:
         *,
         text_template: ItemTextTemplate | None = None,
         item_vectors: npt.ArrayLike | None = None,
-        index_backend: IndexBackend = "numpy",
+        index_backend: IndexBackend | str = "numpy",
+        ann_dir: str | Path | None = None,
         user_vector: UserVector = "mean",
         history_length: int | None = None,
         half_life: float = DEFAULT_HALF_LIFE,
@@ -96,7 +98,22 @@ class Retriever:
                 raise DataError(
                     f"item_vectors has shape {vectors.shape}, expected ({len(catalog)}, dim)", field="item_vectors"
                 )
-        self._index = make_index(vectors, index_backend)
+        self._index = self._make_index(vectors, index_backend, ann_dir)
+
+    def _make_index(self, vectors: FloatMatrix, backend: IndexBackend | str, ann_dir: str | Path | None) -> SearchIndex:
+        if backend == "ann" or backend.startswith("ann:"):
+            from zsgen.retrieval.ann import ann_key, cached_ann, default_factory
+
+            factory = backend[4:] or default_factory(len(vectors))
+            texts = [self.text_template.render(item) for item in self.catalog]
+            key = ann_key(self.encoder.identity, texts, factory)
+            if ann_dir is None:  # next to the embedding cache this encoder uses, if it uses one
+                cache_path = getattr(getattr(self.encoder, "cache", None), "path", None)
+                ann_dir = Path(cache_path).parent / "ann" if cache_path is not None else None
+            return cached_ann(vectors, key, factory, folder=ann_dir)
+        if backend in ("numpy", "faiss"):
+            return make_index(vectors, backend)  # type: ignore[arg-type]
+        raise ConfigError(f"unknown index {backend!r}; use 'numpy', 'faiss', 'ann' or 'ann:FACTORY'")
 
     @property
     def item_vectors(self) -> FloatMatrix:
