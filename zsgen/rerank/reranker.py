@@ -15,6 +15,7 @@ every call; :meth:`Reranker.close` (or ``with``) releases it.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import logging
 import time
@@ -59,13 +60,7 @@ class Reranker(Closing):
         self.catalog = catalog
         self.library = PromptLibrary(self.config.template_dir)
         kind = method_class(self.config.method)
-        self.templates: list[PromptTemplate] = [
-            self.library.get(name) for name in kind.template_names(self.config.template)
-        ]
-        self.method: RerankMethod = kind(self.config, self.templates, catalog)
-        self.template_name = "+".join(t.name for t in self.templates)
-        digest = hashlib.sha256("".join(t.hash for t in self.templates).encode()).hexdigest()[:16]
-        self.template_hash = self.templates[0].hash if len(self.templates) == 1 else digest
+        self._use_templates([self.library.get(name) for name in kind.template_names(self.config.template)])
         self._backend = backend
         self._backend_checked = False
         self._api_key = api_key
@@ -76,6 +71,30 @@ class Reranker(Closing):
             self._backend = self._build_backend()
         elif backend is None and self.config.cache is not None:
             self._cache_file_is_usable()
+
+    def _use_templates(self, templates: list[PromptTemplate]) -> None:
+        """Build the method over ``templates`` (a ConfigError if their ``output:`` does not fit it) and name them."""
+        self.templates: list[PromptTemplate] = templates
+        self.method: RerankMethod = method_class(self.config.method)(self.config, templates, self.catalog)
+        self.template_name = "+".join(t.name for t in templates)
+        digest = hashlib.sha256("".join(t.hash for t in templates).encode()).hexdigest()[:16]
+        self.template_hash = templates[0].hash if len(templates) == 1 else digest
+
+    def with_template(
+        self, template: PromptTemplate, *, backend: ChatBackend | ScoringBackend | None = None
+    ) -> Reranker:
+        """A reranker like this one whose last template is ``template`` (one edited in memory, say).
+
+        It talks to ``backend``, by default this reranker's own (built now if need be), so that trying many edits
+        costs one HTTP client or one loaded model, not one each (the prompt playground, :mod:`zsgen.serve`). Closing
+        the copy closes a shared backend too: close the original only. A template whose ``output:`` the method cannot
+        read is the same :class:`ConfigError` as at construction.
+        """
+        clone = copy.copy(self)
+        clone._use_templates([*self.templates[:-1], template])
+        clone._backend = backend if backend is not None else self.backend
+        clone._backend_checked = False  # a scoring method checks its labels on the new template's render
+        return clone
 
     def _cache_file_is_usable(self) -> None:
         """Open (and close) the response cache once, so that a damaged file is a ConfigError now, not per user."""
