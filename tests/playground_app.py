@@ -26,6 +26,10 @@ from zsgen.retrieval import Retriever
 #: Put this word in a template's instructions and the scripted LLM ranks the candidates by title, A to Z; otherwise
 #: it answers the shown labels in reverse order. Either way its answer differs from the first-stage order.
 ALPHABETICAL = "ALPHABETICAL"
+#: With this word in the prompt the scripted LLM answers prose without labels (the reranker falls back).
+GARBLE = "GARBLE"
+#: With this word in the prompt the scripted LLM names its first label twice (the parser repairs the answer).
+STUTTER = "STUTTER"
 _CANDIDATE = re.compile(r'^\[([A-Z]{1,2})\] "([^"]*)"', re.MULTILINE)
 
 
@@ -37,20 +41,37 @@ def answer_for(prompt: str) -> list[str]:
     return [label for label, _ in reversed(shown)]
 
 
+def answer_text(prompt: str) -> str:
+    """The scripted LLM's whole answer to a prompt."""
+    if GARBLE in prompt:
+        return "I would rather not rank these films today."
+    labels = answer_for(prompt)
+    if STUTTER in prompt and labels:
+        labels = [labels[0], *labels]
+    return json.dumps({"ranking": labels})
+
+
 def responder(body: Any) -> Reply:
     prompt = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
-    return Reply(body=completion_body(json.dumps({"ranking": answer_for(prompt)})))
+    return Reply(body=completion_body(answer_text(prompt)))
 
 
 def demo_dataset(users: int = 12, events: int = 6) -> Dataset:
-    """The demo catalog with ``users`` invented users of ``events`` events each: user u walks through the catalog
-    in steps, so histories differ and every user has a held-out last event."""
+    """The demo catalog with ``users`` invented users of ``events`` events each. Each user keeps to one genre (the
+    genres taken in turn, each user starting further into it), so the held-out last event is often among the
+    first-stage candidates and the order matters for NDCG."""
     catalog = load_demo().catalog
+    by_genre: dict[str, list[int]] = {}
+    for position in range(len(catalog)):
+        by_genre.setdefault(catalog[position].genres[0], []).append(position)
+    genres = [g for g, items in sorted(by_genre.items()) if len(items) >= 2 * events]
     user_index, item_index, timestamp = [], [], []
     for u in range(users):
+        items = by_genre[genres[u % len(genres)]]
+        start = (u // len(genres)) * events
         for e in range(events):
             user_index.append(u)
-            item_index.append((u * 17 + e * 5) % len(catalog))
+            item_index.append(items[(start + e) % len(items)])
             timestamp.append(1_000_000.0 + u * 100 + e)
     log = Interactions(
         user_ids=[f"u{u:02d}" for u in range(users)],
@@ -85,7 +106,7 @@ def serve_playground(
     dataset = demo_dataset()
     with ScriptedServer(responder=responder) as llm:
         config = (
-            RerankConfig(backend="openai", base_url=llm.base_url, model="scripted-model", candidates=8, concurrency=4)
+            RerankConfig(backend="openai", base_url=llm.base_url, model="scripted-model", candidates=12, concurrency=4)
             if with_llm
             else None
         )

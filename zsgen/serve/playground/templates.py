@@ -87,9 +87,11 @@ def check_source(source: str, config: RerankConfig | None) -> list[Problem]:
     template = compile_source(source)
     wanted = method_class(config.method).steps[-1].output
     if template.output != wanted:
+        lines = source.splitlines()
+        line = next((i for i, text in enumerate(lines, 1) if text.startswith("output:")), template.header_line)
         problems.append(
             Problem(
-                line=template.header_line,
+                line=line,
                 message=f"declares output: {template.output}, but method {config.method!r} reads output: {wanted}",
             )
         )
