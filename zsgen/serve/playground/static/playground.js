@@ -64,13 +64,39 @@
     return { user_id: $("user-id").value.trim() };
   }
 
+  // Select one line of the template text, so a problem's line number leads straight to it.
+  function selectLine(line) {
+    const area = $("template");
+    const lines = area.value.split("\n");
+    let start = 0;
+    for (let i = 0; i < line - 1 && i < lines.length; i++) start += lines[i].length + 1;
+    const end = start + (lines[line - 1] || "").length;
+    area.focus();
+    area.setSelectionRange(start, end);
+    const height = area.scrollHeight / Math.max(lines.length, 1);
+    area.scrollTop = Math.max(0, (line - 4) * height);
+  }
+
   function showProblems(problems) {
     const list = $("problems");
     clear(list);
+    list.className = "problems";
     for (const problem of problems) {
-      const where = problem.line === null || problem.line === undefined ? "" : "line " + problem.line + ": ";
-      list.appendChild(el("li", where + problem.message));
+      const located = problem.line !== null && problem.line !== undefined;
+      const item = el("li", (located ? "line " + problem.line + ": " : "") + problem.message);
+      if (located) {
+        item.className = "located";
+        item.title = "show line " + problem.line;
+        item.addEventListener("click", () => selectLine(problem.line));
+      }
+      list.appendChild(item);
     }
+  }
+
+  function showNote(text) {
+    showProblems([]);
+    $("problems").className = "problems note";
+    $("problems").appendChild(el("li", text));
   }
 
   function showMessages(messages) {
@@ -94,7 +120,9 @@
       li.appendChild(el("span", entry.id, "id"));
       if (before.has(entry.id)) {
         const moved = before.get(entry.id) - index;
-        if (moved !== 0) li.appendChild(el("span", (moved > 0 ? "▲" : "▼") + Math.abs(moved), "moved"));
+        if (moved !== 0) {
+          li.appendChild(el("span", (moved > 0 ? "▲" : "▼") + Math.abs(moved), moved > 0 ? "moved up" : "moved down"));
+        }
       }
       list.appendChild(li);
     });
@@ -242,7 +270,7 @@
     action("check", async () => {
       const result = await api("/check", templateBody());
       showProblems(result.problems);
-      if (result.ok) showProblems([{ line: null, message: "no problems found" }]);
+      if (result.ok) showNote("no problems found");
     }));
   $("btn-try").addEventListener("click", () =>
     action("try", async () => showTry(await api("/try", templateBody({ n: Number($("try-n").value) })))));
@@ -250,7 +278,7 @@
     action("save", async () => {
       const saved = await api("/save", templateBody({ name: $("save-name").value.trim(),
                                                        overwrite: $("save-overwrite").checked }));
-      showProblems([{ line: null, message: (saved.overwritten ? "replaced " : "saved ") + saved.name }]);
+      showNote((saved.overwritten ? "replaced " : "saved ") + saved.name);
     }));
   action("load", loadInfo);
 })();
