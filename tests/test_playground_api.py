@@ -155,8 +155,12 @@ def test_render_reports_a_runtime_template_error_with_its_line(app: LiveApp, lis
 def test_the_sandbox_blocks_python_internals(app: LiveApp, listwise: str) -> None:
     source = edited(listwise, "Reply with the JSON object only.", "{{ ''.__class__.__mro__[1].__subclasses__() }}")
     status, error = call(app, "/render", {"template": source, "user": {"user_id": "u01"}})
-    assert status == 422 and error["line"] is not None
-    assert "__class__" in error["detail"] and "subclasses" not in error["detail"].split("__class__")[0]
+    line = source.splitlines().index("{{ ''.__class__.__mro__[1].__subclasses__() }}") + 1
+    assert status == 422 and error["line"] == line
+    assert error["detail"] == (
+        f"line {line}: unsafe operation blocked by the sandbox: access to attribute '__class__' of 'str' object is "
+        "unsafe."
+    )
 
 
 # -- run ------------------------------------------------------------------------------------------------------------
@@ -313,3 +317,30 @@ def test_with_template_shares_the_backend_and_checks_the_output(listwise: str) -
     with pytest.raises(ConfigError, match="output: yes_no"):
         base.with_template(PromptTemplate("p", pointwise))
     base.close()
+
+
+def test_one_router_serves_page_and_api(retriever: Retriever, tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from zsgen.recommender import Recommender
+    from zsgen.serve.playground import PlaygroundContext, build_playground_router
+
+    demo = load_demo()
+    ctx = PlaygroundContext(
+        dataset=demo,
+        recommender=Recommender(demo.catalog, retriever=retriever),
+        rerank_config=None,
+        template_dir=tmp_path,
+    )
+    app = FastAPI()
+    app.include_router(build_playground_router(ctx))
+    with TestClient(app) as client:
+        assert client.get("/playground").status_code == 200
+        info = client.get("/playground/api/info").json()
+        assert info["has_users"] is False and info["users"] == 0 and not info["can_run"]
+        error = client.post("/playground/api/try", json={"template": "x"}).json()
+        assert "header" in error["detail"]  # the template is compiled before users are looked for
+        listwise = (prompts_dir() / "listwise.jinja").read_text(encoding="utf-8")
+        response = client.post("/playground/api/render", json={"template": listwise, "user": {"user_id": "1"}})
+        assert response.status_code == 400 and "no interaction log" in response.json()["detail"]

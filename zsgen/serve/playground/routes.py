@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import jinja2
 from fastapi import APIRouter, Query, Request
@@ -54,7 +54,7 @@ class UserSpec(BaseModel):
     """A dataset user by id, or a typed one: history item ids or titles (oldest first) and/or a profile text."""
 
     user_id: str | None = Field(default=None, max_length=200)
-    history: list[str] = Field(default_factory=list, max_length=1000)
+    history: list[Annotated[str, Field(max_length=1000)]] = Field(default_factory=list, max_length=1000)
     profile: str | None = Field(default=None, max_length=10_000)
 
 
