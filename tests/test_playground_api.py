@@ -344,3 +344,38 @@ def test_one_router_serves_page_and_api(retriever: Retriever, tmp_path: Path) ->
         listwise = (prompts_dir() / "listwise.jinja").read_text(encoding="utf-8")
         response = client.post("/playground/api/render", json={"template": listwise, "user": {"user_id": "1"}})
         assert response.status_code == 400 and "no interaction log" in response.json()["detail"]
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_try_on_movielens_with_the_fused_first_stage(shared_data: Path, tmp_path: Path, listwise: str) -> None:
+    """The real ML-100K, its default (fused) first stage and a scripted LLM: held-out users come from the RecBole
+    log, and the paired comparison follows the per-user ranks."""
+    from playground_app import responder
+    from servers import ScriptedServer
+
+    from zsgen.embed import default_encoder
+    from zsgen.loaders import load_dataset
+    from zsgen.recommender import Recommender
+    from zsgen.serve.playground import Playground, PlaygroundContext
+
+    ml = load_dataset(shared_data / "ml-100k")
+    encoder = default_encoder(cache=tmp_path / "emb.sqlite")
+    recommender = Recommender(ml.catalog, encoder=encoder, interactions=ml.interactions)
+    with ScriptedServer(responder=responder) as llm:
+        config = RerankConfig(backend="openai", base_url=llm.base_url, model="scripted-model", candidates=20)
+        ctx = PlaygroundContext(
+            dataset=ml, recommender=recommender, rerank_config=config, template_dir=tmp_path, api_key="sk-test"
+        )
+        playground = Playground(ctx)
+        user = playground.users.resolve(recommender, user_id="1", history=None, profile=None)
+        rendered = playground.render(listwise, user)
+        assert len(rendered.first_stage) == 20 and rendered.user.target is not None
+        assert all(i.source == "fusion" for i in rendered.first_stage)
+        result = playground.try_users(listwise, 10)
+        ctx.close()
+    assert result.n == 10 and result.fallbacks == 0 and len(llm.chat_requests) == 10
+    for row in result.users:
+        assert row.reranked_rank == (None if row.first_stage_rank is None else 19 - row.first_stage_rank)
+    first = sum(ndcg10(r.first_stage_rank) for r in result.users) / 10
+    assert result.first_stage.mean == pytest.approx(first)
