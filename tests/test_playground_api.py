@@ -379,3 +379,39 @@ def test_try_on_movielens_with_the_fused_first_stage(shared_data: Path, tmp_path
         assert row.reranked_rank == (None if row.first_stage_rank is None else 19 - row.first_stage_rank)
     first = sum(ndcg10(r.first_stage_rank) for r in result.users) / 10
     assert result.first_stage.mean == pytest.approx(first)
+
+
+def test_a_chain_method_shows_every_call_sent_with_the_real_answers(retriever: Retriever, tmp_path: Path) -> None:
+    """NIR renders three templates; the page edits the last. Render fills the earlier answers with placeholders (and
+    says so); run shows the three calls as sent, the later ones carrying the earlier answers."""
+    from playground_app import demo_dataset, responder
+    from servers import ScriptedServer
+
+    from zsgen.recommender import Recommender
+    from zsgen.serve.playground import Playground, PlaygroundContext
+
+    dataset = demo_dataset()
+    rank_step = (prompts_dir() / "nir_rank.jinja").read_text(encoding="utf-8")
+    edit = edited(rank_step, "Candidates, each with a label in square brackets:", "Candidates, labelled in brackets:")
+    with ScriptedServer(responder=responder) as llm:
+        config = RerankConfig(method="nir", backend="openai", base_url=llm.base_url, model="m", candidates=6)
+        ctx = PlaygroundContext(
+            dataset=dataset,
+            recommender=Recommender(dataset.catalog, retriever=retriever),
+            rerank_config=config,
+            template_dir=tmp_path,
+            api_key="sk-test",
+        )
+        playground = Playground(ctx)
+        user = playground.users.resolve(ctx.recommender, user_id="u05", history=None, profile=None)
+        rendered = playground.render(edit, user)
+        assert rendered.note and "placeholders" in rendered.note
+        assert "(step 1's answer, filled in when run)" in rendered.messages[-1]["content"]
+        result = playground.run(edit, user)
+        sent = [r.body["messages"] for r in llm.chat_requests]
+        ctx.close()
+    assert result.calls == sent and len(sent) == 3
+    assert "Candidates, labelled in brackets:" in sent[2][-1]["content"]
+    assert "filled in when run" not in sent[2][-1]["content"]
+    assert result.note is None and result.parse_status in {"ok", "repaired"}
+    assert [i.id for i in result.reranked] == [i.id for i in result.first_stage][::-1]

@@ -266,8 +266,10 @@ class Playground:
         clone, recorder = self._clone(template)
         ranking = clone.rerank(user.history, candidates, profile=user.profile)
         reranked = [self._listed(i.id, i.score, i.source) for i in ranking.items]
+        note = None if recorder is not None else "a scoring method's calls are not recorded: the first one, rendered"
         return RunResult(
-            **rendered.model_dump(),
+            **rendered.model_dump(exclude={"note"}),
+            note=note,
             calls=recorder.calls if recorder is not None else [rendered.messages],
             reranked=reranked,
             target_rank_reranked=self._rank(ranking.item_ids, user.target),

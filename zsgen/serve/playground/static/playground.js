@@ -99,15 +99,19 @@
     $("problems").appendChild(el("li", text));
   }
 
-  function showMessages(messages) {
+  // One conversation per call; after a run these are the calls actually sent (a chain or bootstrap sends several).
+  function showMessages(calls) {
     const box = $("messages");
     clear(box);
-    for (const message of messages) {
-      const item = el("div", null, "message " + message.role);
-      item.appendChild(el("div", message.role, "role"));
-      item.appendChild(el("pre", message.content));
-      box.appendChild(item);
-    }
+    calls.forEach((messages, index) => {
+      if (calls.length > 1) box.appendChild(el("h3", "call " + (index + 1) + " of " + calls.length, "call"));
+      for (const message of messages) {
+        const item = el("div", null, "message " + message.role);
+        item.appendChild(el("div", message.role, "role"));
+        item.appendChild(el("pre", message.content));
+        box.appendChild(item);
+      }
+    });
   }
 
   function fillList(list, items, targetId, compareTo) {
@@ -141,7 +145,7 @@
   }
 
   function showRender(result) {
-    showMessages(result.messages);
+    showMessages(result.calls && result.calls.length ? result.calls : [result.messages]);
     $("render-note").textContent = result.note || "";
     showUser(result);
     lastFirstStage = result.first_stage;
