@@ -103,6 +103,7 @@ def test_users_typeahead_and_template_text(app: LiveApp, listwise: str) -> None:
 
 # -- render ---------------------------------------------------------------------------------------------------------
 def test_render_shows_the_edit_for_a_dataset_user(app: LiveApp, listwise: str) -> None:
+    asked = len(app.llm.chat_requests)
     source = edited(listwise, "You are a recommender system.", "You are a film buff with strong opinions.")
     status, result = call(app, "/render", {"template": source, "user": {"user_id": "u01"}})
     assert status == 200, result
@@ -116,7 +117,7 @@ def test_render_shows_the_edit_for_a_dataset_user(app: LiveApp, listwise: str) -
     target = result["user"]["target"]["id"]
     ids = [item["id"] for item in first]
     assert result["target_rank_first_stage"] == (ids.index(target) if target in ids else None)
-    assert not app.llm.chat_requests or all("film buff" not in json.dumps(r.body) for r in app.llm.chat_requests)
+    assert len(app.llm.chat_requests) == asked  # rendering asks no model
 
 
 def test_render_a_typed_user_by_titles_and_profile(app: LiveApp, listwise: str) -> None:
@@ -263,10 +264,10 @@ def test_try_is_bounded(app: LiveApp, listwise: str, n: int, status: int) -> Non
 # -- save -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["../escape.jinja", "a/b.jinja", "notes.txt", ".jinja", "x.jinja/..", ""])
 def test_save_refuses_names_outside_the_folder(app: LiveApp, listwise: str, name: str) -> None:
+    before = sorted(app.template_dir.parent.rglob("*"))
     status, error = call(app, "/save", {"template": listwise, "name": name})
     assert status == 400 and "file name" in error["detail"]
-    assert not (app.template_dir.parent / "escape.jinja").exists()
-    assert not list(app.template_dir.glob("*.jinja")) or all(p.name == "mine.jinja" for p in app.template_dir.iterdir())
+    assert sorted(app.template_dir.parent.rglob("*")) == before  # nothing written, inside the folder or beside it
 
 
 def test_save_writes_checks_and_refuses_to_overwrite_unless_asked(app: LiveApp, listwise: str) -> None:
