@@ -71,6 +71,7 @@ def test_page_loads_without_the_token_and_holds_no_data(app: LiveApp) -> None:
     with urllib.request.urlopen(f"{app.base_url}/playground", timeout=30) as response:
         html = response.read().decode()
         assert response.headers["Content-Type"].startswith("text/html")
+        assert "default-src 'self'" in response.headers["Content-Security-Policy"]
     assert 'data-api="/playground/api"' in html and "playground.js" in html
     assert "u00" not in html and "<<system>>" not in html  # no user ids, no template text without the token
     for asset, kind in (("playground.js", "javascript"), ("playground.css", "css")):

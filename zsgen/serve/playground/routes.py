@@ -42,6 +42,14 @@ API_PREFIX = "/playground/api"
 _HERE = Path(__file__).resolve().parent
 #: The only files the static route serves, with their media types (no path from the request reaches the disk).
 _ASSETS = {"playground.js": "text/javascript", "playground.css": "text/css"}
+#: The page runs only its own script and style files and talks only to its own origin, so text that did slip into
+#: the page as markup still could not run or load anything.
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 _PAGE = jinja2.Environment(
     loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
 )
@@ -143,14 +151,16 @@ def build_page_router() -> APIRouter:
         html = _PAGE.get_template("playground.html").render(
             api_base=f"{root}{API_PREFIX}", static_base=f"{root}{PAGE_PATH}/static"
         )
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, headers=_PAGE_HEADERS)
 
     @router.get(f"{PAGE_PATH}/static/{{asset}}", include_in_schema=False)
     def static(asset: str) -> Response:
         media = _ASSETS.get(asset)
         if media is None:
             return JSONResponse({"detail": "not found", "line": None}, status_code=404)
-        return Response((_HERE / "static" / asset).read_bytes(), media_type=media)
+        return Response(
+            (_HERE / "static" / asset).read_bytes(), media_type=media, headers={"X-Content-Type-Options": "nosniff"}
+        )
 
     return router
 
