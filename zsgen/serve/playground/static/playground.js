@@ -244,6 +244,16 @@
     if (!$("template").value) await loadTemplate(info.start_template);
   }
 
+  // The first call: without a token the service may refuse it, and the header says so where it is seen first.
+  async function start() {
+    try {
+      await loadInfo();
+    } catch (error) {
+      $("info").textContent = "not loaded";
+      throw error;
+    }
+  }
+
   async function refreshUsers() {
     const ids = await api("/users?limit=50&prefix=" + encodeURIComponent($("user-id").value.trim()));
     const list = $("user-ids");
@@ -262,7 +272,7 @@
     const token = $("token").value.trim();
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
     else sessionStorage.removeItem(TOKEN_KEY);
-    action("load", loadInfo);
+    action("load", start);
   });
   $("user-id").addEventListener("input", () => refreshUsers().catch(() => {}));
   $("btn-load").addEventListener("click", () => action("load", () => loadTemplate($("template-select").value)));
@@ -284,5 +294,5 @@
                                                        overwrite: $("save-overwrite").checked }));
       showNote((saved.overwritten ? "replaced " : "saved ") + saved.name);
     }));
-  action("load", loadInfo);
+  action("load", start);
 })();
