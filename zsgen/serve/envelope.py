@@ -1,0 +1,97 @@
+"""Around every request: a request id, and a body size limit enforced before the body reaches the application.
+
+Pure ASGI (no ``BaseHTTPMiddleware``), so a streamed body is counted as it arrives: a body announced or found larger
+than ``max_body_bytes`` is answered 413 at once, and never parsed. Bodies the service takes are small JSON objects,
+so the accepted body is held whole and handed on. The request id (``X-Request-ID`` on every response, and in every
+JSON body) is generated here, so even a refused request has one to quote in a log search.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["Envelope"]
+
+
+class Envelope:
+    """ASGI middleware: request id in ``scope["state"]["request_id"]`` and the response header, body limit (413)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        state: MutableMapping[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send_with_id, request_id)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(send_with_id, request_id)
+                return
+            chunks.append(chunk)
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: wait for a disconnect, as the server would report it
+
+        await self.app(scope, replay, send_with_id)
+
+    async def _too_large(self, send: Send, request_id: str) -> None:
+        payload = json.dumps(
+            {
+                "error": {"type": "body_too_large", "message": f"request body larger than {self.max_body_bytes} bytes"},
+                "request_id": request_id,
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
