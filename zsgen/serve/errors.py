@@ -113,8 +113,11 @@ def _validation_message(exc: RequestValidationError) -> str:
     problems = []
     for error in exc.errors():
         parts = [str(p) for p in error.get("loc", ()) if p != "body"]
+        if error.get("type") == "json_invalid":  # the location is a character position
+            problems.append(f"body is not valid JSON (at character {', '.join(parts) or '0'})")
+            continue
         where = error_location({"loc": parts})
-        message = "body is not valid JSON" if error.get("type") == "json_invalid" else error_message(error)
+        message = error_message(error)
         problems.append(f"{where}: {message}" if where else message)
     return "; ".join(problems) or "invalid request"
 

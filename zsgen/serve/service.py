@@ -96,9 +96,11 @@ class ServiceState:
             exc.message = f"{where}{exc.message}"
             raise
         candidates = reranker.config.candidates if reranker is not None else k
-        if candidates > config.max_candidates:
+        if reranker is not None and candidates > config.max_candidates:
             raise ApiError(
-                422, "invalid_k", f"{where}candidates={candidates} is more than this service's {config.max_candidates}"
+                422,
+                "invalid_rerank_option",
+                f"{where}candidates={candidates} is more than this service reranks ({config.max_candidates})",
             )
         return Prepared(snapshot, history, profile, k, min(max(k, candidates), available), reranker)
 
