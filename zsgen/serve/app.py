@@ -67,7 +67,8 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.zsgen = state if state is not None else await asyncio.to_thread(build_state, config)
+        if getattr(app.state, "zsgen", None) is None:  # given to create_app (or set by the caller): kept
+            app.state.zsgen = await asyncio.to_thread(build_state, config)
         logger.info("zsgen serve: ready (%d items)", len(app.state.zsgen.catalog))
         try:
             yield
@@ -80,6 +81,8 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
         version=_version(),
         lifespan=lifespan,
     )
+    if state is not None:  # usable without the lifespan too (an ASGI client that does not run it)
+        app.state.zsgen = state
     install_handlers(app)
     app.add_middleware(Envelope, max_body_bytes=config.max_body_bytes)
     guarded = [Depends(require_token)]

@@ -1,9 +1,15 @@
-"""Around every request: a request id, and a body size limit enforced before the body reaches the application.
+"""Around every request: a request id, the bearer token, and a body size limit, all before the body is parsed.
 
 Pure ASGI (no ``BaseHTTPMiddleware``), so a streamed body is counted as it arrives: a body announced or found larger
 than ``max_body_bytes`` is answered 413 at once, and never parsed. Bodies the service takes are small JSON objects,
 so the accepted body is held whole and handed on. The request id (``X-Request-ID`` on every response, and in every
 JSON body) is generated here, so even a refused request has one to quote in a log search.
+
+The token (:class:`~zsgen.serve.auth.Token` on ``app.state.zsgen``) is checked here, first, for every path but
+:data:`OPEN_PATHS`: a stranger's request is refused before its body is read, and refused the same way whatever the
+body holds (FastAPI would parse and validate a body before running a route's dependencies, answering 422 to a
+request that has no token). :func:`~zsgen.serve.auth.require_token` checks it again per route, which documents the
+scheme in the OpenAPI schema and guards routers mounted elsewhere.
 """
 
 from __future__ import annotations
@@ -15,7 +21,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Envelope"]
+__all__ = ["OPEN_PATHS", "Envelope"]
+
+#: Paths answered without the token: liveness, and the schema and docs (a client generator needs no secret).
+OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 
 class Envelope:
@@ -40,6 +49,15 @@ class Envelope:
                 message = {**message, "headers": headers}
             await send(message)
 
+        if scope.get("path") not in OPEN_PATHS and not _authorised(scope):
+            await _refuse(
+                send_with_id,
+                401,
+                {"type": "unauthorized", "message": "missing or wrong bearer token"},
+                request_id,
+                [(b"www-authenticate", b"Bearer")],
+            )
+            return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(send_with_id, request_id)
@@ -71,20 +89,44 @@ class Envelope:
         await self.app(scope, replay, send_with_id)
 
     async def _too_large(self, send: Send, request_id: str) -> None:
-        payload = json.dumps(
-            {
-                "error": {"type": "body_too_large", "message": f"request body larger than {self.max_body_bytes} bytes"},
-                "request_id": request_id,
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        message = f"request body larger than {self.max_body_bytes} bytes"
+        await _refuse(send, 413, {"type": "body_too_large", "message": message}, request_id)
+
+
+async def _refuse(
+    send: Send,
+    status: int,
+    error: dict[str, str],
+    request_id: str,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    payload = json.dumps({"error": error, "request_id": request_id}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def _authorised(scope: Scope) -> bool:
+    """Whether the request carries the service's token (always, for a service without one)."""
+    state = getattr(getattr(scope.get("app"), "state", None), "zsgen", None)
+    token = getattr(state, "token", None)
+    if token is None or not token.required:
+        return True
+    given = None
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            given = credentials.strip() if scheme.lower() == "bearer" else None
+    return bool(token.accepts(given))
 
 
 def _content_length(scope: Scope) -> int | None:

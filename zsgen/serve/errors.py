@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from zsgen.configbase import error_location, error_message
 from zsgen.errors import (
@@ -40,6 +41,7 @@ MAX_MESSAGE = 500
 
 #: The error statuses every route documents (OpenAPI), with their meaning.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "body that cannot be read (not UTF-8 JSON)"},
     401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
     413: {"model": ErrorResponse, "description": "body larger than the service's max_body_bytes"},
     422: {"model": ErrorResponse, "description": "invalid request: unknown item, empty user, k out of range, ..."},
@@ -122,6 +124,16 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(problems) or "invalid request"
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on this request's path."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "GET"})
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Route every failure through :func:`error_response` (module docstring)."""
 
@@ -144,6 +156,8 @@ def install_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
+        if exc.status_code == 405:  # Starlette names the methods of the first route of this path only
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         return error_response(exc.status_code, kind, detail, request_id=_request_id(request), headers=headers)
 

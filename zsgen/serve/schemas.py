@@ -35,7 +35,8 @@ MAX_TEXT = 20_000
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: "k": "10" or "year": 1984.5 is the caller's mistake (422), not something to coerce; the schema says so.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class RerankOptions(_Body):
