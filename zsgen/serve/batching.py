@@ -46,8 +46,10 @@ class MicroBatcher:
         self.threshold = threshold
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
-        #: Sizes of the batches run so far (for tests and the load benchmark).
-        self.batch_sizes: list[int] = []
+        #: Batches run and requests answered so far, and the largest batch (for the log and the load benchmark).
+        self.batches = 0
+        self.batched = 0
+        self.largest = 0
 
     async def retrieve(self, stage: FirstStage, request: Request, k: int) -> list[Candidate]:
         """The ``k`` best candidates for ``request`` from ``stage``, computed in a batch with its neighbours."""
@@ -60,6 +62,14 @@ class MicroBatcher:
 
     async def aclose(self) -> None:
         """Stop the worker (requests still queued get a cancellation)."""
+        if self.batches:
+            logger.info(
+                "micro-batching: %d requests in %d first-stage passes (mean %.1f, largest %d)",
+                self.batched,
+                self.batches,
+                self.batched / self.batches,
+                self.largest,
+            )
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -84,7 +94,9 @@ class MicroBatcher:
                     break
             live = [p for p in batch if not p.future.done()]  # a caller that went away needs no answer
             if live:
-                self.batch_sizes.append(len(live))
+                self.batches += 1
+                self.batched += len(live)
+                self.largest = max(self.largest, len(live))
                 await self._answer(live)
 
     async def _answer(self, batch: Sequence[_Pending]) -> None:

@@ -126,6 +126,7 @@ class ServiceState:
             ranking = snapshot.recommender.first_stage_ranking(candidates)
         else:
             remaining = deadline - asyncio.get_running_loop().time()
+            rerank_start = time.perf_counter()
             try:
                 ranking = await asyncio.wait_for(
                     reranker.arerank(prepared.history, candidates, profile=prepared.profile), max(remaining, 0.0)
@@ -133,6 +134,8 @@ class ServiceState:
             except TimeoutError:
                 logger.info("rerank passed the %.3g s deadline: first-stage order", self.config.deadline_s)
                 ranking = reranker.fallback_ranking(candidates, "deadline")
+                timings = {**ranking.timings, "rerank_s": time.perf_counter() - rerank_start}  # the time it was given
+                ranking = ranking.model_copy(update={"timings": timings})
             except Exception as exc:  # the reranker turns LLM faults into fallbacks; anything left must too
                 logger.error("rerank failed: %s: %s", type(exc).__name__, exc, exc_info=True)
                 ranking = reranker.fallback_ranking(candidates, "backend_exception")
