@@ -209,6 +209,15 @@ def test_batching_off_is_one_pass_per_request() -> None:
     assert stage.calls == [1, 1, 1]
 
 
+@pytest.mark.data
+def test_the_ml100k_example_config_loads(shared_data: Path) -> None:
+    from zsgen.serve.config import load_serve_config
+
+    config = load_serve_config(Path(__file__).resolve().parents[1] / "examples" / "serve-ml100k.toml")
+    assert Path(config.dataset.path) == (shared_data / "ml-100k").resolve()
+    assert config.rerank is not None and config.first_stage == "fused" and config.store is not None
+
+
 def test_the_example_config_loads(tmp_path: Path) -> None:
     from zsgen.serve.config import load_serve_config
 

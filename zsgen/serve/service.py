@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zsgen.catalog import Catalog
 from zsgen.errors import InvalidKError, ZsgenError
 from zsgen.retrieval.base import Request
 from zsgen.serve.auth import Token
@@ -71,7 +72,7 @@ class ServiceState:
     started: float = field(default_factory=time.time)
 
     @property
-    def catalog(self) -> Any:
+    def catalog(self) -> Catalog:
         """The catalog requests are answered from now (runtime items included, retired ones still listed)."""
         return self.live.snapshot.catalog
 
