@@ -108,6 +108,18 @@ def test_a_caller_mistake_is_a_4xx_with_one_line(
     assert response.json()["request_id"] == response.headers["x-request-id"]
 
 
+def test_integer_ids_are_ids(tmp_path: Path) -> None:
+    catalog = tmp_path / "numbered.jsonl"
+    rows = [{"id": n, "title": title} for n, title in enumerate(["Rain", "Storm", "Drizzle", "Sunshine"], start=1)]
+    catalog.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    config = config_from_dict({"dataset": {"path": str(catalog)}, "embedding_cache": str(tmp_path / "emb.sqlite")})
+    with TestClient(create_app(config), raise_server_exceptions=False) as c:
+        as_int = c.post("/v1/recommendations", json={"history": [1, "2"], "k": 2}).json()
+        as_str = c.post("/v1/recommendations", json={"history": ["1", "2"], "k": 2}).json()
+    assert [i["id"] for i in as_int["items"]] == [i["id"] for i in as_str["items"]]
+    assert len(as_int["items"]) == 2
+
+
 def test_unknown_items_come_with_suggestions(client: TestClient) -> None:
     error = client.post("/v1/recommendations", json={"history": ["Halcyon Drfit"]}).json()["error"]
     assert error["suggestions"] == ["Halcyon Drift"]

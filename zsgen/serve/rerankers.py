@@ -31,6 +31,7 @@ class RerankerPool:
         self.base = Reranker(config, catalog=catalog)
         #: The one model client every variant uses; building it loads a local model and checks the method fits it.
         self.backend = self.base.backend
+        self._version = 0
         self._cache: OrderedDict[tuple[int, tuple[tuple[str, Any], ...]], Reranker] = OrderedDict()
 
     def get(self, catalog: Catalog, version: int, options: Mapping[str, Any]) -> Reranker:
@@ -44,6 +45,9 @@ class RerankerPool:
                 "rerank_option_not_allowed",
                 f"rerank option {', '.join(refused)} cannot be set per request here (allowed: {allowed})",
             )
+        if version != self._version:  # an item edit: variants over the old catalog are of no more use
+            self._cache.clear()
+            self._version = version
         key = (version, tuple(sorted(options.items())))
         found = self._cache.get(key)
         if found is not None:

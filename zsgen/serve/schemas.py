@@ -61,13 +61,18 @@ class RerankOptions(_Body):
 class RecommendRequest(_Body):
     """One user: a history (item ids or titles, oldest first) and/or a profile text."""
 
-    history: list[Annotated[str, Field(max_length=MAX_KEY)]] = Field(
-        default_factory=list, max_length=10_000, description="item ids or titles, oldest first"
+    history: list[Annotated[str, Field(max_length=MAX_KEY)] | int] = Field(
+        default_factory=list, max_length=10_000, description="item ids (strings, or integers) or titles, oldest first"
     )
     profile: str | None = Field(default=None, max_length=MAX_TEXT, description="free-text profile")
     k: int | None = Field(default=None, description="items to return (default and bounds: the service's config)")
     rerank: RerankOptions | None = Field(default=None, description="per-request rerank options")
     use_llm: bool = Field(default=True, description="false: the first-stage order, no LLM call")
+
+    @property
+    def keys(self) -> list[str]:
+        """The history as strings (MovieLens ids may come as JSON integers)."""
+        return [str(key) for key in self.history]
 
 
 class BatchRequest(_Body):

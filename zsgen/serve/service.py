@@ -86,7 +86,7 @@ class ServiceState:
                 raise InvalidKError(f"k must be between 1 and {config.k_max}, got {k}")
             if len(body.history) > config.max_history:
                 raise InvalidKError(f"history has {len(body.history)} items; at most {config.max_history}")
-            history, profile = snapshot.recommender.prepare(body.history or None, body.profile, k)
+            history, profile = snapshot.recommender.prepare(body.keys or None, body.profile, k)
             available = snapshot.stage.available(history.item_ids)
             if k > available:
                 raise InvalidKError(f"k={k} is larger than the {available} items this user can be recommended")
