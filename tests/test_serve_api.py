@@ -33,7 +33,7 @@ def serve_config(tmp: Path, **extra: Any) -> ServeConfig:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[ServeConfig, ServiceState]:
     """One loaded service for the tests that do not edit the catalog (models load once)."""
-    config = serve_config(tmp_path_factory.mktemp("serve"), k_max=50, max_body_bytes=4096)
+    config = serve_config(tmp_path_factory.mktemp("serve"), k_max=50, max_body_bytes=4096, max_history=5)
     return config, build_state(config)
 
 
@@ -94,6 +94,7 @@ def test_a_batch_answers_each_user_as_a_single_call_would(client: TestClient) ->
         ({"history": SPACE_FAN, "rerank": {"temperature": 2}}, 422, "invalid_request", "rerank.temperature: unknown"),
         ({"histroy": SPACE_FAN}, 422, "invalid_request", "histroy: unknown key"),
         ({"history": "m098"}, 422, "invalid_request", "history: "),
+        ({"history": SPACE_FAN * 3}, 422, "history_too_long", "at most 5"),
     ],
 )
 def test_a_caller_mistake_is_a_4xx_with_one_line(

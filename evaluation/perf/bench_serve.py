@@ -6,6 +6,8 @@ faults or stalls on 20% of its calls, with and without micro-batching.
 
     HF_HUB_OFFLINE=1 python evaluation/perf/bench_serve.py --requests 100 --concurrency 16    # smoke run
 
+    HF_HUB_OFFLINE=1 python evaluation/perf/bench_serve.py --retrieval   # what micro-batching saves, in-process
+
 What runs, each in its own process: the **LLM server** (an OpenAI-compatible chat endpoint on 127.0.0.1, port 0),
 **``zsgen serve``** (the real CLI, uvicorn, ML-100K with the fused first stage and a listwise rerank of 20 candidates
 through that server, ``max_retries = 0`` so each user costs exactly one LLM call), and here the **client**: an
@@ -301,6 +303,41 @@ def run_mode(
     }
 
 
+def retrieval_timing(users_per_batch: int = 64, repeats: int = 5) -> str:
+    """The first stage alone, in this process: one ``retrieve_batch`` of 64 users against 64 calls of one (medians)."""
+    sys.path.insert(0, str(ROOT))
+    from zsgen.embed import default_encoder
+    from zsgen.loaders import load_dataset
+    from zsgen.retrieval import Request
+    from zsgen.retrieval.choice import build_first_stage
+
+    dataset = load_dataset(DATA)
+    encoder = default_encoder()
+    stage = build_first_stage(dataset.catalog, interactions=dataset.interactions, encoder=encoder)
+    requests = [Request(history=body["history"]) for body in users(users_per_batch)]
+    stage.retrieve_batch(requests[:2], k=CANDIDATES)  # warm-up
+    together, apart = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        stage.retrieve_batch(requests, k=CANDIDATES)
+        together.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for request in requests:
+            stage.retrieve_batch([request], k=CANDIDATES)
+        apart.append(time.perf_counter() - start)
+    one, many = statistics.median(together), statistics.median(apart)
+    rebuilds = []
+    for _ in range(3):  # what an item edit costs: the stage rebuilt over the catalog, item texts from the cache
+        start = time.perf_counter()
+        build_first_stage(dataset.catalog, interactions=dataset.interactions, encoder=encoder)
+        rebuilds.append(time.perf_counter() - start)
+    return (
+        f"fused first stage, ML-100K, {users_per_batch} users, k={CANDIDATES} (median of {repeats}): one batch "
+        f"{one * 1000:.1f} ms, {users_per_batch} single calls {many * 1000:.1f} ms ({many / one:.1f}x); "
+        f"rebuilt for an item edit in {statistics.median(rebuilds):.2f} s (median of 3)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
@@ -310,9 +347,13 @@ def main() -> int:
     parser.add_argument("--stall", type=float, default=8.0, help="seconds a stalled LLM call takes (> deadline)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the report here")
+    parser.add_argument("--retrieval", action="store_true", help="only time the first stage, batched against not")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"ML-100K not found at {DATA}")
+    if args.retrieval:
+        print(retrieval_timing())
+        return 0
     bodies = users(args.requests)
     expected = {
         kind: sum(fate(n, args.fault_rate, args.seed) == kind for n in range(args.requests))

@@ -3,7 +3,8 @@
 Every edit builds a new :class:`Snapshot` (catalog, first stage, recommender) beside the one in use and then swaps
 the reference, so a request in flight finishes on the snapshot it started with and never sees a half-applied edit.
 Rebuilding the first stage is cheap enough for that: item texts come from the embedding cache, so only the edited
-item is encoded, and refitting the fused stage on ML-100K takes about 0.35 s (a numpy cosine index 0.03 s). Retired
+item is encoded, and refitting the fused stage on ML-100K takes about 0.36 s on a shared 2-core machine
+(``python evaluation/perf/bench_serve.py --retrieval``; a numpy cosine index is a few times cheaper). Retired
 items stay in the catalog (histories keep naming them) and are excluded by a
 :class:`~zsgen.retrieval.retire.RetiredFilter`, without a rebuild.
 

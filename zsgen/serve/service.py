@@ -85,7 +85,9 @@ class ServiceState:
             if not 1 <= k <= config.k_max:
                 raise InvalidKError(f"k must be between 1 and {config.k_max}, got {k}")
             if len(body.history) > config.max_history:
-                raise InvalidKError(f"history has {len(body.history)} items; at most {config.max_history}")
+                raise ApiError(
+                    422, "history_too_long", f"history has {len(body.history)} items; at most {config.max_history}"
+                )
             history, profile = snapshot.recommender.prepare(body.keys or None, body.profile, k)
             available = snapshot.stage.available(history.item_ids)
             if k > available:
