@@ -2,10 +2,11 @@
 
 Retrieval is a matrix operation whose cost grows far slower than the number of users in it (on ML-100K the fused first
 stage scores 64 users in one call 8.4x faster than in 64 calls, on a shared, loaded 2-core machine:
-``python evaluation/perf/bench_serve.py --retrieval``), so requests that arrive together should be scored together. :class:`MicroBatcher` queues each request; a batch is
-cut when ``max_batch`` requests wait or ``max_wait_ms`` has passed since the first of them, and runs as one
-``retrieve_batch`` call in a worker thread, so the event loop keeps accepting requests (and awaiting LLM calls) while
-it runs. One batch runs at a time: the next one fills meanwhile, which is what makes batches grow under load.
+``python evaluation/perf/bench_serve.py --retrieval``), so requests that arrive together should be scored together.
+:class:`MicroBatcher` queues each request; a batch is cut when ``max_batch`` requests wait or ``max_wait_ms`` has
+passed since the first of them, and runs as one ``retrieve_batch`` call in a worker thread, so the event loop keeps
+accepting requests (and awaiting LLM calls) while it runs. One batch runs at a time: the next one fills meanwhile,
+which is what makes batches grow under load.
 
 A request that makes the whole batch fail (the first stage refuses it) must not fail the others: the batch is then
 retried one request at a time and each gets its own result or error.
