@@ -180,6 +180,7 @@ def test_the_bearer_token_guards_everything_but_health(
     assert secret not in repr(state)
 
 
+@pytest.mark.slow
 def test_items_added_and_retired_at_runtime_survive_a_restart(tmp_path: Path) -> None:
     config = serve_config(tmp_path, store=str(tmp_path / "items.jsonl"), k_max=400)
     twin = {

@@ -89,6 +89,7 @@ def ids(response: httpx2.Response) -> list[str]:
     return [item["id"] for item in response.json()["items"]]
 
 
+@pytest.mark.slow
 def test_faults_and_stalls_are_flagged_fallbacks_in_first_stage_order(base_url: str) -> None:
     users = {
         "good": {"history": ["m098", "m002"], "k": 6},
@@ -113,6 +114,7 @@ def test_faults_and_stalls_are_flagged_fallbacks_in_first_stage_order(base_url: 
         assert ids(got[name]) == ids(first[name])  # the first-stage order, every candidate
 
 
+@pytest.mark.slow
 def test_llm_calls_stay_under_the_configured_bound(base_url: str, llm: ScriptedServer) -> None:
     stalled = llm.in_flight  # answers an earlier test's stall still holds back (its client went at the deadline)
     llm.max_in_flight = 0
@@ -123,6 +125,7 @@ def test_llm_calls_stay_under_the_configured_bound(base_url: str, llm: ScriptedS
     assert llm.max_in_flight - stalled == 2  # rerank.concurrency: reached, never passed
 
 
+@pytest.mark.slow
 def test_per_request_rerank_options(base_url: str) -> None:
     [boot, refused, wrong] = asyncio.run(
         post_all(
@@ -140,6 +143,7 @@ def test_per_request_rerank_options(base_url: str) -> None:
     assert wrong.status_code == 422 and wrong.json()["error"]["type"] == "invalid_rerank_option"
 
 
+@pytest.mark.slow
 def test_a_reranked_recommendation_is_the_json_of_zsgen_recommend(
     base_url: str, config: ServeConfig, llm: ScriptedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

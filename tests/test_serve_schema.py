@@ -42,6 +42,7 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     del APP.state.zsgen
 
 
+@pytest.mark.slow
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_every_response_matches_the_schema(case: schemathesis.Case) -> None:
