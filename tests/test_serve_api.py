@@ -14,11 +14,13 @@ import pytest
 
 pytest.importorskip("fastapi")
 
+from fastapi import APIRouter, Depends, Request
 from starlette.testclient import TestClient
 
 from zsgen.cli import main
 from zsgen.loaders import demo_catalog_path
 from zsgen.serve.app import create_app
+from zsgen.serve.auth import require_token
 from zsgen.serve.config import ServeConfig, config_from_dict
 from zsgen.serve.service import ServiceState, build_state
 
@@ -163,7 +165,16 @@ def test_the_bearer_token_guards_everything_but_health(
         token=type(loaded.token).from_env("MY_TOKEN"),
     )
     caplog.set_level(logging.DEBUG)
-    with TestClient(create_app(config, state=state), raise_server_exceptions=False) as c:
+    app = create_app(config, state=state)
+    # How another router (the prompt playground) mounts on the service: same state, same token.
+    extra = APIRouter()
+
+    @extra.post("/playground/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"items": len(request.app.state.zsgen.catalog)}
+
+    app.include_router(extra, dependencies=[Depends(require_token)])
+    with TestClient(app, raise_server_exceptions=False) as c:
         user = {"history": SPACE_FAN, "k": 2}
         assert c.get("/healthz").status_code == 200
         assert c.get("/openapi.json").status_code == 200
@@ -176,6 +187,9 @@ def test_the_bearer_token_guards_everything_but_health(
         assert c.put("/v1/items/x1", json={"title": "t"}).status_code == 401
         ok = c.post("/v1/recommendations", json=user, headers={"Authorization": f"Bearer {secret}"})
         assert ok.status_code == 200
+        assert c.post("/playground/echo").status_code == 401
+        mounted = c.post("/playground/echo", headers={"Authorization": f"Bearer {secret}"})
+        assert mounted.json() == {"items": 300}
     assert secret not in caplog.text
     assert secret not in repr(state)
 

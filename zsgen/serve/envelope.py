@@ -5,11 +5,12 @@ than ``max_body_bytes`` is answered 413 at once, and never parsed. Bodies the se
 so the accepted body is held whole and handed on. The request id (``X-Request-ID`` on every response, and in every
 JSON body) is generated here, so even a refused request has one to quote in a log search.
 
-The token (:class:`~zsgen.serve.auth.Token` on ``app.state.zsgen``) is checked here, first, for every path but
-:data:`OPEN_PATHS`: a stranger's request is refused before its body is read, and refused the same way whatever the
-body holds (FastAPI would parse and validate a body before running a route's dependencies, answering 422 to a
-request that has no token). :func:`~zsgen.serve.auth.require_token` checks it again per route, which documents the
-scheme in the OpenAPI schema and guards routers mounted elsewhere.
+The token (:class:`~zsgen.serve.auth.Token` on ``app.state.zsgen``) is checked here, first, for the service's own
+API (:data:`GUARDED`: ``/v1/...`` and ``/readyz``): a stranger's request is refused before its body is read, and
+refused the same way whatever the body holds (FastAPI parses and validates a body before running a route's
+dependencies, so it would answer 422 to a request that has no token). :func:`~zsgen.serve.auth.require_token` checks
+it again per route, which documents the scheme in the OpenAPI schema; routers mounted beside the API (the prompt
+playground) declare that dependency themselves, and decide which of their pages a browser may load without it.
 """
 
 from __future__ import annotations
@@ -21,10 +22,16 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["OPEN_PATHS", "Envelope"]
+__all__ = ["GUARDED", "Envelope", "guarded"]
 
-#: Paths answered without the token: liveness, and the schema and docs (a client generator needs no secret).
-OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+#: Path prefixes whose requests need the token before anything else; ``/healthz``, ``/openapi.json`` and ``/docs``
+#: stay open (liveness probes and client generators need no secret).
+GUARDED = ("/v1/", "/readyz")
+
+
+def guarded(path: str) -> bool:
+    """Whether the envelope checks the token for ``path``."""
+    return path.startswith(GUARDED)
 
 
 class Envelope:
@@ -49,7 +56,7 @@ class Envelope:
                 message = {**message, "headers": headers}
             await send(message)
 
-        if scope.get("path") not in OPEN_PATHS and not _authorised(scope):
+        if guarded(str(scope.get("path", ""))) and not _authorised(scope):
             await _refuse(
                 send_with_id,
                 401,
