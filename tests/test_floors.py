@@ -19,7 +19,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_every_runtime_dependency_is_pinned_at_its_declared_floor() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     declared = list(project["dependencies"])
-    for extra in ("local", "eval", "faiss"):
+    for extra in ("local", "eval", "faiss", "serve"):
         declared += project["optional-dependencies"][extra]
     result = _run()
     assert result.returncode == 0, result.stderr
@@ -42,7 +42,7 @@ def test_a_dependency_without_a_floor_is_refused(tmp_path: Path) -> None:
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(
         '[project]\ndependencies = ["numpy>=1.26", "scipy"]\n'
-        "[project.optional-dependencies]\nlocal = []\neval = []\nfaiss = []\n",
+        "[project.optional-dependencies]\nlocal = []\neval = []\nfaiss = []\nserve = []\n",
         encoding="utf-8",
     )
     result = _run("--pyproject", str(pyproject))
@@ -54,7 +54,7 @@ def test_check_reports_a_version_that_is_not_the_floor(tmp_path: Path) -> None:
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(
         '[project]\ndependencies = ["pytest>=0.1"]\n'
-        "[project.optional-dependencies]\nlocal = []\neval = []\nfaiss = []\n",
+        "[project.optional-dependencies]\nlocal = []\neval = []\nfaiss = []\nserve = []\n",
         encoding="utf-8",
     )
     result = _run("--pyproject", str(pyproject), "--check")

@@ -19,7 +19,7 @@ from zsgen.lifecycle import Closing
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import FirstStage, Request, Retriever, UserVector
 from zsgen.retrieval.choice import FirstStageName, build_first_stage
-from zsgen.types import History, Interaction, Profile, RankedItem, Ranking
+from zsgen.types import Candidate, History, Interaction, Profile, RankedItem, Ranking
 
 if TYPE_CHECKING:
     from zsgen.interactions import Interactions
@@ -133,27 +133,17 @@ class Recommender(Closing):
 
     def recommend(self, history: HistoryInput = None, *, profile: ProfileInput = None, k: int = 10) -> Ranking:
         """Rank the items this user most likely wants next (see class docstring for the two stages)."""
-        resolved, user_profile = self._prepare(history, profile, k)
+        resolved, user_profile = self.prepare(history, profile, k)
         start = time.perf_counter()
         pool = max(k, self.candidates or k) if self.reranker else k
         pool = min(pool, self._rankable(resolved))
         candidates = self.retriever.retrieve(resolved, user_profile, k=pool, threshold=self.threshold)
         retrieve_s = time.perf_counter() - start
         if self.reranker is None:
-            ranking = Ranking(
-                items=[
-                    RankedItem(
-                        id=c.id,
-                        title=self.catalog.get(c.id).title,
-                        score=c.score,
-                        source=self.retriever.source,
-                    )
-                    for c in candidates
-                ]
-            )
+            ranking = self.first_stage_ranking(candidates)
         else:
             ranking = self.reranker.rerank(resolved, candidates, profile=user_profile)
-        return self._finish(ranking, k, retrieve_s)
+        return self.finish(ranking, k, retrieve_s)
 
     def recommend_batch(
         self, requests: Sequence[Request], *, k: int = 10, keys: Sequence[str] | None = None
@@ -162,7 +152,7 @@ class Recommender(Closing):
 
         A request's history may hold ids or titles, as for :meth:`recommend`. ``keys`` name the users for backends
         that label their requests (batch files, :mod:`zsgen.rerank.scope`)."""
-        prepared = [self._prepare(r.history, r.profile, k) for r in requests]
+        prepared = [self.prepare(r.history, r.profile, k) for r in requests]
         start = time.perf_counter()
         pools = []
         for resolved, _ in prepared:
@@ -173,28 +163,28 @@ class Recommender(Closing):
         )
         retrieve_s = (time.perf_counter() - start) / max(len(requests), 1)
         if self.reranker is None:
-            rankings = [
-                Ranking(
-                    items=[
-                        RankedItem(
-                            id=c.id,
-                            title=self.catalog.get(c.id).title,
-                            score=c.score,
-                            source=self.retriever.source,
-                        )
-                        for c in cands
-                    ]
-                )
-                for cands in candidate_lists
-            ]
+            rankings = [self.first_stage_ranking(cands) for cands in candidate_lists]
         else:
             rankings = self.reranker.rerank_many(
                 [(h, c, p) for (h, p), c in zip(prepared, candidate_lists, strict=True)], keys=keys
             )
-        return [self._finish(r, k, retrieve_s) for r in rankings]
+        return [self.finish(r, k, retrieve_s) for r in rankings]
 
-    def _finish(self, ranking: Ranking, k: int, retrieve_s: float) -> Ranking:
-        """Cut to ``k``, with the retrieval time and which first stage (and weights) produced the candidates."""
+    def first_stage_ranking(self, candidates: Sequence[Candidate]) -> Ranking:
+        """The first stage's order as a Ranking (what :meth:`recommend` returns without a reranker)."""
+        return Ranking(
+            items=[
+                RankedItem(id=c.id, title=self.catalog.get(c.id).title, score=c.score, source=self.retriever.source)
+                for c in candidates
+            ]
+        )
+
+    def finish(self, ranking: Ranking, k: int, retrieve_s: float) -> Ranking:
+        """Cut to ``k``, with the retrieval time and which first stage (and weights) produced the candidates.
+
+        Public, with :meth:`prepare` and :meth:`first_stage_ranking`, so that a caller who runs the stages itself
+        (the HTTP service micro-batches retrieval and awaits the reranker under a deadline) builds the very same
+        Ranking as :meth:`recommend`."""
         timings = {"retrieve_s": retrieve_s, **ranking.timings}
         return ranking.model_copy(
             update={
@@ -205,7 +195,10 @@ class Recommender(Closing):
             }
         )
 
-    def _prepare(self, history: HistoryInput, profile: ProfileInput, k: int) -> tuple[History, Profile | None]:
+    def prepare(self, history: HistoryInput, profile: ProfileInput, k: int) -> tuple[History, Profile | None]:
+        """The user as the first stage takes them (titles resolved), or the caller's mistake as a typed error:
+        :class:`~zsgen.errors.UnknownItemError`, :class:`~zsgen.errors.EmptyHistoryError`,
+        :class:`~zsgen.errors.InvalidKError`."""
         resolved = self.resolve_history(history)
         # A blank profile says nothing about the user: it counts as no profile (pydantic's Profile would reject it
         # with a ValidationError, which is no ZsgenError and reached the CLI as a traceback).

@@ -1,6 +1,7 @@
 """The ``zsgen`` command line: one parser tree, one module per subcommand, one error contract.
 
-Each subcommand module (``recommend``, ``encode``, ``prompts``, ``evaluate``, ``tune``, ``batch``, ``data``) has
+Each subcommand module (``recommend``, ``encode``, ``prompts``, ``evaluate``, ``tune``, ``batch``, ``data``,
+``serve``) has
 ``add_subparser`` to register itself and a ``run(args) -> int`` (set as ``args.func``); the shared set-up and error
 handling are in :mod:`zsgen.cli.common`. ``python -m zsgen`` and the ``zsgen`` console script both call :func:`main`.
 """
@@ -10,10 +11,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from zsgen.cli import batch, data, encode, evaluate, prompts, recommend, tune
+from zsgen.cli import batch, data, encode, evaluate, prompts, recommend, serve, tune
 from zsgen.cli.common import add_global_options, run_handler, set_up, verbosity
 
-SUBCOMMANDS = (recommend, encode, prompts, evaluate, tune, batch, data)
+SUBCOMMANDS = (recommend, encode, prompts, evaluate, tune, batch, data, serve)
 
 
 def _version() -> str:

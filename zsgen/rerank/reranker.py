@@ -243,6 +243,11 @@ class Reranker(Closing):
         ``key`` names the user for backends that label their requests (:mod:`zsgen.rerank.scope`)."""
         return await self._arerank(self.backend, history, candidates, profile=profile, seed=seed, key=key)
 
+    def fallback_ranking(self, candidates: Sequence[Candidate], reason: str) -> Ranking:
+        """The retrieval order flagged ``fallback=True`` with ``reason``, exactly as an LLM fault gives it: for a
+        caller that gives up on the model itself (the HTTP service's per-request deadline)."""
+        return self._fallback(candidates, reason, Usage(), time.perf_counter(), parse_status="fallback")
+
     # -- internals ------------------------------------------------------------------------------------------------
     async def _arerank(
         self,
