@@ -14,8 +14,9 @@ from zsgen.embed.local import TransformersEncoder
 from zsgen.errors import ConfigError
 from zsgen.loaders.demo import load_demo, load_demo_user
 from zsgen.retrieval import Retriever
-from zsgen.retrieval.ann import AnnIndex, default_factory, load_ann, save_ann
+from zsgen.retrieval.ann import COMPRESS_ABOVE, AnnIndex, build_faiss, default_factory, load_ann, save_ann
 from zsgen.retrieval.index import ItemIndex
+from zsgen.retrieval.ondisk import NpyWriter, iter_chunks, take_rows, whole_file
 
 N, DIM, K = 20_000, 64, 10
 #: Recall@10 the candidates must reach on random unit vectors, the hardest case for IVF (measured: 0.935 for
@@ -123,6 +124,44 @@ def test_bad_factory_string_names_it(data: tuple[np.ndarray, np.ndarray]) -> Non
 def test_default_factory_by_size() -> None:
     assert default_factory(300) == "HNSW32"
     assert default_factory(1_000_000).startswith("IVF") and default_factory(1_000_000).endswith(",Flat")
+    assert default_factory(COMPRESS_ABOVE + 1).endswith(",SQ8")  # no second float32 copy past a few million items
+
+
+def test_build_from_a_memory_map_in_chunks(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    """A catalog on disk is read in chunks (a sample for training, then chunk by chunk), trains and adds exactly as
+    the same matrix in memory does, and saving next to its own ``vectors.npy`` keeps that file (no second copy)."""
+    items, queries = data
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with NpyWriter(folder / "vectors.npy", N, DIM) as out:
+        for start in range(0, N, 6_000):
+            out.write(items[start : start + 6_000])
+    mapped = np.load(folder / "vectors.npy", mmap_mode="r")
+    assert whole_file(mapped) == folder / "vectors.npy" and whole_file(mapped[1:]) is None
+    np.testing.assert_array_equal(np.concatenate([b for _, b in iter_chunks(mapped, 3_001)]), items)
+    rows = np.array([0, 17, N - 1])
+    np.testing.assert_array_equal(take_rows(mapped, rows), items[rows])
+
+    factory = "IVF32,SQ8"
+    in_memory = AnnIndex(items, factory, nprobe=32)
+    from_disk = AnnIndex(mapped, factory, nprobe=32, faiss_index=build_faiss(mapped, factory, chunk_rows=1_234))
+    assert isinstance(from_disk.vectors, np.memmap)
+    want = in_memory.search(queries, K)
+    got = from_disk.search(queries, K)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    _, exact = ItemIndex(items).search(queries, K)
+    assert recall(got[1], exact) >= RECALL_BOUND  # all 32 lists probed: only the 8-bit codes can miss
+
+    inode = (folder / "vectors.npy").stat().st_ino
+    save_ann(from_disk, folder)
+    assert (folder / "vectors.npy").stat().st_ino == inode and (folder / "index.faiss").is_file()
+    save_ann(from_disk, tmp_path / "copy")  # another folder: a file copy of the same rows
+    for where in (folder, tmp_path / "copy"):
+        loaded = load_ann(where)
+        np.testing.assert_array_equal(loaded.search(queries, K)[1], want[1])
+    with pytest.raises(ConfigError, match="3 of 4 rows"), NpyWriter(tmp_path / "short.npy", 4, DIM) as short:
+        short.write(items[:3])
 
 
 @pytest.mark.parametrize("index", ["ann", "ann:IVF16,Flat"])

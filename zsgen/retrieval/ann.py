@@ -34,9 +34,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
 
 from zsgen.errors import ConfigError
 from zsgen.retrieval.index import FloatMatrix, IndexMatrix, ItemIndex, _as_matrix, _check_k, _exclusion_pairs
+from zsgen.retrieval.ondisk import DEFAULT_CHUNK_ROWS, iter_chunks, take_rows, whole_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +51,24 @@ _NPROBE_FRACTION = 1 / 16
 DEFAULT_EF_SEARCH = 128
 #: Training vectors per IVF centroid (faiss asks for 39 to 256; the low end keeps training of 4096 lists short).
 _TRAIN_PER_CENTROID = 40
+#: Training rows for trained codes without IVF lists (``SQ8``, ``PQ*``): their statistics settle long before this.
+_TRAIN_CAP = 1 << 20
 _FORMAT_VERSION = 1
 
 
+#: Catalogs above this size get 8-bit scalar-quantised codes (``SQ8``, a quarter of the float32 size) in their IVF
+#: lists instead of a second float32 copy: the exact re-score reads the float32 vectors anyway, so the codes only
+#: have to find candidates (see evaluation/perf/RESULTS.md, "Approximate retrieval").
+COMPRESS_ABOVE = 2_000_000
+
+
 def default_factory(n: int) -> str:
-    """A factory string for ``n`` items: HNSW below 100k (no training), IVF with about ``4 sqrt(n)`` lists above."""
+    """A factory string for ``n`` items: HNSW below 100k (no training), IVF with about ``4 sqrt(n)`` lists above,
+    holding float32 vectors up to :data:`COMPRESS_ABOVE` items and ``SQ8`` codes past it."""
     if n < 100_000:
         return "HNSW32"
     nlist = 1 << max(8, round(math.log2(4 * math.sqrt(n))))
-    return f"IVF{nlist},Flat"
+    return f"IVF{nlist},{'SQ8' if n > COMPRESS_ABOVE else 'Flat'}"
 
 
 def _import_faiss() -> Any:
@@ -73,10 +84,19 @@ def _nlist(factory: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def build_faiss(vectors: FloatMatrix, factory: str, *, seed: int = 0) -> Any:
-    """Train and fill a faiss index for inner product; a bad factory string is a :class:`ConfigError` naming it."""
+def build_faiss(vectors: npt.ArrayLike, factory: str, *, seed: int = 0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Any:
+    """Train and fill a faiss index for inner product; a bad factory string is a :class:`ConfigError` naming it.
+
+    Trains on a seeded sample (IVF: :data:`_TRAIN_PER_CENTROID` rows per list; other trained codes: at most
+    :data:`_TRAIN_CAP` rows) and adds in chunks of ``chunk_rows``, so ``vectors`` may be a memory-mapped ``.npy``
+    larger than memory: it is then read with file reads (:mod:`zsgen.retrieval.ondisk`) and only the sample, one
+    chunk and the index's own codes are in memory (pick compressed codes, e.g. ``IVF16384,SQ8``, for such catalogs:
+    ``IVF*,Flat`` holds a second full copy of the vectors)."""
     faiss = _import_faiss()
-    n, dim = vectors.shape
+    shape = np.shape(vectors)
+    if len(shape) != 2:
+        raise ConfigError(f"item vectors must be a 2-d array, got shape {shape}")
+    n, dim = int(shape[0]), int(shape[1])
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
@@ -86,12 +106,21 @@ def build_faiss(vectors: FloatMatrix, factory: str, *, seed: int = 0) -> Any:
         nlist = _nlist(factory)
         if nlist is not None and n < nlist:
             raise ConfigError(f"index {factory!r} has {nlist} lists but the catalog has only {n} items")
-        sample = n if nlist is None else min(n, nlist * _TRAIN_PER_CENTROID)
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False)) if sample < n else None
+        sample = min(n, _TRAIN_CAP) if nlist is None else min(n, nlist * _TRAIN_PER_CENTROID)
+        if sample < n:
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+            train = take_rows(vectors, rows)
+        else:
+            blocks = [block for _, block in iter_chunks(vectors, chunk_rows)]
+            train = np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
         logger.info("training %s on %d of %d vectors", factory, sample, n)
-        index.train(vectors if rows is None else np.ascontiguousarray(vectors[rows]))
+        index.train(train)
+        del train
     logger.info("adding %d vectors to %s", n, factory)
-    index.add(vectors)
+    with tqdm(total=n, desc=f"adding to {factory}", unit="item", disable=n <= chunk_rows) as bar:
+        for _, block in iter_chunks(vectors, chunk_rows):
+            index.add(block)
+            bar.update(block.shape[0])
     return index
 
 
@@ -246,12 +275,24 @@ def default_ann_dir() -> Path:
     return default_cache_path().parent / "ann"
 
 
+def _save_vectors(index: AnnIndex, target: Path) -> None:
+    """``vectors.npy`` for the re-score: kept as it is when the index already maps that file, copied file to file
+    when it maps another whole ``.npy`` (no pass through this process's memory), else written from memory."""
+    source = whole_file(index.vectors) if len(index) == index._base else None
+    if source is not None:
+        if target.exists() and target.samefile(source):
+            return
+        shutil.copyfile(source, target)
+        return
+    np.save(target, np.asarray(index.vectors[: index._base]))
+
+
 def save_ann(index: AnnIndex, folder: str | Path) -> Path:
     """Write ``index.faiss``, ``vectors.npy`` and ``meta.json`` into ``folder`` (the faiss part only, not the tail)."""
     faiss = _import_faiss()
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    np.save(path / "vectors.npy", np.asarray(index.vectors[: index._base]))
+    _save_vectors(index, path / "vectors.npy")
     faiss.write_index(index.faiss_index, str(path / "index.faiss"))
     meta = {
         "version": _FORMAT_VERSION,
