@@ -200,3 +200,29 @@ def test_cli_recommend_with_ann_index(
     assert len(list((tmp_path / "emb" / "ann").iterdir())) == 1  # saved next to the embedding cache, built once
     assert main([*common, "--index", "ann:IVFbogus"]) != 0
     assert "IVFbogus" in capsys.readouterr().err
+
+
+def test_resumed_users_run_refuses_another_index(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--users`` appends to an existing file only with the settings that wrote it; the index is one of them."""
+    from zsgen.cli import main
+
+    ids = load_demo().catalog.ids
+    users = tmp_path / "users.jsonl"
+    users.write_text("".join(json.dumps({"user_id": f"u{i}", "history": ids[i : i + 3]}) + "\n" for i in range(3)))
+    out = tmp_path / "recs.jsonl"
+    common = ["recommend", "--demo", "--k", "5", "--users", str(users), "--out", str(out), "--no-progress"]
+    common += ["--embedding-cache", str(tmp_path / "emb.sqlite")]
+    assert main(common) == 0
+    written = out.read_bytes()
+    lines = written.splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2]))  # as if killed after two users
+    capsys.readouterr()
+    assert main([*common, "--index", "ann:HNSW32"]) == 1
+    assert "settings" in capsys.readouterr().err
+    assert out.read_bytes() == b"".join(lines[:2])
+    assert main([*common, "--index", "numpy"]) == 0  # the default, named: the same settings
+
+    def ranked(data: bytes) -> list[list[tuple[str, float]]]:  # scores to 5 places: BLAS rounds by batch shape
+        return [[(i["id"], round(i["score"], 5)) for i in json.loads(line)["items"]] for line in data.splitlines()]
+
+    assert ranked(out.read_bytes()) == ranked(written)
