@@ -124,7 +124,8 @@ def test_bad_factory_string_names_it(data: tuple[np.ndarray, np.ndarray]) -> Non
 def test_default_factory_by_size() -> None:
     assert default_factory(300) == "HNSW32"
     assert default_factory(1_000_000).startswith("IVF") and default_factory(1_000_000).endswith(",Flat")
-    assert default_factory(COMPRESS_ABOVE + 1).endswith(",SQ8")  # no second float32 copy past a few million items
+    assert default_factory(10_000_000) == "IVF16384_HNSW32,SQ8"  # no second float32 copy past a few million items
+    assert default_factory(COMPRESS_ABOVE + 1).endswith(",SQ8")
 
 
 def test_build_from_a_memory_map_in_chunks(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_build_from_a_memory_map_in_chunks(data: tuple[np.ndarray, np.ndarray], 
     rows = np.array([0, 17, N - 1])
     np.testing.assert_array_equal(take_rows(mapped, rows), items[rows])
 
-    factory = "IVF32,SQ8"
+    factory = "IVF32_HNSW32,SQ8"
     in_memory = AnnIndex(items, factory, nprobe=32)
     from_disk = AnnIndex(mapped, factory, nprobe=32, faiss_index=build_faiss(mapped, factory, chunk_rows=1_234))
     assert isinstance(from_disk.vectors, np.memmap)

@@ -162,20 +162,35 @@ def chunked(args: argparse.Namespace) -> None:
         f"saved: index.faiss {(ix / 'index.faiss').stat().st_size / 2**30:.2f} GiB + vectors.npy "
         f"{(ix / 'vectors.npy').stat().st_size / 2**30:.2f} GiB (a hard link to the items)"
     )
-    for nprobe in args.nprobe or [None]:
-        for rescore in args.rescore:
-            loaded = load_ann(ix, nprobe=nprobe, rescore=rescore)
-            loaded.search(queries[:10], args.k)
-            t0 = time.perf_counter()
-            _, found = loaded.search(queries, args.k)
-            took = time.perf_counter() - t0
-            print(
-                f"AnnIndex {factory} (memory-mapped) nprobe={loaded.nprobe} rescore={loaded.rescore}: "
-                f"recall@{args.k} {recall_at(found, truth):.3f}, {args.queries / took:.1f} queries/s "
-                f"({(args.queries / took) / exact_qps:.1f}x chunked IndexFlatIP), peak RSS {peak_rss_gib():.2f} GiB"
-            )
-            del loaded
+    sweep(ix, factory, queries, truth, exact_qps, "chunked IndexFlatIP", args)
     print(f"peak RSS at the end {peak_rss_gib():.2f} GiB")
+
+
+def sweep(
+    folder: Path,
+    factory: str,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    exact_qps: float,
+    exact_name: str,
+    args: argparse.Namespace,
+) -> None:
+    """Recall@k and queries/s of the saved index, loaded memory-mapped, for each nprobe x efSearch x rescore."""
+    for nprobe in args.nprobe or [None]:
+        for ef_search in args.ef_search or [None]:
+            for rescore in args.rescore:
+                loaded = load_ann(folder, nprobe=nprobe, ef_search=ef_search, rescore=rescore)
+                loaded.search(queries[:10], args.k)  # warm the mapped pages a little
+                t0 = time.perf_counter()
+                _, found = loaded.search(queries, args.k)
+                took = time.perf_counter() - t0
+                print(
+                    f"AnnIndex {factory} (memory-mapped) nprobe={loaded.nprobe} efSearch={loaded.ef_search} "
+                    f"rescore={loaded.rescore}: recall@{args.k} {recall_at(found, truth):.3f}, "
+                    f"{args.queries / took:.1f} queries/s ({(args.queries / took) / exact_qps:.1f}x {exact_name}), "
+                    f"peak RSS {peak_rss_gib():.2f} GiB"
+                )
+                del loaded
 
 
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
@@ -198,7 +213,8 @@ def main() -> None:
         "--scratch", help="catalogs past memory: items, ground truth and index in a folder under this one, chunked"
     )
     parser.add_argument("--prepare-only", action="store_true", help="with --scratch: stop after the ground truth")
-    parser.add_argument("--rescore", type=int, nargs="+", default=[4], help="with --scratch: re-score factors")
+    parser.add_argument("--ef-search", type=int, nargs="+", help="HNSW search breadth (default: zsgen's default)")
+    parser.add_argument("--rescore", type=int, nargs="+", default=[4], help="candidates re-scored per result")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -252,20 +268,7 @@ def main() -> None:
             f"saved: index.faiss {size:.2f} GiB + vectors.npy {(folder / 'vectors.npy').stat().st_size / 2**30:.2f} GiB"
         )
         del ann
-        for nprobe in args.nprobe or [None]:
-            loaded = load_ann(folder, nprobe=nprobe)
-            loaded.search(queries[:10], args.k)  # warm the mapped pages a little
-            t0 = time.perf_counter()
-            _, found = loaded.search(queries, args.k)
-            took = time.perf_counter() - t0
-            recall = np.mean(
-                [len(set(f) & set(t)) / args.k for f, t in zip(found.tolist(), truth.tolist(), strict=True)]
-            )
-            print(
-                f"AnnIndex {factory} (memory-mapped) nprobe={loaded.nprobe} rescore={loaded.rescore}: "
-                f"recall@{args.k} {recall:.3f}, {args.queries / took:.1f} queries/s "
-                f"({(args.queries / took) / (args.queries / search_flat):.1f}x IndexFlatIP)"
-            )
+        sweep(folder, factory, queries, truth, args.queries / search_flat, "IndexFlatIP", args)
     print(f"peak RSS at the end {peak_rss_gib():.2f} GiB")
 
 

@@ -57,18 +57,19 @@ _FORMAT_VERSION = 1
 
 
 #: Catalogs above this size get 8-bit scalar-quantised codes (``SQ8``, a quarter of the float32 size) in their IVF
-#: lists instead of a second float32 copy: the exact re-score reads the float32 vectors anyway, so the codes only
-#: have to find candidates (see evaluation/perf/RESULTS.md, "Approximate retrieval").
+#: lists instead of a second float32 copy (the exact re-score reads the float32 vectors anyway, so the codes only
+#: have to find candidates), and an HNSW graph over the list centroids, so that adding each item costs a graph
+#: walk instead of a scan of all 16k+ centroids (see evaluation/perf/RESULTS.md, "Approximate retrieval").
 COMPRESS_ABOVE = 2_000_000
 
 
 def default_factory(n: int) -> str:
     """A factory string for ``n`` items: HNSW below 100k (no training), IVF with about ``4 sqrt(n)`` lists above,
-    holding float32 vectors up to :data:`COMPRESS_ABOVE` items and ``SQ8`` codes past it."""
+    holding float32 vectors up to :data:`COMPRESS_ABOVE` items and ``SQ8`` codes (HNSW-searched lists) past it."""
     if n < 100_000:
         return "HNSW32"
     nlist = 1 << max(8, round(math.log2(4 * math.sqrt(n))))
-    return f"IVF{nlist},{'SQ8' if n > COMPRESS_ABOVE else 'Flat'}"
+    return f"IVF{nlist}_HNSW32,SQ8" if n > COMPRESS_ABOVE else f"IVF{nlist},Flat"
 
 
 def _import_faiss() -> Any:
