@@ -161,6 +161,11 @@ def test_build_from_a_memory_map_in_chunks(data: tuple[np.ndarray, np.ndarray], 
     for where in (folder, tmp_path / "copy"):
         loaded = load_ann(where)
         np.testing.assert_array_equal(loaded.search(queries, K)[1], want[1])
+    from_disk.add(queries[:2])  # cold-start items: searched exactly, the mapped catalog is not copied
+    assert from_disk.search(queries[:2], 1)[1][:, 0].tolist() == [N, N + 1]
+    assert len(from_disk) == N + 2 and len(from_disk.vectors) == N + 2
+    save_ann(from_disk, folder)  # the saved index is the faiss part: the catalog file stays as it was
+    assert (folder / "vectors.npy").stat().st_ino == inode and len(load_ann(folder)) == N
     with pytest.raises(ConfigError, match="3 of 4 rows"), NpyWriter(tmp_path / "short.npy", 4, DIM) as short:
         short.write(items[:3])
 

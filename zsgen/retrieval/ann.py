@@ -180,28 +180,34 @@ class AnnIndex:
         self.nprobe, self.ef_search = _configure(faiss_index, nprobe, ef_search)
         self.faiss_index: Any = faiss_index
         self._base = len(self._vectors)  # rows the faiss index covers; later rows are the exact tail
-        self._exact = ItemIndex(self._vectors)
+        # Cold-start rows live apart from the (possibly memory-mapped, larger than memory) base rows, so adding one
+        # item never copies the catalog.
+        self._tail: FloatMatrix = np.zeros((0, self.dim), dtype=np.float32)
+        self._exact: ItemIndex | None = None  # built on first need: most searches never fall back
 
     @property
     def vectors(self) -> FloatMatrix:
-        return self._vectors
+        """All item vectors: the base rows as given (a memory map stays one) until items are added, then a copy."""
+        if not self._tail.shape[0]:
+            return self._vectors
+        return np.concatenate([self._vectors, self._tail], axis=0)
 
     @property
     def dim(self) -> int:
         return int(self._vectors.shape[1])
 
     def __len__(self) -> int:
-        return int(self._vectors.shape[0])
+        return self._base + int(self._tail.shape[0])
 
     def add(self, vectors: npt.ArrayLike) -> None:
         """Append cold-start items; they are searched exactly (the faiss index may be memory-mapped, read-only)."""
         new = _as_matrix(vectors, dim=self.dim, what="new item vectors")
-        self._vectors = np.ascontiguousarray(np.concatenate([self._vectors, new], axis=0))
-        self._exact = ItemIndex(self._vectors)
+        self._tail = np.ascontiguousarray(np.concatenate([self._tail, new], axis=0))
+        self._exact = None
 
     def scores(self, queries: npt.ArrayLike) -> FloatMatrix:
         q = _as_matrix(queries, dim=self.dim, what="queries")
-        return np.asarray(q @ self._vectors.T, dtype=np.float32)
+        return np.asarray(q @ self.vectors.T, dtype=np.float32)
 
     def search(
         self,
@@ -237,7 +243,7 @@ class AnnIndex:
             if banned is not None and banned[row].size:
                 cand = cand[~np.isin(cand, banned[row])]
             cand = np.unique(cand)
-            vals = self._vectors[cand] @ q[row]
+            vals = self._rows(cand) @ q[row]
             if threshold is not None:
                 keep = vals >= threshold
                 cand, vals = cand[keep], vals[keep]
@@ -251,9 +257,18 @@ class AnnIndex:
             # Too few candidates survived (IVF probes that reached few items, long exclusion lists): answer exactly.
             logger.debug("ann: %d of %d queries short of k=%d; answering them exactly", len(short), m, k)
             rows = np.asarray(short, dtype=np.int64)
+            if self._exact is None:
+                self._exact = ItemIndex(self.vectors)
             s, i = self._exact.search(q[rows], k, exclude=[banned[r] for r in short] if banned is not None else None)
             out_s[rows], out_i[rows] = s, i
         return out_s, out_i
+
+
+    def _rows(self, ids: IndexMatrix) -> FloatMatrix:
+        """Vectors of sorted item positions, base rows and tail rows alike."""
+        cut = int(np.searchsorted(ids, self._base))
+        head = np.asarray(self._vectors[ids[:cut]], dtype=np.float32)
+        return head if cut == ids.size else np.concatenate([head, self._tail[ids[cut:] - self._base]], axis=0)
 
 
 # --------------------------------------------------------------------------------------------------- on disk
@@ -279,13 +294,13 @@ def default_ann_dir() -> Path:
 def _save_vectors(index: AnnIndex, target: Path) -> None:
     """``vectors.npy`` for the re-score: kept as it is when the index already maps that file, copied file to file
     when it maps another whole ``.npy`` (no pass through this process's memory), else written from memory."""
-    source = whole_file(index.vectors) if len(index) == index._base else None
+    source = whole_file(index._vectors)
     if source is not None:
         if target.exists() and target.samefile(source):
             return
         shutil.copyfile(source, target)
         return
-    np.save(target, np.asarray(index.vectors[: index._base]))
+    np.save(target, np.asarray(index._vectors))
 
 
 def save_ann(index: AnnIndex, folder: str | Path) -> Path:
