@@ -263,7 +263,6 @@ class AnnIndex:
             out_s[rows], out_i[rows] = s, i
         return out_s, out_i
 
-
     def _rows(self, ids: IndexMatrix) -> FloatMatrix:
         """Vectors of sorted item positions, base rows and tail rows alike."""
         cut = int(np.searchsorted(ids, self._base))
