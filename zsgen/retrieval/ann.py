@@ -17,6 +17,12 @@ memory), and the float32 vectors
 used for re-scoring are a memory-mapped ``.npy``. A memory-mapped faiss index cannot grow (faiss aborts the process
 when a mapped vector is resized), so items added later (cold-start) live in a small exact tail that every search
 also scans.
+
+Catalogs larger than memory: pass ``np.load("DIR/vectors.npy", mmap_mode="r")``. The build then reads the file in
+chunks (a training sample, then chunk by chunk into the index; :mod:`zsgen.retrieval.ondisk`), the re-score reads
+the mapped rows it needs, and ``save_ann(index, "DIR")`` keeps that ``vectors.npy`` as the re-score source instead
+of writing a second copy. Past :data:`COMPRESS_ABOVE` items :func:`default_factory` stores 8-bit codes in the IVF
+lists (a quarter of the float32 size) rather than another float32 copy.
 """
 
 from __future__ import annotations
