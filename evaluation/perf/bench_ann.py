@@ -37,6 +37,18 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def rss_now() -> str:
+    """Resident memory now, split into anonymous memory (the process's own) and file pages mapped in (the memory
+    maps' pages: shared page cache the kernel can drop, but counted in RSS and in the peak above). Linux only."""
+    try:
+        status = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return "RSS now: n/a"
+    kib = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("RssAnon", "RssFile"))}
+    anon, mapped = kib.get("RssAnon", 0) / 2**20, kib.get("RssFile", 0) / 2**20
+    return f"RSS now: anon {anon:.2f} GiB + file-mapped {mapped:.2f} GiB"
+
+
 def unit_rows(rng: np.random.Generator, n: int, dim: int, chunk: int = 250_000) -> np.ndarray:
     """``n`` random unit rows, generated in chunks so the float64 temporaries stay small."""
     out = np.empty((n, dim), dtype=np.float32)
@@ -152,10 +164,11 @@ def chunked(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         ann = AnnIndex(items, factory)
         build = time.perf_counter() - t0
-        print(f"AnnIndex {factory}: build (train + add) {build:.1f} s, peak RSS {peak_rss_gib():.2f} GiB")
+        print(f"AnnIndex {factory}: build (train + add) {build:.1f} s, peak RSS {peak_rss_gib():.2f} GiB, {rss_now()}")
         save_ann(ann, ix)
         (ix / "build.json").write_text(json.dumps({"build_s": build, "peak_rss_gib": peak_rss_gib()}) + "\n")
         del ann
+        print(f"after the build: {rss_now()}")
     else:
         print(f"AnnIndex {factory}: reusing {ix} ({(ix / 'build.json').read_text().strip()})")
     print(
@@ -188,7 +201,7 @@ def sweep(
                     f"AnnIndex {factory} (memory-mapped) nprobe={loaded.nprobe} efSearch={loaded.ef_search} "
                     f"rescore={loaded.rescore}: recall@{args.k} {recall_at(found, truth):.3f}, "
                     f"{args.queries / took:.1f} queries/s ({(args.queries / took) / exact_qps:.1f}x {exact_name}), "
-                    f"peak RSS {peak_rss_gib():.2f} GiB"
+                    f"peak RSS {peak_rss_gib():.2f} GiB, {rss_now()}"
                 )
                 del loaded
 
