@@ -161,6 +161,11 @@ def test_build_from_a_memory_map_in_chunks(data: tuple[np.ndarray, np.ndarray], 
     for where in (folder, tmp_path / "copy"):
         loaded = load_ann(where)
         np.testing.assert_array_equal(loaded.search(queries, K)[1], want[1])
+        # The HNSW graph over the centroids must walk at least nprobe of them, or it returns the wrong lists.
+        import faiss
+
+        coarse = faiss.downcast_index(faiss.extract_index_ivf(loaded.faiss_index).quantizer)
+        assert loaded.nprobe == 32 and coarse.hnsw.efSearch >= 32
     from_disk.add(queries[:2])  # cold-start items: searched exactly, the mapped catalog is not copied
     assert from_disk.search(queries[:2], 1)[1][:, 0].tolist() == [N, N + 1]
     assert len(from_disk) == N + 2 and len(from_disk.vectors) == N + 2
