@@ -1,7 +1,14 @@
 """Approximate retrieval at catalog scale: zsgen's AnnIndex against exact faiss ``IndexFlatIP``.
 
     nice -n 10 python evaluation/perf/bench_ann.py [--n 1000000] [--dim 384] [--queries 1000] [--k 50]
-        [--factory IVF4096,Flat] [--nprobe 64 256]
+        [--factory IVF4096,Flat] [--nprobe 64 256] [--ef-search 64 128] [--rescore 1 4]
+    nice -n 10 python evaluation/perf/bench_ann.py --n 10000000 --scratch DIR [--prepare-only] ...
+
+With ``--scratch DIR`` nothing of catalog size is held in memory: the items are written chunk by chunk to
+``DIR/<data>/vectors.npy``, the ground truth is ``IndexFlatIP``'s top-k over 500k-row chunks of that file (merged;
+its time is the exact baseline), and the AnnIndex is built from the memory-mapped file and saved beside it with a
+hard link of the items as its ``vectors.npy``. Items, ground truth and index are reused when found, so a sweep can
+be rerun alone; ``--prepare-only`` stops after the ground truth. Delete ``DIR`` afterwards (~18 GiB per 10M data set).
 
 Items are seeded random unit vectors: isotropic by default (the hardest case for any ANN index: past the few items
 a query was made from, the top 50 are noise-level scores with no structure to find), or with ``--clusters C`` drawn
