@@ -16,7 +16,7 @@ from zsgen.loaders.demo import load_demo, load_demo_user
 from zsgen.retrieval import Retriever
 from zsgen.retrieval.ann import COMPRESS_ABOVE, AnnIndex, build_faiss, default_factory, load_ann, save_ann
 from zsgen.retrieval.index import ItemIndex
-from zsgen.retrieval.ondisk import NpyWriter, iter_chunks, take_rows, whole_file
+from zsgen.retrieval.ondisk import NpyWriter, iter_chunks, npy_header, take_rows, whole_file
 
 N, DIM, K = 20_000, 64, 10
 #: Recall@10 the candidates must reach on random unit vectors, the hardest case for IVF (measured: 0.935 for
@@ -237,3 +237,17 @@ def test_resumed_users_run_refuses_another_index(capsys: pytest.CaptureFixture[s
         return [[(i["id"], round(i["score"], 5)) for i in json.loads(line)["items"]] for line in data.splitlines()]
 
     assert ranked(out.read_bytes()) == ranked(written)
+
+
+def test_on_disk_helpers_name_bad_files(tmp_path: Path) -> None:
+    bogus = tmp_path / "vectors.npy"
+    bogus.write_bytes(b"not an npy file")
+    with pytest.raises(ConfigError, match=r"vectors\.npy: not a readable \.npy file"):
+        npy_header(bogus)
+    with pytest.raises(ConfigError, match="chunk rows"):
+        next(iter_chunks(np.zeros((3, 2), dtype=np.float32), 0))
+    with NpyWriter(tmp_path / "ok.npy", 2, 3) as out:
+        with pytest.raises(ConfigError, match="does not fit"):
+            out.write(np.zeros((2, 4)))
+        out.write(np.ones((2, 3)))
+    np.testing.assert_array_equal(np.load(tmp_path / "ok.npy"), np.ones((2, 3), dtype=np.float32))
