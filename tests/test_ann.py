@@ -14,8 +14,9 @@ from zsgen.embed.local import TransformersEncoder
 from zsgen.errors import ConfigError
 from zsgen.loaders.demo import load_demo, load_demo_user
 from zsgen.retrieval import Retriever
-from zsgen.retrieval.ann import AnnIndex, default_factory, load_ann, save_ann
+from zsgen.retrieval.ann import COMPRESS_ABOVE, AnnIndex, build_faiss, default_factory, load_ann, save_ann
 from zsgen.retrieval.index import ItemIndex
+from zsgen.retrieval.ondisk import NpyWriter, iter_chunks, npy_header, take_rows, whole_file
 
 N, DIM, K = 20_000, 64, 10
 #: Recall@10 the candidates must reach on random unit vectors, the hardest case for IVF (measured: 0.935 for
@@ -123,6 +124,55 @@ def test_bad_factory_string_names_it(data: tuple[np.ndarray, np.ndarray]) -> Non
 def test_default_factory_by_size() -> None:
     assert default_factory(300) == "HNSW32"
     assert default_factory(1_000_000).startswith("IVF") and default_factory(1_000_000).endswith(",Flat")
+    assert default_factory(10_000_000) == "IVF16384_HNSW32,SQ8"  # no second float32 copy past a few million items
+    assert default_factory(COMPRESS_ABOVE + 1).endswith(",SQ8")
+
+
+def test_build_from_a_memory_map_in_chunks(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    """A catalog on disk is read in chunks (a sample for training, then chunk by chunk), trains and adds exactly as
+    the same matrix in memory does, and saving next to its own ``vectors.npy`` keeps that file (no second copy)."""
+    items, queries = data
+    folder = tmp_path / "big"
+    folder.mkdir()
+    with NpyWriter(folder / "vectors.npy", N, DIM) as out:
+        for start in range(0, N, 6_000):
+            out.write(items[start : start + 6_000])
+    mapped = np.load(folder / "vectors.npy", mmap_mode="r")
+    assert whole_file(mapped) == folder / "vectors.npy" and whole_file(mapped[1:]) is None
+    np.testing.assert_array_equal(np.concatenate([b for _, b in iter_chunks(mapped, 3_001)]), items)
+    rows = np.array([0, 17, N - 1])
+    np.testing.assert_array_equal(take_rows(mapped, rows), items[rows])
+
+    factory = "IVF32_HNSW32,SQ8"
+    in_memory = AnnIndex(items, factory, nprobe=32)
+    from_disk = AnnIndex(mapped, factory, nprobe=32, faiss_index=build_faiss(mapped, factory, chunk_rows=1_234))
+    assert isinstance(from_disk.vectors, np.memmap)
+    want = in_memory.search(queries, K)
+    got = from_disk.search(queries, K)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    _, exact = ItemIndex(items).search(queries, K)
+    assert recall(got[1], exact) >= RECALL_BOUND  # all 32 lists probed: only the 8-bit codes can miss
+
+    inode = (folder / "vectors.npy").stat().st_ino
+    save_ann(from_disk, folder)
+    assert (folder / "vectors.npy").stat().st_ino == inode and (folder / "index.faiss").is_file()
+    save_ann(from_disk, tmp_path / "copy")  # another folder: a file copy of the same rows
+    for where in (folder, tmp_path / "copy"):
+        loaded = load_ann(where)
+        np.testing.assert_array_equal(loaded.search(queries, K)[1], want[1])
+        # The HNSW graph over the centroids must walk at least nprobe of them, or it returns the wrong lists.
+        import faiss
+
+        coarse = faiss.downcast_index(faiss.extract_index_ivf(loaded.faiss_index).quantizer)
+        assert loaded.nprobe == 32 and coarse.hnsw.efSearch >= 32
+    from_disk.add(queries[:2])  # cold-start items: searched exactly, the mapped catalog is not copied
+    assert from_disk.search(queries[:2], 1)[1][:, 0].tolist() == [N, N + 1]
+    assert len(from_disk) == N + 2 and len(from_disk.vectors) == N + 2
+    save_ann(from_disk, folder)  # the saved index is the faiss part: the catalog file stays as it was
+    assert (folder / "vectors.npy").stat().st_ino == inode and len(load_ann(folder)) == N
+    with pytest.raises(ConfigError, match="3 of 4 rows"), NpyWriter(tmp_path / "short.npy", 4, DIM) as short:
+        short.write(items[:3])
 
 
 @pytest.mark.parametrize("index", ["ann", "ann:IVF16,Flat"])
@@ -161,3 +211,43 @@ def test_cli_recommend_with_ann_index(
     assert len(list((tmp_path / "emb" / "ann").iterdir())) == 1  # saved next to the embedding cache, built once
     assert main([*common, "--index", "ann:IVFbogus"]) != 0
     assert "IVFbogus" in capsys.readouterr().err
+
+
+def test_resumed_users_run_refuses_another_index(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--users`` appends to an existing file only with the settings that wrote it; the index is one of them."""
+    from zsgen.cli import main
+
+    ids = load_demo().catalog.ids
+    users = tmp_path / "users.jsonl"
+    users.write_text("".join(json.dumps({"user_id": f"u{i}", "history": ids[i : i + 3]}) + "\n" for i in range(3)))
+    out = tmp_path / "recs.jsonl"
+    common = ["recommend", "--demo", "--k", "5", "--users", str(users), "--out", str(out), "--no-progress"]
+    common += ["--embedding-cache", str(tmp_path / "emb.sqlite")]
+    assert main(common) == 0
+    written = out.read_bytes()
+    lines = written.splitlines(keepends=True)
+    out.write_bytes(b"".join(lines[:2]))  # as if killed after two users
+    capsys.readouterr()
+    assert main([*common, "--index", "ann:HNSW32"]) == 1
+    assert "settings" in capsys.readouterr().err
+    assert out.read_bytes() == b"".join(lines[:2])
+    assert main([*common, "--index", "numpy"]) == 0  # the default, named: the same settings
+
+    def ranked(data: bytes) -> list[list[tuple[str, float]]]:  # scores to 5 places: BLAS rounds by batch shape
+        return [[(i["id"], round(i["score"], 5)) for i in json.loads(line)["items"]] for line in data.splitlines()]
+
+    assert ranked(out.read_bytes()) == ranked(written)
+
+
+def test_on_disk_helpers_name_bad_files(tmp_path: Path) -> None:
+    bogus = tmp_path / "vectors.npy"
+    bogus.write_bytes(b"not an npy file")
+    with pytest.raises(ConfigError, match=r"vectors\.npy: not a readable \.npy file"):
+        npy_header(bogus)
+    with pytest.raises(ConfigError, match="chunk rows"):
+        next(iter_chunks(np.zeros((3, 2), dtype=np.float32), 0))
+    with NpyWriter(tmp_path / "ok.npy", 2, 3) as out:
+        with pytest.raises(ConfigError, match="does not fit"):
+            out.write(np.zeros((2, 4)))
+        out.write(np.ones((2, 3)))
+    np.testing.assert_array_equal(np.load(tmp_path / "ok.npy"), np.ones((2, 3), dtype=np.float32))

@@ -202,8 +202,9 @@ _NOT_DECIDING = {"cache", "timeout", "concurrency"}
 
 
 def _settings_digest(args: argparse.Namespace, config: RerankConfig | None) -> str:
-    """What decides a users file's lines (dataset, first stage, reranker, k), as 16 hex digits: a resumed run with
-    other options must not append to them. Paths count by name as given; the response cache and timeouts do not."""
+    """What decides a users file's lines (dataset, first stage and its index, reranker, k), as 16 hex digits: a
+    resumed run with other options must not append to them. Paths count by name as given; the response cache and
+    timeouts do not."""
     import hashlib
     import json
 
@@ -219,6 +220,10 @@ def _settings_digest(args: argparse.Namespace, config: RerankConfig | None) -> s
         "first_stage": args.first_stage,
         "rerank": None if config is None else config.model_dump(mode="json", exclude=_NOT_DECIDING),
     }
+    if args.index not in (None, "numpy"):
+        # An approximate index finds other candidates (and faiss rounds scores its own way), so it decides lines;
+        # the default stays out of the digest so files written before the index counted still resume.
+        decided["index"] = args.index
     return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -17,6 +17,12 @@ memory), and the float32 vectors
 used for re-scoring are a memory-mapped ``.npy``. A memory-mapped faiss index cannot grow (faiss aborts the process
 when a mapped vector is resized), so items added later (cold-start) live in a small exact tail that every search
 also scans.
+
+Catalogs larger than memory: pass ``np.load("DIR/vectors.npy", mmap_mode="r")``. The build then reads the file in
+chunks (a training sample, then chunk by chunk into the index; :mod:`zsgen.retrieval.ondisk`), the re-score reads
+the mapped rows it needs, and ``save_ann(index, "DIR")`` keeps that ``vectors.npy`` as the re-score source instead
+of writing a second copy. Past :data:`COMPRESS_ABOVE` items :func:`default_factory` stores 8-bit codes in the IVF
+lists (a quarter of the float32 size) rather than another float32 copy.
 """
 
 from __future__ import annotations
@@ -34,9 +40,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from tqdm import tqdm
 
 from zsgen.errors import ConfigError
 from zsgen.retrieval.index import FloatMatrix, IndexMatrix, ItemIndex, _as_matrix, _check_k, _exclusion_pairs
+from zsgen.retrieval.ondisk import DEFAULT_CHUNK_ROWS, iter_chunks, take_rows, whole_file
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +57,25 @@ _NPROBE_FRACTION = 1 / 16
 DEFAULT_EF_SEARCH = 128
 #: Training vectors per IVF centroid (faiss asks for 39 to 256; the low end keeps training of 4096 lists short).
 _TRAIN_PER_CENTROID = 40
+#: Training rows for trained codes without IVF lists (``SQ8``, ``PQ*``): their statistics settle long before this.
+_TRAIN_CAP = 1 << 20
 _FORMAT_VERSION = 1
 
 
+#: Catalogs above this size get 8-bit scalar-quantised codes (``SQ8``, a quarter of the float32 size) in their IVF
+#: lists instead of a second float32 copy (the exact re-score reads the float32 vectors anyway, so the codes only
+#: have to find candidates), and an HNSW graph over the list centroids, so that adding each item costs a graph
+#: walk instead of a scan of all 16k+ centroids (see evaluation/perf/RESULTS.md, "Approximate retrieval").
+COMPRESS_ABOVE = 2_000_000
+
+
 def default_factory(n: int) -> str:
-    """A factory string for ``n`` items: HNSW below 100k (no training), IVF with about ``4 sqrt(n)`` lists above."""
+    """A factory string for ``n`` items: HNSW below 100k (no training), IVF with about ``4 sqrt(n)`` lists above,
+    holding float32 vectors up to :data:`COMPRESS_ABOVE` items and ``SQ8`` codes (HNSW-searched lists) past it."""
     if n < 100_000:
         return "HNSW32"
     nlist = 1 << max(8, round(math.log2(4 * math.sqrt(n))))
-    return f"IVF{nlist},Flat"
+    return f"IVF{nlist}_HNSW32,SQ8" if n > COMPRESS_ABOVE else f"IVF{nlist},Flat"
 
 
 def _import_faiss() -> Any:
@@ -73,10 +91,19 @@ def _nlist(factory: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def build_faiss(vectors: FloatMatrix, factory: str, *, seed: int = 0) -> Any:
-    """Train and fill a faiss index for inner product; a bad factory string is a :class:`ConfigError` naming it."""
+def build_faiss(vectors: npt.ArrayLike, factory: str, *, seed: int = 0, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Any:
+    """Train and fill a faiss index for inner product; a bad factory string is a :class:`ConfigError` naming it.
+
+    Trains on a seeded sample (IVF: :data:`_TRAIN_PER_CENTROID` rows per list; other trained codes: at most
+    :data:`_TRAIN_CAP` rows) and adds in chunks of ``chunk_rows``, so ``vectors`` may be a memory-mapped ``.npy``
+    larger than memory: it is then read with file reads (:mod:`zsgen.retrieval.ondisk`) and only the sample, one
+    chunk and the index's own codes are in memory (pick compressed codes, e.g. ``IVF16384,SQ8``, for such catalogs:
+    ``IVF*,Flat`` holds a second full copy of the vectors)."""
     faiss = _import_faiss()
-    n, dim = vectors.shape
+    shape = np.shape(vectors)
+    if len(shape) != 2:
+        raise ConfigError(f"item vectors must be a 2-d array, got shape {shape}")
+    n, dim = int(shape[0]), int(shape[1])
     try:
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
@@ -86,12 +113,21 @@ def build_faiss(vectors: FloatMatrix, factory: str, *, seed: int = 0) -> Any:
         nlist = _nlist(factory)
         if nlist is not None and n < nlist:
             raise ConfigError(f"index {factory!r} has {nlist} lists but the catalog has only {n} items")
-        sample = n if nlist is None else min(n, nlist * _TRAIN_PER_CENTROID)
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False)) if sample < n else None
+        sample = min(n, _TRAIN_CAP) if nlist is None else min(n, nlist * _TRAIN_PER_CENTROID)
+        if sample < n:
+            rows = np.sort(np.random.default_rng(seed).choice(n, size=sample, replace=False))
+            train = take_rows(vectors, rows)
+        else:
+            blocks = [block for _, block in iter_chunks(vectors, chunk_rows)]
+            train = np.concatenate(blocks) if blocks else np.zeros((0, dim), dtype=np.float32)
         logger.info("training %s on %d of %d vectors", factory, sample, n)
-        index.train(vectors if rows is None else np.ascontiguousarray(vectors[rows]))
+        index.train(train)
+        del train
     logger.info("adding %d vectors to %s", n, factory)
-    index.add(vectors)
+    with tqdm(total=n, desc=f"adding to {factory}", unit="item", disable=n <= chunk_rows) as bar:
+        for _, block in iter_chunks(vectors, chunk_rows):
+            index.add(block)
+            bar.update(block.shape[0])
     return index
 
 
@@ -104,6 +140,12 @@ def _configure(index: Any, nprobe: int | None, ef_search: int | None) -> tuple[i
         ivf = None
     if ivf is not None:
         ivf.nprobe = nprobe if nprobe is not None else max(16, int(ivf.nlist * _NPROBE_FRACTION))
+        coarse = getattr(faiss.downcast_index(ivf.quantizer), "hnsw", None)
+        if coarse is not None:
+            # An HNSW graph over the centroids (``IVF*_HNSW*``) asked for nprobe lists walks only efSearch of them
+            # (faiss's default 16): at nprobe 1024 of 16,384 lists it picked 12% of the right lists and recall@50
+            # fell from 0.26 to 0.09 (10M items, evaluation/perf/RESULTS.md). Its breadth follows nprobe.
+            coarse.efSearch = max(int(coarse.efSearch), int(ivf.nprobe))
     hnsw = getattr(faiss.downcast_index(index), "hnsw", None)
     if hnsw is not None:
         hnsw.efSearch = ef_search if ef_search is not None else DEFAULT_EF_SEARCH
@@ -150,28 +192,34 @@ class AnnIndex:
         self.nprobe, self.ef_search = _configure(faiss_index, nprobe, ef_search)
         self.faiss_index: Any = faiss_index
         self._base = len(self._vectors)  # rows the faiss index covers; later rows are the exact tail
-        self._exact = ItemIndex(self._vectors)
+        # Cold-start rows live apart from the (possibly memory-mapped, larger than memory) base rows, so adding one
+        # item never copies the catalog.
+        self._tail: FloatMatrix = np.zeros((0, self.dim), dtype=np.float32)
+        self._exact: ItemIndex | None = None  # built on first need: most searches never fall back
 
     @property
     def vectors(self) -> FloatMatrix:
-        return self._vectors
+        """All item vectors: the base rows as given (a memory map stays one) until items are added, then a copy."""
+        if not self._tail.shape[0]:
+            return self._vectors
+        return np.concatenate([self._vectors, self._tail], axis=0)
 
     @property
     def dim(self) -> int:
         return int(self._vectors.shape[1])
 
     def __len__(self) -> int:
-        return int(self._vectors.shape[0])
+        return self._base + int(self._tail.shape[0])
 
     def add(self, vectors: npt.ArrayLike) -> None:
         """Append cold-start items; they are searched exactly (the faiss index may be memory-mapped, read-only)."""
         new = _as_matrix(vectors, dim=self.dim, what="new item vectors")
-        self._vectors = np.ascontiguousarray(np.concatenate([self._vectors, new], axis=0))
-        self._exact = ItemIndex(self._vectors)
+        self._tail = np.ascontiguousarray(np.concatenate([self._tail, new], axis=0))
+        self._exact = None
 
     def scores(self, queries: npt.ArrayLike) -> FloatMatrix:
         q = _as_matrix(queries, dim=self.dim, what="queries")
-        return np.asarray(q @ self._vectors.T, dtype=np.float32)
+        return np.asarray(q @ self.vectors.T, dtype=np.float32)
 
     def search(
         self,
@@ -207,7 +255,7 @@ class AnnIndex:
             if banned is not None and banned[row].size:
                 cand = cand[~np.isin(cand, banned[row])]
             cand = np.unique(cand)
-            vals = self._vectors[cand] @ q[row]
+            vals = self._rows(cand) @ q[row]
             if threshold is not None:
                 keep = vals >= threshold
                 cand, vals = cand[keep], vals[keep]
@@ -221,9 +269,17 @@ class AnnIndex:
             # Too few candidates survived (IVF probes that reached few items, long exclusion lists): answer exactly.
             logger.debug("ann: %d of %d queries short of k=%d; answering them exactly", len(short), m, k)
             rows = np.asarray(short, dtype=np.int64)
+            if self._exact is None:
+                self._exact = ItemIndex(self.vectors)
             s, i = self._exact.search(q[rows], k, exclude=[banned[r] for r in short] if banned is not None else None)
             out_s[rows], out_i[rows] = s, i
         return out_s, out_i
+
+    def _rows(self, ids: IndexMatrix) -> FloatMatrix:
+        """Vectors of sorted item positions, base rows and tail rows alike."""
+        cut = int(np.searchsorted(ids, self._base))
+        head = np.asarray(self._vectors[ids[:cut]], dtype=np.float32)
+        return head if cut == ids.size else np.concatenate([head, self._tail[ids[cut:] - self._base]], axis=0)
 
 
 # --------------------------------------------------------------------------------------------------- on disk
@@ -246,12 +302,24 @@ def default_ann_dir() -> Path:
     return default_cache_path().parent / "ann"
 
 
+def _save_vectors(index: AnnIndex, target: Path) -> None:
+    """``vectors.npy`` for the re-score: kept as it is when the index already maps that file, copied file to file
+    when it maps another whole ``.npy`` (no pass through this process's memory), else written from memory."""
+    source = whole_file(index._vectors)
+    if source is not None:
+        if target.exists() and target.samefile(source):
+            return
+        shutil.copyfile(source, target)
+        return
+    np.save(target, np.asarray(index._vectors))
+
+
 def save_ann(index: AnnIndex, folder: str | Path) -> Path:
     """Write ``index.faiss``, ``vectors.npy`` and ``meta.json`` into ``folder`` (the faiss part only, not the tail)."""
     faiss = _import_faiss()
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    np.save(path / "vectors.npy", np.asarray(index.vectors[: index._base]))
+    _save_vectors(index, path / "vectors.npy")
     faiss.write_index(index.faiss_index, str(path / "index.faiss"))
     meta = {
         "version": _FORMAT_VERSION,
