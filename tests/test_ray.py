@@ -85,7 +85,7 @@ def test_failed_requests_become_flagged_fallbacks(tmp_path: Path) -> None:
         assert main([*command, *opts]) == 0
     by_user = {line["user_id"]: line for line in lines(out)}
     assert len(by_user) == len(USERS)
-    assert (by_user["cold"]["fallback"], by_user["cold"]["fallback_reason"]) == (True, "batch_error")
+    assert (by_user["cold"]["fallback"], by_user["cold"]["fallback_reason"]) == (True, "server_error")
     assert len(by_user["cold"]["items"]) == 5  # the first-stage order, not a lost user
     assert not any(line["fallback"] for user, line in by_user.items() if user != "cold")
 
