@@ -82,24 +82,24 @@ def _collecting(run: str, collected: Collected) -> RerankerFactory:
 
 
 def _collect(config: EvalConfig, out: Path, vectors: np.ndarray, progress: bool | None) -> Collected:
-    """Step 2: the requests of the users not yet in ``out`` (its log and config are copied into the scratch run, so
-    the scratch run resumes, and refuses, exactly as a run into ``out`` would)."""
+    """Step 2: the requests of the users not yet in ``out``. The scratch run is a sibling of ``out`` holding copies
+    of its log and config, so it resumes, and refuses a foreign folder, exactly as a run into ``out`` would: the run
+    fingerprint names data files outside the dataset folder relative to the output folder, which a sibling shares."""
     collected: Collected = {}
-    with tempfile.TemporaryDirectory(prefix="zsgen-ray-") as scratch:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=f".{out.name}.ray-", dir=out.parent)
+    try:
         for name in (LOG_NAME, CONFIG_NAME):
             if (out / name).is_file():
                 shutil.copyfile(out / name, Path(scratch) / name)
-        try:
-            with quiet_exports():
-                run_evaluation(
-                    config,
-                    scratch,
-                    progress=progress,
-                    rerankers=_collecting(config.name, collected),
-                    item_vectors=vectors,
-                )
-        except (ConfigError, DataError) as exc:  # name the user's folder, not the scratch copy
-            raise type(exc)(str(exc).replace(scratch, str(out))) from None
+        with quiet_exports():
+            run_evaluation(
+                config, scratch, progress=progress, rerankers=_collecting(config.name, collected), item_vectors=vectors
+            )
+    except (ConfigError, DataError) as exc:  # name the user's folder, not the scratch copy
+        raise type(exc)(str(exc).replace(scratch, str(out))) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return collected
 
 
