@@ -24,6 +24,7 @@ from zsgen.embed.local import TransformersEncoder
 from zsgen.evaluate import load_config
 from zsgen.evaluate.runner import load_eval_dataset, read_log
 from zsgen.itemtext import ItemTextTemplate
+from zsgen.loaders import load_demo
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the optional extra: pip install 'zsgen[ray]'")
 pytest.importorskip("ray.data.llm")
@@ -102,13 +103,24 @@ def test_failed_requests_become_flagged_fallbacks(tmp_path: Path) -> None:
 def test_first_stage_only_equals_the_local_engine(tmp_path: Path) -> None:
     """Without --rerank only the answer stage runs (no HTTP processor): the local engine's items, in its order.
 
-    Cosine scores agree to float rounding only: Ray runs each actor's torch with one thread (OMP_NUM_THREADS=1), the
-    local engine with the machine's threads, and the encoder's sums round differently."""
+    Each engine starts from an empty embedding cache: the Ray run embeds the catalog in its ``map_batches`` stage,
+    and the vectors it leaves in its cache equal the local encoder's. Vectors and cosine scores agree to float
+    rounding only: Ray runs each actor's torch with one thread (OMP_NUM_THREADS=1), the local engine with the
+    machine's threads, and the encoder's sums round differently."""
     path = users_file(tmp_path)
-    opts = ["--no-progress", "-k", "5", "--embedding-cache", str(tmp_path / "embeddings.sqlite")]
+    opts = ["--no-progress", "-k", "5"]
     local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
-    assert main(["recommend", "--users", str(path), "--out", str(local), *opts]) == 0
-    assert main(["recommend", "--users", str(path), "--out", str(on_ray), "--engine", "ray", *opts]) == 0
+    caches = {engine: tmp_path / f"{engine}-embeddings.sqlite" for engine in ("local", "ray")}
+    local_opts = ["--out", str(local), "--embedding-cache", str(caches["local"])]
+    assert main(["recommend", "--users", str(path), *local_opts, *opts]) == 0
+    ray_opts = ["--out", str(on_ray), "--engine", "ray", "--embedding-cache", str(caches["ray"])]
+    assert main(["recommend", "--users", str(path), *ray_opts, *opts]) == 0
+    encoder = TransformersEncoder()
+    keys = [text_key(text) for text in ItemTextTemplate().render_all(load_demo().catalog)]
+    vectors = {engine: EmbeddingCache(cache).get_many(encoder.identity, keys) for engine, cache in caches.items()}
+    assert set(vectors["ray"]) == set(vectors["local"]) == set(keys)
+    for key in keys:
+        np.testing.assert_allclose(vectors["ray"][key], vectors["local"][key], atol=1e-5)
     assert len(lines(on_ray)) == len(lines(local)) == len(USERS)
     for mine, theirs in zip(lines(on_ray), lines(local), strict=True):
         assert [i["id"] for i in mine["items"]] == [i["id"] for i in theirs["items"]]

@@ -10,19 +10,22 @@ agree with the local encoder's to float rounding only: Ray runs each actor's tor
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from zsgen.catalog import Catalog
 from zsgen.embed.base import Encoder, FloatMatrix, empty_matrix
 from zsgen.embed.cache import EmbeddingCache, text_key
 from zsgen.errors import DataError, EncoderError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["embed_texts_ray"]
+__all__ = ["embed_catalog_ray", "embed_texts_ray"]
 
 #: Builds the encoder on a Ray worker; pickled to every actor, so a class or a module-level function (or a
 #: ``functools.partial`` of one), never a lambda.
@@ -101,3 +104,28 @@ def embed_texts_ray(
         "ray: %d texts, %d from the cache, %d embedded on the cluster", len(texts), len(texts) - len(first), len(first)
     )
     return np.stack([found[key] for key in keys]).astype(np.float32, copy=False)
+
+
+def embed_catalog_ray(
+    catalog: Catalog,
+    *,
+    model_path: str | Path | None = None,
+    cache: EmbeddingCache | None = None,
+    workers: int = 2,
+    batch_size: int = 256,
+) -> FloatMatrix:
+    """The catalog's unit text vectors as retrieval computes them (the local encoder of ``model_path``, default
+    all-MiniLM-L6-v2, over :class:`~zsgen.itemtext.ItemTextTemplate` texts, through ``cache``), embedded on Ray."""
+    from zsgen.embed.local import TransformersEncoder
+    from zsgen.itemtext import ItemTextTemplate
+
+    here = TransformersEncoder(model_path)  # the cache key (identity, size); the actors load their own copies
+    return embed_texts_ray(
+        ItemTextTemplate().render_all(catalog),
+        functools.partial(TransformersEncoder, model_path),
+        identity=here.identity,
+        dim=here.dim,
+        cache=cache,
+        workers=workers,
+        batch_size=batch_size,
+    )

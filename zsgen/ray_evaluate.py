@@ -46,30 +46,10 @@ from zsgen.rerank import RerankConfig, Reranker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["embed_catalog_ray", "evaluate_ray"]
+__all__ = ["evaluate_ray"]
 
 #: Collected ``(custom_id, body)`` pairs by the server they go to.
 Collected = dict[str, list[tuple[str, dict[str, Any]]]]
-
-
-def embed_catalog_ray(catalog: Catalog, *, workers: int, batch_size: int = 256) -> np.ndarray:
-    """The catalog's unit text vectors as the evaluation's text scorers compute them (the default encoder over
-    :class:`~zsgen.itemtext.ItemTextTemplate` texts, through the default embedding cache), embedded on Ray."""
-    from zsgen.embed.cache import EmbeddingCache, default_cache_path
-    from zsgen.embed.local import TransformersEncoder
-    from zsgen.itemtext import ItemTextTemplate
-    from zsgen.ray_embed import embed_texts_ray
-
-    here = TransformersEncoder()  # the cache key (identity, size); the cluster's actors load their own copies
-    return embed_texts_ray(
-        ItemTextTemplate().render_all(catalog),
-        TransformersEncoder,
-        identity=here.identity,
-        dim=here.dim,
-        cache=EmbeddingCache(default_cache_path()),
-        workers=workers,
-        batch_size=batch_size,
-    )
 
 
 def _collecting(run: str, collected: Collected) -> RerankerFactory:
@@ -115,6 +95,8 @@ def evaluate_ray(
     summary. ``workers`` actors per Ray stage; ``batch_size`` request bodies per HTTP block."""
     import ray
 
+    from zsgen.embed.cache import EmbeddingCache, default_cache_path
+    from zsgen.ray_embed import embed_catalog_ray
     from zsgen.ray_http import ask_http, requests_dataset
 
     if not ray.is_initialized():
@@ -123,7 +105,8 @@ def evaluate_ray(
         raise DataError(f"workers and batch size must be positive, got {workers} and {batch_size}")
     out = Path(out_dir)
     catalog, _ = load_eval_dataset(config)
-    vectors = embed_catalog_ray(catalog, workers=workers)
+    # The evaluation's text scorers use the default encoder behind the default cache (TextCosineScorer).
+    vectors = embed_catalog_ray(catalog, cache=EmbeddingCache(default_cache_path()), workers=workers)
     collected = _collect(config, out, vectors, progress)
     results: dict[str, BatchResult] = {}
     for url, pairs in collected.items():
