@@ -180,3 +180,13 @@ def test_evaluation_on_ray_equals_the_local_engine(tmp_path: Path, monkeypatch: 
     assert set(ray_made) == set(local) == set(keys)
     for key in keys:
         np.testing.assert_allclose(ray_made[key], local[key], atol=1e-5)
+
+
+def test_evaluation_on_ray_refuses_multi_call_methods(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """NIR's chained calls cannot be sent as independent requests: refused, naming the ranker, before any work."""
+    config = config_file(tmp_path, method="nir")
+    out = tmp_path / "ray"
+    assert main(["evaluate", "--config", str(config), "--out", str(out), "--engine", "ray", "--no-progress"]) != 0
+    error = capsys.readouterr().err
+    assert "ranker 'remote'" in error and "single-call chat methods" in error
+    assert not out.exists()

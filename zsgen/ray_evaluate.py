@@ -46,7 +46,7 @@ from zsgen.rerank import RerankConfig, Reranker
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["evaluate_ray"]
+__all__ = ["check_sendable", "evaluate_ray"]
 
 #: Collected ``(custom_id, body)`` pairs by the server they go to.
 Collected = dict[str, list[tuple[str, dict[str, Any]]]]
@@ -83,6 +83,20 @@ def _collect(config: EvalConfig, out: Path, vectors: np.ndarray, progress: bool 
     return collected
 
 
+def check_sendable(config: EvalConfig, out: Path) -> None:
+    """Refuse, before anything runs, an LLM ranker whose calls cannot be sent as independent chat requests."""
+    from zsgen.batch.backends import check_batchable
+    from zsgen.evaluate.runner import rerank_settings
+
+    for spec in config.rankers:
+        if spec.kind == "llm":
+            try:
+                settings = RerankConfig(**rerank_settings(spec, config, out))
+            except ConfigError as exc:
+                raise ConfigError(f"ranker {spec.name!r}: {exc}") from None
+            check_batchable(spec.name, settings)
+
+
 def evaluate_ray(
     config: EvalConfig,
     out_dir: str | Path,
@@ -104,6 +118,7 @@ def evaluate_ray(
     if workers < 1 or batch_size < 1:
         raise DataError(f"workers and batch size must be positive, got {workers} and {batch_size}")
     out = Path(out_dir)
+    check_sendable(config, out)
     catalog, _ = load_eval_dataset(config)
     # The evaluation's text scorers use the default encoder behind the default cache (TextCosineScorer).
     vectors = embed_catalog_ray(catalog, cache=EmbeddingCache(default_cache_path()), workers=workers)
