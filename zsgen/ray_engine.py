@@ -16,6 +16,9 @@ batch files (:mod:`zsgen.batch`):
    those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's line equals
    the local engine's for the same answers, and a failed request is a fallback flagged as the local engine flags it.
 
+The CLI embeds the catalog before stage 1 (:func:`zsgen.ray_embed.embed_catalog_ray`, a ``map_batches`` stage writing
+the embedding cache the actors' encoders then read), so no actor encodes it.
+
 Only single-call chat methods (listwise, recency, in_context) go through the HTTP processor, as with batch files
 (:func:`~zsgen.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2 are
 gathered on the driver (one small JSON object per LLM call) and the lines are written in users-file order at the
