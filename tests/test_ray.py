@@ -157,11 +157,23 @@ def test_evaluation_on_ray_equals_the_local_engine(tmp_path: Path, monkeypatch: 
         assert main(on_ray) == 0  # finished: resumes with nothing to do
         assert chat_bodies(server) == []
         assert (tmp_path / "ray" / "per_user.jsonl").read_bytes() == first
+        # A local run killed after three users, finished on Ray: only the other users' requests are sent.
+        mixed = tmp_path / "mixed"
+        mixed.mkdir()
+        (mixed / "config.toml").write_bytes((tmp_path / "local" / "config.toml").read_bytes())
+        done = (tmp_path / "local" / "per_user.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:3]
+        (mixed / "per_user.jsonl").write_text("".join(done), encoding="utf-8")
+        server.requests.clear()
+        assert main([*command, "--out", str(mixed), "--engine", "ray"]) == 0
+        resumed = chat_bodies(server)
+        assert 0 < len(resumed) < len(sent_locally) and set(resumed) <= set(sent_locally)
 
     got, want = read_log(tmp_path / "ray" / "per_user.jsonl"), read_log(tmp_path / "local" / "per_user.jsonl")
     assert list(got) == list(want)
     for user in want:
         assert stable(got[user]) == stable(want[user]), user
+    finished = read_log(tmp_path / "mixed" / "per_user.jsonl")
+    assert [stable(r) for r in finished.values()] == [stable(r) for r in want.values()]
     assert {r["rankers"]["remote"]["latency_s"] for r in got.values()} == {0.0}
     failed = [u for u, r in want.items() if r["rankers"]["remote"]["fallback_reason"] == "server_error"]
     assert failed == [u for u, r in got.items() if r["rankers"]["remote"]["fallback_reason"] == "server_error"]
