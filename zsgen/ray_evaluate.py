@@ -64,7 +64,8 @@ def _collecting(run: str, collected: Collected) -> RerankerFactory:
 def _collect(config: EvalConfig, out: Path, vectors: np.ndarray, progress: bool | None) -> Collected:
     """Step 2: the requests of the users not yet in ``out``. The scratch run is a sibling of ``out`` holding copies
     of its log and config, so it resumes, and refuses a foreign folder, exactly as a run into ``out`` would: the run
-    fingerprint names data files outside the dataset folder relative to the output folder, which a sibling shares."""
+    fingerprint names data files outside the dataset folder relative to the output folder, which a sibling shares.
+    It is removed when the step ends, failed or not (a killed process may leave a hidden ``.NAME.ray-*`` folder)."""
     collected: Collected = {}
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix=f".{out.name}.ray-", dir=out.parent)
