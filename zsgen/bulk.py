@@ -6,7 +6,7 @@ checked before any model loads: a bad line stops the run with ``file:line`` and 
 
 Users go through :meth:`zsgen.Recommender.recommend_batch` a batch at a time (retrieval in one matrix pass, LLM
 calls concurrent up to the backend's ``concurrency``). The output is an append-only log like ``zsgen evaluate``'s
-``per_user.jsonl`` (:func:`zsgen.evaluate.runner.read_log`): each batch is appended and synced before the next
+``per_user.jsonl`` (:func:`zsgen.jsonlog.read_log`): each batch is appended and synced before the next
 starts, a restarted run cuts a torn last line, skips the users already written and appends the rest, so a killed
 run finishes with exactly the lines an uninterrupted one writes. Lines hold the :class:`~zsgen.types.Ranking`
 without its timings, so they are reproducible.
@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.errors import ConfigError, DataError, UnknownItemError
-from zsgen.evaluate.runner import _LogWriter, read_log
+from zsgen.jsonlog import LogWriter, read_log
 from zsgen.recommender import Recommender
 from zsgen.retrieval import Request
 from zsgen.types import Ranking
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["UserLine", "read_users", "recommend_users", "recommendation_record"]
+__all__ = ["UserLine", "check_settings", "read_users", "recommend_users", "recommendation_record"]
 
 _FIELDS = ("user_id", "history", "profile")
 
@@ -110,7 +110,9 @@ def recommendation_record(user_id: str, ranking: Ranking) -> dict[str, Any]:
     return {"user_id": user_id, **ranking.model_dump(mode="json", exclude={"timings"})}
 
 
-def _check_settings(out: Path, settings: str) -> None:
+def check_settings(out: Path, settings: str) -> None:
+    """Keep ``settings`` beside ``out`` (``.NAME.settings``), refusing lines written with other settings: a resumed
+    run, on either engine, must not append to another configuration's lines."""
     marker = out.parent / f".{out.name}.settings"
     if out.exists() and out.stat().st_size > 0 and marker.exists():
         before = marker.read_text(encoding="utf-8").strip()
@@ -147,7 +149,7 @@ def recommend_users(
         raise DataError(f"batch size must be positive, got {batch_size}")
     out.parent.mkdir(parents=True, exist_ok=True)
     if settings is not None:
-        _check_settings(out, settings)
+        check_settings(out, settings)
     done = read_log(out, repair=True)
     wanted = {u.user_id for u in users}
     stray = sorted(set(done) - wanted)
@@ -158,7 +160,7 @@ def recommend_users(
         logger.info("resuming: %d of %d users already in %s", len(done), len(users), out)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=len(users), initial=len(done), unit="user", desc="recommend", disable=not show)
-    writer = _LogWriter(out)
+    writer = LogWriter(out)
     fallbacks = 0
     try:
         for batch in _batches(todo, batch_size):

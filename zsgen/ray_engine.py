@@ -7,14 +7,17 @@ batch files (:mod:`zsgen.batch`):
    loads the catalog, encoder and catalog embeddings once). Each actor runs the online pipeline with a stand-in
    backend that records the exact body :class:`~zsgen.llm.OpenAIChatBackend` would POST (same messages, limits and
    ``constraint_fields``) under the batch ``custom_id``, and lets the call fall back.
-2. **LLM calls.** ``ray.data.llm``'s HTTP processor (``HttpRequestProcessorConfig``) posts every body to the
-   OpenAI-compatible server's ``/chat/completions`` (retrying 429/5xx gateway statuses and dropped connections).
-   A server's JSON error answer (e.g. HTTP 500 ``{"error": ...}``) is a failed request, its user a flagged
-   fallback. Ray 2.60's HTTP processor has no ``should_continue_on_error``: a request that still has no JSON answer
-   after its retries (server unreachable) aborts the run before anything is written, and a rerun starts over.
+2. **LLM calls.** :func:`zsgen.ray_http.ask_http`: ``ray.data.llm``'s HTTP processor (``HttpRequestProcessorConfig``)
+   posts every body to the OpenAI-compatible server's ``/chat/completions`` (retrying 429/5xx gateway statuses and
+   dropped connections). A server's error answer (e.g. HTTP 500) is a failed request, its user a fallback flagged
+   with the online backend's reason (``server_error``). A request that still has no answer after its retries
+   (server unreachable) aborts the run before anything is written, and a rerun starts over.
 3. **Answers.** The actors run the pipeline again with :class:`~zsgen.batch.backends.ReplayBackend` answering from
    those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's line equals
-   the local engine's for the same answers, and a failed request is a flagged fallback (``batch_error``).
+   the local engine's for the same answers, and a failed request is a fallback flagged as the local engine flags it.
+
+The CLI embeds the catalog before stage 1 (:func:`zsgen.ray_embed.embed_catalog_ray`, a ``map_batches`` stage writing
+the embedding cache the actors' encoders then read), so no actor encodes it.
 
 Only single-call chat methods (listwise, recency, in_context) go through the HTTP processor, as with batch files
 (:func:`~zsgen.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2 are
@@ -26,20 +29,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zsgen.batch.backends import EXPORTED, ReplayBackend, ResultTable, _Named, check_batchable
+from zsgen.batch.backends import ResultTable, check_batchable
 from zsgen.batch.files import BatchResult
-from zsgen.batch.run import USERS_RANKER, _quiet_exports
-from zsgen.bulk import UserLine, _check_settings, recommendation_record
+from zsgen.batch.run import USERS_RANKER, collecting_rerankers, quiet_exports, replay_rerankers
+from zsgen.bulk import UserLine, check_settings, recommendation_record
 from zsgen.catalog import Catalog
-from zsgen.errors import BackendError, ConfigError, DataError
-from zsgen.evaluate.runner import _LogWriter, read_log
-from zsgen.llm.base import ChatMessage, Completion
+from zsgen.errors import ConfigError, DataError
+from zsgen.jsonlog import LogWriter, read_log
+from zsgen.ray_http import ask_http
 from zsgen.recommender import Recommender
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import Request
@@ -54,27 +55,6 @@ RAY_RUN = "ray"
 #: Makes the pipeline around a reranker built for its catalog (or none); pickled to every Ray worker, so it must be
 #: a module-level function or a ``functools.partial`` of one.
 Build = Callable[[Callable[[Catalog], Reranker] | None], Recommender]
-
-
-@dataclass
-class _Collecting(_Named):
-    """Records each call's ``custom_id`` and body, and fails the call (the answer comes from the HTTP stage)."""
-
-    collected: list[tuple[str, dict[str, Any]]] | None = None
-
-    async def achat(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int = 256,
-        json_schema: dict[str, Any] | None = None,
-        choices: Sequence[str] | None = None,
-    ) -> Completion:
-        rid, body = self.request(messages, max_tokens, json_schema, choices)
-        if self.collected is None:
-            self.collected = []
-        self.collected.append((rid.text(), body))
-        raise BackendError(f"{EXPORTED}: sent through Ray's HTTP processor", reason=EXPORTED)
 
 
 def _chunks(batch: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -92,26 +72,17 @@ class _RequestStage:
 
     def __init__(self, build: Build, config: RerankConfig, k: int) -> None:
         self.k = k
-        self.backend: _Collecting | None = None
-
-        def make(catalog: Catalog) -> Reranker:
-            backend = _Collecting(RAY_RUN, USERS_RANKER, config.model_copy(update={"cache": None}))
-            reranker = Reranker(backend.config, catalog=catalog, backend=backend)
-            backend.template_hash = reranker.template_hash
-            self.backend = backend
-            return reranker
-
-        self.recommender = build(make)
+        self.collected: list[tuple[str, dict[str, Any]]] = []
+        factory = collecting_rerankers(RAY_RUN, self.collected)
+        self.recommender = build(lambda catalog: factory(USERS_RANKER, config, catalog))
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        assert self.backend is not None
-        self.backend.collected = []
-        with _quiet_exports():
+        self.collected.clear()
+        with quiet_exports():
             for chunk in _chunks(batch):
                 requests, keys = _requests_of(chunk)
                 self.recommender.recommend_batch(requests, k=self.k, keys=keys)
-        collected = self.backend.collected
-        return {"custom_id": [c for c, _ in collected], "body": [json.dumps(b) for _, b in collected]}
+        return {"custom_id": [c for c, _ in self.collected], "body": [json.dumps(b) for _, b in self.collected]}
 
 
 class _AnswerStage:
@@ -121,14 +92,11 @@ class _AnswerStage:
         self.k = k
         make: Callable[[Catalog], Reranker] | None = None
         if config is not None:
-            table = ResultTable(results)
-            answering = config.model_copy(update={"cache": None})
+            factory = replay_rerankers(RAY_RUN, ResultTable(results))
+            answering = config
 
             def make(catalog: Catalog) -> Reranker:
-                backend = ReplayBackend(RAY_RUN, USERS_RANKER, answering, table=table)
-                reranker = Reranker(answering, catalog=catalog, backend=backend)
-                backend.template_hash = reranker.template_hash
-                return reranker
+                return factory(USERS_RANKER, answering, catalog)
 
         self.recommender = build(make)
 
@@ -146,31 +114,6 @@ class _AnswerStage:
         return {"user_id": keys, "line": lines}
 
 
-def _preprocess(row: dict[str, Any]) -> dict[str, Any]:
-    return {"payload": json.loads(row["body"]), "custom_id": row["custom_id"]}
-
-
-def _postprocess(row: dict[str, Any]) -> dict[str, Any]:
-    return {"custom_id": row["custom_id"], "response": json.dumps(row["http_response"]), "error": ""}
-
-
-def _result(row: dict[str, Any]) -> BatchResult:
-    """A processor row as the batch reader's :class:`BatchResult`: a chat completion is an answer (HTTP 200); an
-    error row, or a JSON body without ``choices`` (a server error), is a failure."""
-    custom_id = str(row["custom_id"])
-    where = f"ray http processor ({custom_id})"
-    failed = row.get("__inference_error__") or row.get("error") or ""
-    if failed:
-        return BatchResult(custom_id, None, None, " ".join(str(failed).split())[:300], where)
-    body = json.loads(row["response"])
-    # Ray Data stores rows as Arrow tables, which give every row of a block every key seen in it (None where a row
-    # had none): an error body arrives with "choices": None, an answer with "error": None.
-    if isinstance(body, dict) and isinstance(body.get("choices"), list) and body.get("error") is None:
-        return BatchResult(custom_id, 200, body, None, where)
-    said = body.get("error") if isinstance(body, dict) else body
-    return BatchResult(custom_id, None, None, " ".join(str(said or "no chat completion").split())[:300], where)
-
-
 def _user_rows(users: Sequence[UserLine], batch_size: int) -> list[dict[str, str]]:
     """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.bulk.recommend_users` ranks
     together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree with
@@ -185,34 +128,6 @@ def _user_rows(users: Sequence[UserLine], batch_size: int) -> list[dict[str, str
         ]
         rows.append({"users": json.dumps(chunk)})
     return rows
-
-
-def _ask(ray_data: Any, requests: Any, config: RerankConfig, workers: int, batch_size: int) -> dict[str, BatchResult]:
-    """Stage 2: every request body through ``ray.data.llm``'s HTTP processor; answers keyed by ``custom_id``."""
-    from ray.data.llm import HttpRequestProcessorConfig, build_processor
-
-    if not config.base_url:
-        raise ConfigError("--engine ray sends the LLM requests to --base-url (an OpenAI-compatible server)")
-    headers = {}
-    key = os.environ.get("OPENAI_API_KEY")
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    processor = build_processor(
-        HttpRequestProcessorConfig(
-            url=config.base_url.rstrip("/") + "/chat/completions",
-            headers=headers,
-            max_retries=3,
-            batch_size=batch_size,
-            concurrency=workers,
-        ),
-        preprocess=_preprocess,
-        postprocess=_postprocess,
-    )
-    results: dict[str, BatchResult] = {}
-    for row in processor(requests).iter_rows():
-        result = _result(dict(row))
-        results[result.custom_id] = result
-    return results
 
 
 def recommend_users_ray(
@@ -239,7 +154,7 @@ def recommend_users_ray(
         check_batchable(USERS_RANKER, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     if settings is not None:
-        _check_settings(out, settings)
+        check_settings(out, settings)
     done = read_log(out, repair=True)
     stray = sorted(set(done) - {u.user_id for u in users})
     if stray:
@@ -257,8 +172,7 @@ def recommend_users_ray(
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
         )
-        results = _ask(ray.data, requests, config, workers, batch_size)
-        logger.info("ray: %d LLM requests answered (%d failed)", len(results), sum(not r.ok for r in results.values()))
+        results = ask_http(requests, config.base_url, workers=workers, batch_size=batch_size)
     answered = shards.map_batches(
         _AnswerStage,
         fn_constructor_kwargs={"build": build, "config": config, "k": k, "results": results},
@@ -269,7 +183,7 @@ def recommend_users_ray(
     missing = [u.user_id for u in todo if u.user_id not in by_user]
     if missing:
         raise DataError(f"the Ray run returned no line for {len(missing)} user(s), e.g. {missing[:3]}", path=out)
-    writer = _LogWriter(out)
+    writer = LogWriter(out)
     try:
         writer.write_many([json.loads(by_user[u.user_id]) for u in todo])
     finally:

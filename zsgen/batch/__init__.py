@@ -3,14 +3,21 @@ the answers read back through the online path's parsing, repair and fallback.
 
 * :mod:`.ids` — the ``custom_id`` format (run, ranker, user, round, template hash, body digest);
 * :mod:`.files` — request files split at the limits, one model per file; result files read in any order;
-* :mod:`.backends` — the recording and replaying stand-ins for an OpenAI-compatible server;
+* :mod:`.backends` — the recording, collecting and replaying stand-ins for an OpenAI-compatible server;
 * :mod:`.run` — export and import for an evaluation config or a users file.
 
 Only single-call chat methods (listwise, recency, in_context) with ``backend = "openai"`` and a named ``model`` can be
 batched: NIR's chained calls depend on each other's answers, and logit scoring is no chat request.
 """
 
-from zsgen.batch.backends import RecordingBackend, ReplayBackend, check_batchable, request_body
+from zsgen.batch.backends import (
+    CollectingBackend,
+    RecordingBackend,
+    ReplayBackend,
+    StandInBackend,
+    check_batchable,
+    request_body,
+)
 from zsgen.batch.files import BatchLimits, BatchResult, RequestWriter, read_results
 from zsgen.batch.ids import RequestId, body_digest
 from zsgen.batch.run import ExportResult, export_evaluation, export_users, import_evaluation, import_users
@@ -18,11 +25,13 @@ from zsgen.batch.run import ExportResult, export_evaluation, export_users, impor
 __all__ = [
     "BatchLimits",
     "BatchResult",
+    "CollectingBackend",
     "ExportResult",
     "RecordingBackend",
     "ReplayBackend",
     "RequestId",
     "RequestWriter",
+    "StandInBackend",
     "body_digest",
     "check_batchable",
     "export_evaluation",

@@ -29,7 +29,16 @@ from zsgen.rerank.scope import current_scope
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXPORTED", "RecordingBackend", "ReplayBackend", "ResultTable", "check_batchable", "request_body"]
+__all__ = [
+    "EXPORTED",
+    "CollectingBackend",
+    "RecordingBackend",
+    "ReplayBackend",
+    "ResultTable",
+    "StandInBackend",
+    "check_batchable",
+    "request_body",
+]
 
 #: The reason the recorder's calls "fail" with: the request went to a file, the answer comes later.
 EXPORTED = "batch_exported"
@@ -88,8 +97,11 @@ def request_body(
 
 
 @dataclass
-class _Named(Closing):
-    """What both stand-ins share: the client that builds bodies, and how a call's ``custom_id`` is made."""
+class StandInBackend(Closing):
+    """What every stand-in shares: the client that builds bodies, and how a call's ``custom_id`` is made.
+
+    Subclasses answer :meth:`achat`: record the request somewhere and fail the call (``batch_exported``), or
+    answer it from results gathered elsewhere (batch result files, Ray's HTTP stage)."""
 
     run: str
     ranker: str
@@ -148,7 +160,7 @@ class _Named(Closing):
 
 
 @dataclass
-class RecordingBackend(_Named):
+class RecordingBackend(StandInBackend):
     """Writes each call's request line and fails the call (reason ``batch_exported``): the answer comes later."""
 
     writer: RequestWriter | None = None
@@ -166,6 +178,26 @@ class RecordingBackend(_Named):
             raise ConfigError("RecordingBackend needs a writer")
         self.writer.write(rid.text(), body)
         raise BackendError(f"{EXPORTED}: written to a batch file", reason=EXPORTED)
+
+
+@dataclass
+class CollectingBackend(StandInBackend):
+    """Keeps each call's ``custom_id`` and body in memory and fails the call (reason ``batch_exported``): the Ray
+    engines send what it collected through Ray Data's HTTP stage and replay the answers."""
+
+    collected: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def achat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int = 256,
+        json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
+    ) -> Completion:
+        rid, body = self.request(messages, max_tokens, json_schema, choices)
+        self.collected.append((rid.text(), body))
+        raise BackendError(f"{EXPORTED}: collected for a later request stage", reason=EXPORTED)
 
 
 @dataclass
@@ -187,7 +219,7 @@ class ResultTable:
 
 
 @dataclass
-class ReplayBackend(_Named):
+class ReplayBackend(StandInBackend):
     """Answers each call from a batch's result lines; a missing or failed line raises the reason the reranker records.
 
     Reasons: ``batch_missing`` (no line for this request), ``batch_error`` (the batch reports an error for it),

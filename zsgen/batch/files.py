@@ -110,6 +110,9 @@ class BatchResult:
     body: Any
     error: str | None
     where: str
+    #: Answered by a live HTTP stage (Ray Data), not a batch job: failures take the online backend's reasons
+    #: (``server_error``, ``http_400``...), so a fault is flagged as the local engine flags it.
+    live: bool = False
 
     @property
     def ok(self) -> bool:
@@ -120,6 +123,11 @@ class BatchResult:
         """Why this request has no usable answer: a fallback reason and the batch's own words."""
         if self.error is not None:
             return "batch_error", self.error
+        if self.live and self.status is not None and self.status != 200:
+            from zsgen.llm.openai_client import status_reason
+
+            said = _error_text(self.body.get("error")) if isinstance(self.body, dict) else None
+            return status_reason(self.status), said or f"HTTP {self.status}"
         if self.status is None or not isinstance(self.body, dict):
             return "batch_error", "the result line has no response body"
         said = _error_text(self.body.get("error")) or f"HTTP {self.status}"

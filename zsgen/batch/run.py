@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zsgen.batch.backends import EXPORTED, RecordingBackend, ReplayBackend, ResultTable, check_batchable
+from zsgen.batch.backends import (
+    EXPORTED,
+    CollectingBackend,
+    RecordingBackend,
+    ReplayBackend,
+    ResultTable,
+    StandInBackend,
+    check_batchable,
+)
 from zsgen.batch.files import MANIFEST_NAME, BatchLimits, RequestWriter, read_results
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
@@ -38,12 +46,15 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "USERS_RANKER",
     "ExportResult",
+    "collecting_rerankers",
     "export_evaluation",
     "export_users",
     "import_evaluation",
     "import_users",
+    "quiet_exports",
     "recording_rerankers",
     "replay_rerankers",
+    "stand_in_rerankers",
 ]
 
 #: The ranker name in a users file's ``custom_id``s (a users file has one reranker).
@@ -62,32 +73,35 @@ class ExportResult:
     users: int
 
 
-def recording_rerankers(run: str, writer: RequestWriter) -> RerankerFactory:
-    """Rerankers whose calls are written to ``writer`` (refusing what cannot be a batch file)."""
+def stand_in_rerankers(backend: Callable[[str, RerankConfig], StandInBackend]) -> RerankerFactory:
+    """Rerankers whose calls go to the stand-in ``backend(ranker name, settings)`` makes, refusing what cannot be
+    one chat request per round (:func:`~zsgen.batch.backends.check_batchable`). The response cache is off: answers
+    come from the stand-in, never from an earlier run."""
 
     def make(name: str, config: RerankConfig, catalog: Catalog) -> Reranker:
         check_batchable(name, config)
         config = config.model_copy(update={"cache": None})
-        backend = RecordingBackend(run, name, config, writer=writer)
-        reranker = Reranker(config, catalog=catalog, backend=backend)
-        backend.template_hash = reranker.template_hash
+        stand_in = backend(name, config)
+        reranker = Reranker(config, catalog=catalog, backend=stand_in)
+        stand_in.template_hash = reranker.template_hash
         return reranker
 
     return make
+
+
+def recording_rerankers(run: str, writer: RequestWriter) -> RerankerFactory:
+    """Rerankers whose calls are written to ``writer`` (refusing what cannot be a batch file)."""
+    return stand_in_rerankers(lambda name, config: RecordingBackend(run, name, config, writer=writer))
+
+
+def collecting_rerankers(run: str, collected: list[tuple[str, dict[str, Any]]]) -> RerankerFactory:
+    """Rerankers whose calls are appended to ``collected`` as ``(custom_id, body)`` (the Ray engines' first pass)."""
+    return stand_in_rerankers(lambda name, config: CollectingBackend(run, name, config, collected=collected))
 
 
 def replay_rerankers(run: str, table: ResultTable) -> RerankerFactory:
     """Rerankers whose calls are answered from ``table``."""
-
-    def make(name: str, config: RerankConfig, catalog: Catalog) -> Reranker:
-        check_batchable(name, config)
-        config = config.model_copy(update={"cache": None})
-        backend = ReplayBackend(run, name, config, table=table)
-        reranker = Reranker(config, catalog=catalog, backend=backend)
-        backend.template_hash = reranker.template_hash
-        return reranker
-
-    return make
+    return stand_in_rerankers(lambda name, config: ReplayBackend(run, name, config, table=table))
 
 
 class _DropExported(logging.Filter):
@@ -98,7 +112,8 @@ class _DropExported(logging.Filter):
 
 
 @contextmanager
-def _quiet_exports() -> Iterator[None]:
+def quiet_exports() -> Iterator[None]:
+    """Silence the reranker's fallback warnings for calls a stand-in failed on purpose (``batch_exported``)."""
     target = logging.getLogger("zsgen.rerank.reranker")
     quiet = _DropExported()
     target.addFilter(quiet)
@@ -146,7 +161,7 @@ def _export(
     _prepare_export_folder(folder)
     writer = RequestWriter(folder, limits)
     try:
-        with _quiet_exports():
+        with quiet_exports():
             users = body(writer)
     finally:
         writer.close()

@@ -28,7 +28,37 @@ def add_subparser(subparsers: Subparsers) -> None:
         help="where a config's `dataset.name` is looked up (default: $ZSGEN_DATA_DIR, else the user data dir)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (also with -q)")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="run here (default) or with the catalog embedding and LLM requests on a Ray cluster (pip install "
+        "'zsgen[ray]'; LLM rankers must be single-call chat methods with backend = 'openai')",
+    )
+    p.add_argument("--ray-address", help="with --engine ray: the cluster to join (e.g. auto); default: a local one")
+    p.add_argument("--ray-workers", type=int, default=2, help="with --engine ray: worker actors per stage (default 2)")
     p.set_defaults(func=run)
+
+
+def _evaluate_on_ray(args: argparse.Namespace, config: Any, progress: bool | None) -> Any:
+    """``--engine ray``: join (or start) the cluster, run, and leave it as found."""
+    from zsgen.errors import ConfigError
+
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--engine ray needs Ray Data: pip install 'zsgen[ray]'") from None
+    from zsgen.ray_evaluate import check_sendable, evaluate_ray
+
+    check_sendable(config, args.out)  # before a cluster starts
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=args.ray_address, log_to_driver=args.verbosity > 0)
+    try:
+        return evaluate_ray(config, args.out, workers=args.ray_workers, progress=progress)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset:
         overrides["dataset"] = {"path": str(Path(args.dataset).resolve()), "name": None}
     config = load_config(args.config, overrides, data_dir=args.data_dir)
-    summary = evaluate(config, args.out, progress=False if args.no_progress or args.verbosity < 0 else None)
+    progress = False if args.no_progress or args.verbosity < 0 else None
+    if args.engine == "ray":
+        summary = _evaluate_on_ray(args, config, progress)
+    else:
+        summary = evaluate(config, args.out, progress=progress)
     k = summary.headline_k
     print(
         f"{summary.name}: {summary.users} users, candidate recall {summary.candidate_recall:.3f}; "

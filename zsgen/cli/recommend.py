@@ -240,7 +240,7 @@ def run_users(args: argparse.Namespace) -> int:
     users = read_users(args.users, dataset.catalog.resolve)  # every line checked before any model loads
     config = rerank_config_from(args)
     if args.engine == "ray":
-        return _run_users_ray(args, users, config)
+        return _run_users_ray(args, dataset.catalog, users, config)
     recommender = build_recommender(args, dataset, config)
     with recommender:
         written = recommend_users(
@@ -262,8 +262,10 @@ def ray_build(args: argparse.Namespace, make: Callable[[Catalog], Reranker] | No
     return build_recommender(args, dataset, None if make is None else make(dataset.catalog))
 
 
-def _run_users_ray(args: argparse.Namespace, users: Any, config: RerankConfig | None) -> int:
-    """``--users --engine ray``: the same lines, computed by Ray Data on the cluster of ``--ray-address``."""
+def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, config: RerankConfig | None) -> int:
+    """``--users --engine ray``: the same lines, computed by Ray Data on the cluster of ``--ray-address``. The catalog
+    is embedded first, by a ``map_batches`` stage, into the embedding cache the workers' pipelines then read (with
+    ``--no-embedding-cache`` each worker encodes it itself)."""
     import functools
 
     try:
@@ -276,6 +278,13 @@ def _run_users_ray(args: argparse.Namespace, users: Any, config: RerankConfig | 
     if started:
         ray.init(address=args.ray_address, log_to_driver=args.verbosity > 0)
     try:
+        if not args.no_embedding_cache:
+            from zsgen.embed.cache import EmbeddingCache
+            from zsgen.paths import cache_dir
+            from zsgen.ray_embed import embed_catalog_ray
+
+            cache = EmbeddingCache(args.embedding_cache or cache_dir() / "embeddings.sqlite")
+            embed_catalog_ray(catalog, model_path=args.encoder, cache=cache, workers=args.ray_workers)
         written = recommend_users_ray(
             functools.partial(ray_build, args),
             config,

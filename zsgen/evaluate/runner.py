@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import platform
 import sys
 import tomllib
@@ -48,6 +47,7 @@ from zsgen.evaluate.recall import generator_recall
 from zsgen.evaluate.split import UserCase, holdout_events, leave_one_out, sample_users
 from zsgen.evaluate.summary import Summary, summarize
 from zsgen.interactions import Dataset, Interactions
+from zsgen.jsonlog import LogWriter, read_log
 from zsgen.score.base import Scorer
 
 if TYPE_CHECKING:
@@ -65,61 +65,6 @@ CONFIG_NAME = "config.toml"
 SUMMARY_NAME = "summary.json"
 CACHE_NAME = "llm_cache.sqlite"
 TOP_IDS = 10
-
-
-# -- the log ------------------------------------------------------------------------------------------------------
-
-
-def read_log(path: Path, *, repair: bool = False) -> dict[str, dict[str, Any]]:
-    """Finished users by id. A trailing line without its newline is a write the process did not finish: with
-    ``repair`` it is cut off the file (so appends start on a clean line), without it is ignored. Any other bad line,
-    or a user logged twice, is an error: the log would no longer be trustworthy.
-    """
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        logger.info("%s: dropping an unfinished last line (%d bytes)", path, len(data) - complete)
-        if repair:
-            with path.open("r+b") as handle:
-                handle.truncate(complete)
-                handle.flush()
-                os.fsync(handle.fileno())
-    records: dict[str, dict[str, Any]] = {}
-    for number, raw in enumerate(data[:complete].split(b"\n")[:-1], start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-            user_id = str(record["user_id"])
-        except (ValueError, KeyError, TypeError):
-            raise DataError("not a per-user result line", path=path, line=number) from None
-        if user_id in records:
-            raise DataError(f"user {user_id!r} is logged twice", path=path, line=number)
-        records[user_id] = record
-    return records
-
-
-class _LogWriter:
-    """Appends one line per user and makes it durable before returning."""
-
-    def __init__(self, path: Path) -> None:
-        self._handle = path.open("a", encoding="utf-8")
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self.write_many([record])
-
-    def write_many(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Append several lines with one ``fsync`` (bulk recommendation logs a batch of users at a time)."""
-        if not records:
-            return
-        self._handle.write("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records))
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        self._handle.close()
 
 
 # -- building the parts -------------------------------------------------------------------------------------------
@@ -482,11 +427,14 @@ def run_evaluation(
     progress: bool | None = None,
     rerankers: RerankerFactory | None = None,
     timed: bool = True,
+    item_vectors: np.ndarray | None = None,
 ) -> Summary:
     """Run (or resume) ``config`` into ``out_dir`` and write every artefact; returns the summary.
 
     ``progress=None`` shows the bar only on a terminal. ``rerankers`` and ``timed`` let batch export and import run
-    this same code with other LLM backends (:data:`RerankerFactory`).
+    this same code with other LLM backends (:data:`RerankerFactory`). ``item_vectors`` are the catalog's unit text
+    vectors in catalog order, computed elsewhere (the Ray engine embeds the catalog on its cluster); without them the
+    first text scorer encodes the catalog with the default encoder.
     """
     from tqdm.auto import tqdm
 
@@ -513,7 +461,7 @@ def run_evaluation(
                 path=config.dataset.path,
             )
         train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
-    factory = ScorerFactory(catalog, train)
+    factory = ScorerFactory(catalog, train, item_vectors=item_vectors)
     data = dataset_record(config, catalog, interactions, out)
     recorded = portable_config(config, out)
     fusions = resolve_fusions(config, catalog, interactions, factory, out, data_source=recorded.dataset.path)
@@ -546,7 +494,7 @@ def run_evaluation(
     counters = _Counters(config.rankers)
     for record in done.values():
         counters.add(record)
-    writer = _LogWriter(log_path)
+    writer = LogWriter(log_path)
     bar = tqdm(total=len(cases), initial=len(done), unit="user", desc=config.name, disable=not show)
     try:
         for batch in _batches(todo, config.batch_users):

@@ -112,12 +112,18 @@ def failure_reason(exc: BaseException) -> str:
     if isinstance(exc, openai.APIConnectionError):
         return "connection"
     if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 429:
-            return "rate_limited"
-        if exc.status_code >= 500:
-            return "server_error"
-        return f"http_{exc.status_code}"
+        return status_reason(exc.status_code)
     return "malformed_response"
+
+
+def status_reason(status: int) -> str:
+    """The reason for an HTTP error status: ``rate_limited`` (429), ``server_error`` (5xx), else ``http_<status>``.
+    Ray's HTTP stage reports its failures with these too, so both engines flag the same fault the same way."""
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return f"http_{status}"
 
 
 #: Maps the final SDK fault and the attempts made to the caller's own error, which is raised.
