@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if state.token.required:
         logger.info("bearer token required (from $%s)", config.token_env)
     app = create_app(config, state=state)
+    if config.playground is not None and config.playground.enabled:
+        logger.info("prompt playground: http://%s:%d/playground", host, port)
     level = "warning" if args.verbosity < 0 else ("debug" if args.verbosity > 1 else "info")
     uvicorn.run(app, host=host, port=port, log_level=level)
     return 0

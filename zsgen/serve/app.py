@@ -7,9 +7,12 @@ port once it is loaded) and kept on ``app.state.zsgen``, so one process serves o
 - ``PUT /v1/items/{id}`` / ``DELETE /v1/items/{id}``: add or replace an item (encoded and searchable when the call
   returns), or retire one (never recommended again); written to the config's store first, if it names one;
 - ``GET /healthz`` (the process answers), ``GET /readyz`` (models loaded; what is served), and FastAPI's
-  ``/openapi.json`` and ``/docs``.
+  ``/openapi.json`` and ``/docs``;
+- with a ``[playground]`` table, the prompt playground: ``GET /playground`` (public; the page holds no data) and its
+  JSON API under ``/playground/api`` behind the same token (:mod:`zsgen.serve.playground.mount`). It is mounted once
+  the state exists, since it works on the loaded catalog and reranker.
 
-Other routers (the prompt playground) mount on the same state behind the same token with
+Other routers mount on the same state behind the same token with
 ``app.include_router(router, dependencies=[Depends(require_token)])`` and read ``request.app.state.zsgen``.
 """
 
@@ -28,6 +31,7 @@ from zsgen.serve.auth import require_token
 from zsgen.serve.config import ServeConfig
 from zsgen.serve.envelope import Envelope
 from zsgen.serve.errors import ERROR_RESPONSES, ApiError, from_zsgen, install_handlers
+from zsgen.serve.playground.context import PlaygroundContext
 from zsgen.serve.schemas import (
     MAX_KEY,
     BatchRequest,
@@ -65,14 +69,26 @@ def _request_id(request: Request) -> str:
 def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> FastAPI:
     """The service for ``config``; ``state`` (already built) skips loading, e.g. to share models between tests."""
 
+    playgrounds: list[PlaygroundContext] = []
+
+    def add_playground(app: FastAPI, state: ServiceState) -> None:
+        """Mount the playground once the state it works on exists (at start, or now when ``state`` is given)."""
+        if config.playground is not None and config.playground.enabled and not playgrounds:
+            from zsgen.serve.playground.mount import mount_playground
+
+            playgrounds.append(mount_playground(app, state))
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "zsgen", None) is None:  # given to create_app (or set by the caller): kept
             app.state.zsgen = await asyncio.to_thread(build_state, config)
+        add_playground(app, app.state.zsgen)
         logger.info("zsgen serve: ready (%d items)", len(app.state.zsgen.catalog))
         try:
             yield
         finally:
+            for playground in playgrounds:
+                playground.close()
             await app.state.zsgen.aclose()
 
     app = FastAPI(
@@ -83,6 +99,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
     )
     if state is not None:  # usable without the lifespan too (an ASGI client that does not run it)
         app.state.zsgen = state
+        add_playground(app, state)
     install_handlers(app)
     app.add_middleware(Envelope, max_body_bytes=config.max_body_bytes)
     guarded = [Depends(require_token)]

@@ -31,7 +31,7 @@ from zsgen.errors import ConfigError
 from zsgen.evaluate.config import DatasetConfig, resolve_path
 from zsgen.rerank import RerankConfig
 
-__all__ = ["PER_REQUEST_OPTIONS", "ServeConfig", "load_serve_config"]
+__all__ = ["PER_REQUEST_OPTIONS", "PlaygroundSettings", "ServeConfig", "load_serve_config"]
 
 #: Rerank options a config may let each request set. They change what is asked, not whom: every variant shares the
 #: one backend (HTTP client, concurrency bound, loaded model) the configured reranker built.
@@ -46,6 +46,22 @@ PER_REQUEST_OPTIONS: tuple[str, ...] = (
     "template",
     "label_style",
 )
+
+
+class PlaygroundSettings(StrictConfig):
+    """``[playground]``: the prompt playground at ``/playground`` (see :mod:`zsgen.serve.playground`)."""
+
+    _config_name: ClassVar[str | None] = "playground"
+
+    enabled: bool = True
+    template_dir: str | None = Field(
+        default=None,
+        description="where 'save' writes templates; the service's rerank.template_dir (the same folder), if unset",
+    )
+    max_try_users: int = Field(default=50, ge=1, le=500, description="most users one 'try on N users' may run")
+    default_try_users: int = Field(default=10, ge=1)
+    resamples: int = Field(default=1000, ge=100, description="bootstrap resamples of the 'try' interval")
+    seed: int = 0
 
 
 class ServeConfig(StrictConfig):
@@ -77,6 +93,7 @@ class ServeConfig(StrictConfig):
     max_batch_users: int = Field(default=256, ge=1, description="most users in one :batch call")
     store: str | None = Field(default=None, description="JSONL log of runtime item edits, replayed at start")
     token_env: str = Field(default="ZSGEN_SERVE_TOKEN", min_length=1)
+    playground: PlaygroundSettings | None = Field(default=None, description="the prompt playground; none: not served")
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
 
@@ -96,6 +113,12 @@ class ServeConfig(StrictConfig):
             raise ValueError(f"k_default ({self.k_default}) is larger than k_max ({self.k_max})")
         if self.first_stage == "cosine" and self.fusion is not None:
             raise ValueError("first_stage 'cosine' contradicts fusion (a fused first stage): give one or the other")
+        if self.playground is not None and self.playground.enabled:
+            rerank_dir = self.rerank.template_dir if self.rerank is not None else None
+            if self.playground.template_dir is None and rerank_dir is None:
+                raise ValueError(
+                    "playground: give template_dir (the folder 'save' writes to), here or as rerank.template_dir"
+                )
         return self
 
 
@@ -146,6 +169,11 @@ def config_from_dict(
             setattr(config, key, str(resolve_path(value, base_dir)))
     if config.encoder is not None and base_dir is not None and (base_dir / config.encoder).exists():
         config.encoder = str((base_dir / config.encoder).resolve())  # a folder beside the file; else a model name
+    if config.playground is not None and config.playground.template_dir is not None:
+        # Always beside the file (never a same-named folder in the working directory): it is created if missing,
+        # and a save must not land in some other project's folder.
+        folder = Path(config.playground.template_dir).expanduser()
+        config.playground.template_dir = str(folder if folder.is_absolute() else ((base_dir or Path.cwd()) / folder))
     if config.rerank is not None:
         updates = {
             key: resolve_path(value, base_dir)
@@ -154,4 +182,22 @@ def config_from_dict(
         }
         if updates:
             config.rerank = config.rerank.model_copy(update=updates)
+    _share_template_dir(config, source)
     return config
+
+
+def _share_template_dir(config: ServeConfig, source: str) -> None:
+    """The playground saves where the service reads: one template folder for both.
+
+    Given only as ``playground.template_dir``, it becomes the reranker's too, so a saved template can be named by
+    ``rerank.template`` (or a request's ``template`` option); given both ways, the two must be the same folder."""
+    playground, rerank = config.playground, config.rerank
+    if playground is None or not playground.enabled or rerank is None or playground.template_dir is None:
+        return
+    if rerank.template_dir is None:
+        config.rerank = rerank.model_copy(update={"template_dir": Path(playground.template_dir)})
+    elif Path(rerank.template_dir).resolve() != Path(playground.template_dir).resolve():
+        raise ConfigError(
+            f"{source}: playground.template_dir ({playground.template_dir}) and rerank.template_dir "
+            f"({rerank.template_dir}) differ: templates saved in the playground would not be the ones served"
+        )

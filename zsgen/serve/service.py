@@ -181,6 +181,8 @@ def build_state(config: ServeConfig) -> ServiceState:
             index=config.index,
         )
 
+    if config.playground is not None and config.playground.enabled and config.playground.template_dir is not None:
+        Path(config.playground.template_dir).mkdir(parents=True, exist_ok=True)  # where the playground saves
     store = ItemStore(config.store) if config.store else None
     live = LiveCatalog(dataset.catalog, build_stage, store)
     rerankers = (

@@ -172,7 +172,7 @@ def build_api_router(ctx: PlaygroundContext) -> APIRouter:
 
     def picked(spec: UserSpec) -> PickedUser:
         return playground.users.resolve(
-            ctx.recommender, user_id=spec.user_id, history=spec.history, profile=spec.profile
+            ctx.view().recommender, user_id=spec.user_id, history=spec.history, profile=spec.profile
         )
 
     @router.get("/info", response_model=Info)

@@ -23,6 +23,7 @@ from typing import Any, cast
 import numpy as np
 from pydantic import BaseModel, Field
 
+from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
 from zsgen.evaluate.metrics import (
     Interval,
@@ -37,7 +38,7 @@ from zsgen.prompts import PromptLibrary, PromptTemplate
 from zsgen.rerank import RerankConfig, Reranker, RerankMethod, RerankRequest, method_class
 from zsgen.rerank.methods import ChatMethod
 from zsgen.retrieval import Request
-from zsgen.serve.playground.context import PlaygroundContext
+from zsgen.serve.playground.context import LiveView, PlaygroundContext
 from zsgen.serve.playground.templates import compile_source
 from zsgen.serve.playground.users import PickedUser, UserBook
 from zsgen.types import Candidate, Ranking
@@ -181,34 +182,36 @@ class Playground:
         """The settings templates render and run with (the defaults when the service has none: render-only)."""
         return self.ctx.config or RerankConfig()
 
-    def pool_size(self, user: PickedUser) -> int:
+    def pool_size(self, user: PickedUser, view: LiveView) -> int:
         """How many first-stage candidates the reranker sees: the recommender's setting, else the rerank config's."""
-        wanted = self.ctx.recommender.candidates or self.config.candidates
-        return min(wanted, len(self.ctx.dataset.catalog) - len(set(user.history.item_ids)))
+        wanted = view.recommender.candidates or self.config.candidates
+        return min(wanted, len(view.catalog) - len(set(user.history.item_ids)))
 
-    def first_stage(self, user: PickedUser) -> list[Candidate]:
-        rec = self.ctx.recommender
-        return rec.retriever.retrieve(user.history, user.profile, k=self.pool_size(user), threshold=rec.threshold)
+    def first_stage(self, user: PickedUser, view: LiveView) -> list[Candidate]:
+        rec = view.recommender
+        k = self.pool_size(user, view)
+        return rec.retriever.retrieve(user.history, user.profile, k=k, threshold=rec.threshold)
 
-    def _listed(self, item_id: str, score: float | None = None, source: str | None = None) -> Listed:
-        return Listed(id=item_id, title=self.ctx.dataset.catalog.get(item_id).title, score=score, source=source)
+    @staticmethod
+    def _listed(view: LiveView, item_id: str, score: float | None = None, source: str | None = None) -> Listed:
+        return Listed(id=item_id, title=view.catalog.get(item_id).title, score=score, source=source)
 
-    def _user_view(self, user: PickedUser) -> UserView:
+    def _user_view(self, user: PickedUser, view: LiveView) -> UserView:
         return UserView(
             label=user.label,
-            history=[self._listed(i) for i in user.history.item_ids],
+            history=[self._listed(view, i) for i in user.history.item_ids],
             profile=user.profile.text if user.profile else None,
-            target=self._listed(user.target) if user.target else None,
+            target=self._listed(view, user.target) if user.target else None,
         )
 
-    def _method(self, template: PromptTemplate) -> RerankMethod:
+    def _method(self, template: PromptTemplate, catalog: Catalog) -> RerankMethod:
         """The configured method over the edited template (earlier chain steps keep theirs); a ConfigError when the
         method cannot read the template's ``output:``."""
         cfg = self.config
         kind = method_class(cfg.method)
         library = PromptLibrary(cfg.template_dir)
         earlier = [library.get(name) for name in kind.template_names(cfg.template)[:-1]]
-        return kind(cfg, [*earlier, template], self.ctx.dataset.catalog)
+        return kind(cfg, [*earlier, template], catalog)
 
     def _first_call(self, method: RerankMethod, template: PromptTemplate, request: RerankRequest) -> list[ChatMessage]:
         """The messages of the edited template's first call, as the method renders it for this request."""
@@ -221,8 +224,9 @@ class Playground:
             return method.messages(template, request, shown[: cfg.window], n=1)
         return method.messages(template, request, shown[:1])  # pointwise: one candidate per call
 
-    def _reranker(self) -> Reranker:
-        reranker = self.ctx.reranker()
+    @staticmethod
+    def _reranker(view: LiveView) -> Reranker:
+        reranker = view.reranker()
         if reranker is None:
             raise ConfigError("the service has no LLM configured (no rerank settings), so templates cannot be run")
         return reranker
@@ -236,24 +240,27 @@ class Playground:
     # -- actions ----------------------------------------------------------------------------------------------------
     def render(self, source: str, user: PickedUser) -> RenderResult:
         template = compile_source(source)
-        return self._render(template, user, self.first_stage(user))
+        view = self.ctx.view()
+        return self._render(template, user, self.first_stage(user, view), view)
 
-    def _render(self, template: PromptTemplate, user: PickedUser, candidates: list[Candidate]) -> RenderResult:
-        method = self._method(template)
+    def _render(
+        self, template: PromptTemplate, user: PickedUser, candidates: list[Candidate], view: LiveView
+    ) -> RenderResult:
+        method = self._method(template, view.catalog)
         request = RerankRequest(history=user.history, profile=user.profile, candidates=candidates)
         note = None
         if isinstance(method, ChatMethod) and method.chain_names:
             note = "earlier chain steps' answers are placeholders here; run to see the real ones"
         return RenderResult(
-            user=self._user_view(user),
+            user=self._user_view(user, view),
             messages=self._first_call(method, template, request),
-            first_stage=[self._listed(c.id, c.score, self.ctx.recommender.retriever.source) for c in candidates],
+            first_stage=[self._listed(view, c.id, c.score, view.recommender.retriever.source) for c in candidates],
             target_rank_first_stage=self._rank([c.id for c in candidates], user.target),
             note=note,
         )
 
-    def _clone(self, template: PromptTemplate) -> tuple[Reranker, _RecordingChat | None]:
-        base = self._reranker()
+    def _clone(self, template: PromptTemplate, view: LiveView) -> tuple[Reranker, _RecordingChat | None]:
+        base = self._reranker(view)
         if isinstance(base.method, ChatMethod):
             recorder = _RecordingChat(cast(ChatBackend, base.backend))
             return base.with_template(template, backend=recorder), recorder
@@ -261,11 +268,12 @@ class Playground:
 
     def run(self, source: str, user: PickedUser) -> RunResult:
         template = compile_source(source)
-        candidates = self.first_stage(user)
-        rendered = self._render(template, user, candidates)  # template faults surface before any request is sent
-        clone, recorder = self._clone(template)
+        view = self.ctx.view()
+        candidates = self.first_stage(user, view)
+        rendered = self._render(template, user, candidates, view)  # template faults surface before any request
+        clone, recorder = self._clone(template, view)
         ranking = clone.rerank(user.history, candidates, profile=user.profile)
-        reranked = [self._listed(i.id, i.score, i.source) for i in ranking.items]
+        reranked = [self._listed(view, i.id, i.score, i.source) for i in ranking.items]
         note = None if recorder is not None else "a scoring method's calls are not recorded: the first one, rendered"
         return RunResult(
             **rendered.model_dump(exclude={"note"}),
@@ -287,18 +295,19 @@ class Playground:
         if not 1 <= n <= self.ctx.max_try_users:
             raise ConfigError(f"n must be between 1 and {self.ctx.max_try_users}, got {n}")
         template = compile_source(source)
-        self._method(template)  # an output the method cannot read is an error before any user is run
+        view = self.ctx.view()
+        self._method(template, view.catalog)  # an output the method cannot read is an error before any user is run
         cases = self.users.cases()
         if not cases:
             raise ConfigError("the loaded dataset has no users with held-out events to try the template on")
         chosen = sample_users(cases, n, self.ctx.seed)
         picked = [self.users.picked(case) for case in chosen]
-        rec = self.ctx.recommender
-        pools = [self.pool_size(user) for user in picked]
+        rec = view.recommender
+        pools = [self.pool_size(user, view) for user in picked]
         lists = rec.retriever.retrieve_batch(
             [Request(user.history, user.profile) for user in picked], k=pools, threshold=rec.threshold
         )
-        clone, _ = self._clone(template)
+        clone, _ = self._clone(template, view)
         rankings: list[Ranking] = clone.rerank_many(
             [(user.history, cands, user.profile) for user, cands in zip(picked, lists, strict=True)],
             keys=[case.user_id for case in chosen],
@@ -308,7 +317,7 @@ class Playground:
             rows.append(
                 TryUser(
                     user_id=case.user_id,
-                    target=self._listed(user.target or ""),
+                    target=self._listed(view, user.target or ""),
                     first_stage_rank=self._rank([c.id for c in cands], user.target),
                     reranked_rank=self._rank(ranking.item_ids, user.target),
                     fallback=ranking.fallback,

@@ -48,6 +48,7 @@
       let message = "HTTP " + response.status;
       if (data && typeof data.detail === "string") message = data.detail;
       else if (data && Array.isArray(data.detail)) message = data.detail.map((d) => d.msg).join("; ");
+      else if (data && data.error && typeof data.error.message === "string") message = data.error.message;
       if (response.status === 401 || response.status === 403) message += " (enter the API token above)";
       const error = new Error(message);
       error.line = data && typeof data.line === "number" ? data.line : null;
