@@ -1,4 +1,5 @@
-"""Writing TOML: the one writer for every file zsgen produces in that format (resolved configs, tuned fusions).
+"""Reading and writing TOML: the one reader of config files and the one writer for every file zsgen produces in that
+format (resolved configs, tuned fusions).
 
 Python's ``tomllib`` only reads; the writing is ``tomli_w``'s. What is added here is what zsgen's data needs
 around it: TOML has no null, so ``None`` in a table means "not set" and the key is left out (reading the file back
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import Any
@@ -20,7 +22,20 @@ import tomli_w
 
 from zsgen.errors import ConfigError
 
-__all__ = ["dumps", "write_text_atomic", "write_toml"]
+__all__ = ["dumps", "read_toml", "write_text_atomic", "write_toml"]
+
+
+def read_toml(path: Path, *, what: str) -> dict[str, Any]:
+    """The table in ``path``, a ``what`` ("serve config", ...); a missing file, bad TOML or text that is not UTF-8 is
+    a one-line :class:`ConfigError` naming the file."""
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
 
 
 def _plain(value: Any, where: str) -> Any:

@@ -24,7 +24,6 @@ import copy
 import hashlib
 import json
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +33,7 @@ from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, mo
 from zsgen.configbase import StrictConfig, validate_config
 from zsgen.errors import ConfigError
 from zsgen.evaluate.metrics import DEFAULT_KS
-from zsgen.tomlio import write_toml
+from zsgen.tomlio import read_toml, write_toml
 
 GeneratorName = Literal[
     "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
@@ -425,14 +424,7 @@ def load_config(
     """Read and validate a TOML config; ``overrides`` replace top-level keys (nested tables merge) before validation.
     ``data_dir`` is where a ``dataset.name`` is looked up (see :func:`config_from_dict`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"evaluation config not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    data = read_toml(path, what="evaluation config")
     if overrides:
         data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(data, base_dir=path.resolve().parent, source=str(path), data_dir=data_dir)

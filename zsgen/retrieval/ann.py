@@ -43,7 +43,15 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from zsgen.errors import ConfigError
-from zsgen.retrieval.index import FloatMatrix, IndexMatrix, ItemIndex, _as_matrix, _check_k, _exclusion_pairs
+from zsgen.retrieval.index import (
+    FloatMatrix,
+    IndexMatrix,
+    ItemIndex,
+    _as_matrix,
+    _check_k,
+    _empty_results,
+    _exclusion_pairs,
+)
 from zsgen.retrieval.ondisk import DEFAULT_CHUNK_ROWS, iter_chunks, take_rows, whole_file
 
 logger = logging.getLogger(__name__)
@@ -233,8 +241,7 @@ class AnnIndex:
         _check_k(k)
         q = _as_matrix(queries, dim=self.dim, what="queries")
         m, n = q.shape[0], len(self)
-        out_s = np.full((m, k), -np.inf, dtype=np.float32)
-        out_i = np.full((m, k), -1, dtype=np.int64)
+        out_s, out_i = _empty_results(m, k)
         if m == 0 or n == 0:
             return out_s, out_i
         _exclusion_pairs(exclude, m, n)  # validates

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from zsgen.errors import ConfigError
+from zsgen.errors import ConfigError, InvalidKError
 from zsgen.types import Candidate, History, Profile, Source
 
 
@@ -89,3 +89,11 @@ def check_requests(requests: Sequence[Request]) -> list[Request]:
                 "zsgen.retrieval.Request(history=..., profile=...)"
             )
     return out
+
+
+def per_request_k(k: int | Sequence[int], count: int) -> list[int]:
+    """``k`` for each of ``count`` requests: one value for all, or one each (a length mismatch is an error)."""
+    ks = [k] * count if isinstance(k, int) else list(k)
+    if len(ks) != count:
+        raise InvalidKError(f"{len(ks)} values of k for {count} requests")
+    return ks

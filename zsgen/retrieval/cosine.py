@@ -21,7 +21,7 @@ from zsgen.catalog import Catalog
 from zsgen.embed.base import Encoder
 from zsgen.errors import ConfigError, DataError, EmptyHistoryError, EmptyTextError, InvalidKError
 from zsgen.itemtext import ItemTextTemplate
-from zsgen.retrieval.base import Request, check_requests
+from zsgen.retrieval.base import Request, check_requests, per_request_k
 from zsgen.retrieval.index import FloatMatrix, IndexBackend, SearchIndex, make_index
 from zsgen.retrieval.user_vectors import (
     DEFAULT_HALF_LIFE,
@@ -202,9 +202,7 @@ class Retriever:
     ) -> list[_User]:
         if threshold is not None and not np.isfinite(threshold):
             raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
-        ks = [k] * len(requests) if isinstance(k, int) else list(k)
-        if len(ks) != len(requests):
-            raise InvalidKError(f"{len(ks)} values of k for {len(requests)} requests")
+        ks = per_request_k(k, len(requests))
         n = len(self.catalog)
         users: list[_User] = []
         for number, request in enumerate(requests):

@@ -25,7 +25,7 @@ from zsgen.catalog import Catalog
 from zsgen.embed.base import Encoder
 from zsgen.errors import EmptyHistoryError, InvalidKError
 from zsgen.interactions import Interactions
-from zsgen.retrieval.base import Request, check_requests
+from zsgen.retrieval.base import Request, check_requests, per_request_k
 from zsgen.score.base import TrainData, UserQuery, mask_history, top_k
 from zsgen.score.config import FusionConfig
 from zsgen.score.fusion import FusedScorer
@@ -102,9 +102,7 @@ class FusedRetriever:
     ) -> list[list[Candidate]]:
         """:meth:`retrieve` for many users; all of them are scored in one pass."""
         batch = check_requests(requests)
-        ks = [k] * len(batch) if isinstance(k, int) else list(k)
-        if len(ks) != len(batch):
-            raise InvalidKError(f"{len(ks)} values of k for {len(batch)} requests")
+        ks = per_request_k(k, len(batch))
         if any(value < 1 for value in ks):
             raise InvalidKError(f"k must be at least 1, got {min(ks)}")
         queries = [self._query(request) for request in batch]

@@ -83,6 +83,11 @@ def _check_k(k: int) -> None:
         raise InvalidKError(f"k must be a positive integer, got {k!r}")
 
 
+def _empty_results(m: int, k: int) -> tuple[FloatMatrix, IndexMatrix]:
+    """Search output before anything is found: ``-inf`` scores and ``-1`` indices, the padding every index returns."""
+    return np.full((m, k), -np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
+
+
 def _kth_largest(scores: FloatMatrix, rows: IndexMatrix, k: int, *, slab: int = 32) -> FloatMatrix:
     """The k-th largest score of each given row, partitioning a few rows at a time so the copy stays small."""
     width = scores.shape[1]
@@ -178,8 +183,7 @@ class ItemIndex:
         q = _as_matrix(queries, dim=self.dim, what="queries")
         m, n = q.shape[0], len(self)
         ex_rows, ex_cols = _exclusion_pairs(exclude, m, n)
-        out_s = np.full((m, k), -np.inf, dtype=np.float32)
-        out_i = np.full((m, k), -1, dtype=np.int64)
+        out_s, out_i = _empty_results(m, k)
         if m == 0 or n == 0:
             return out_s, out_i
         chunk = max(1, min(self.chunk_size, n))
@@ -330,8 +334,7 @@ class FaissIndex:
         _check_k(k)
         q = _as_matrix(queries, dim=self.dim, what="queries")
         m, n = q.shape[0], len(self)
-        out_s = np.full((m, k), -np.inf, dtype=np.float32)
-        out_i = np.full((m, k), -1, dtype=np.int64)
+        out_s, out_i = _empty_results(m, k)
         if m == 0 or n == 0:
             return out_s, out_i
         _exclusion_pairs(exclude, m, n)  # validates

@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from zsgen.catalog import Catalog
-from zsgen.errors import InvalidKError
-from zsgen.retrieval.base import FirstStage, Request, check_requests
+from zsgen.retrieval.base import FirstStage, Request, check_requests, per_request_k
 from zsgen.types import Candidate, History, Profile, Source
 
 __all__ = ["RetiredFilter"]
@@ -62,9 +61,7 @@ class RetiredFilter:
     ) -> list[list[Candidate]]:
         """The wrapped stage's answer over-fetched by the retired items each user has not seen, retired dropped."""
         batch = check_requests(requests)
-        ks = [k] * len(batch) if isinstance(k, int) else list(k)
-        if len(ks) != len(batch):
-            raise InvalidKError(f"{len(ks)} values of k for {len(batch)} requests")
+        ks = per_request_k(k, len(batch))
         if not self.retired:
             return self.stage.retrieve_batch(batch, k=ks, threshold=threshold)
         asks = []

@@ -20,7 +20,6 @@ Example (``examples/serve-ml100k.toml``)::
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -30,6 +29,7 @@ from zsgen.configbase import StrictConfig
 from zsgen.errors import ConfigError
 from zsgen.evaluate.config import DatasetConfig, resolve_path
 from zsgen.rerank import RerankConfig
+from zsgen.tomlio import read_toml
 
 __all__ = ["PER_REQUEST_OPTIONS", "PlaygroundSettings", "ServeConfig", "load_serve_config"]
 
@@ -127,14 +127,7 @@ def load_serve_config(path: str | Path, *, data_dir: str | Path | None = None) -
     directory (``data_dir``, else ``$ZSGEN_DATA_DIR`` or the user data dir). Every problem is a one-line
     :class:`~zsgen.errors.ConfigError` naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"serve config not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    data = read_toml(path, what="serve config")
     return config_from_dict(data, base_dir=path.resolve().parent, source=str(path), data_dir=data_dir)
 
 
