@@ -1,34 +1,41 @@
-"""``zsgen evaluate --engine ray``: an evaluation whose catalog embedding and LLM requests run on a Ray cluster, with
-the same ``per_user.jsonl``, ``summary.json`` and report as ``zsgen evaluate``.
+"""``zsgen evaluate --engine ray``: an evaluation whose users are sharded across Ray workers, with the same
+``per_user.jsonl``, ``summary.json`` and report as ``zsgen evaluate``.
 
-It is the batch-file mechanism (:mod:`zsgen.batch`) with Ray Data in place of the batch job, in four steps:
+It is the batch-file mechanism (:mod:`zsgen.batch`) with Ray Data in place of the batch job:
 
 1. **Embedding.** The catalog's item texts go through :func:`zsgen.ray_embed.embed_texts_ray` (a ``map_batches``
    stage, each actor loading the default encoder once); the vectors land in the embedding cache as the local
-   encoder would leave them, and are handed to the run's text scorers.
-2. **Requests.** :func:`~zsgen.evaluate.runner.run_evaluation` runs in a scratch folder with every LLM ranker's
-   backend collecting its request bodies (:func:`~zsgen.batch.run.collecting_rerankers`), as ``zsgen batch export``
-   does; the users already in ``--out`` are skipped, as a resumed ``zsgen evaluate`` skips them.
-3. **LLM calls.** :func:`zsgen.ray_http.ask_http`: every body through ``ray.data.llm``'s HTTP processor to its
+   encoder would leave them, and are handed to every worker's text scorers.
+2. **Set-up.** The driver prepares the run over ``--out`` (:func:`~zsgen.evaluate.runner.prepare_run`: split,
+   sample, tuning, rankers; a folder holding another run is refused here, before any work is sent) and finds the
+   users its log lacks, as a resumed ``zsgen evaluate`` does. They are cut into shards of ``batch_users``.
+3. **Requests.** A ``map_batches`` stage of ``workers`` actors, each preparing the same run once in a scratch
+   folder of its own, ranks its shards with every LLM ranker's backend collecting request bodies
+   (:func:`~zsgen.batch.run.collecting_rerankers`), as ``zsgen batch export`` does.
+4. **LLM calls.** :func:`zsgen.ray_http.ask_http`: every body through ``ray.data.llm``'s HTTP processor to its
    ranker's ``base_url`` (one processor per server), ``workers`` actors each posting its block concurrently.
-4. **Answers.** ``run_evaluation`` runs again into ``--out`` with every call answered from those responses
-   (:func:`~zsgen.batch.run.replay_rerankers`), as ``zsgen batch import`` does: prompts, parsing, repair,
-   aggregation, fallback and the log, summary and report are the local run's own code.
+5. **Answers.** A second actor stage ranks the shards again with every call answered from those responses
+   (:func:`~zsgen.batch.run.replay_rerankers`), as ``zsgen batch import`` does: candidates, baselines, prompts,
+   parsing, repair and fallback are the local run's own code. The driver appends each user's record to the log in
+   the run's order as soon as every user before it has arrived, then writes the summary and report
+   (:func:`~zsgen.evaluate.runner.finish_run`).
 
 What differs from the local engine: LLM latency is recorded as 0 s (the HTTP stage's timings are not per user);
-the response cache (``llm_cache.sqlite``) is neither read nor written; and a run interrupted during steps 1-3 keeps
-nothing of them (a rerun asks again), while one interrupted in step 4 resumes there like the local engine. Either
-engine may resume the other's folder: the run fingerprint does not depend on the engine. The ranking itself (split,
-candidates, baselines, parsing) runs on the driver; what Ray spreads over the cluster is the work that grows with
-the catalog and with the LLM: embedding and requests. Only single-call chat methods with ``backend = "openai"`` can
-be sent this way (:func:`~zsgen.batch.backends.check_batchable`).
+the response cache (``llm_cache.sqlite``) is neither read nor written; a run interrupted before step 5 keeps
+nothing of steps 3-4 (a rerun asks again), and one interrupted in step 5 keeps the users already logged. Either
+engine may resume the other's folder: the run fingerprint does not depend on the engine. Every worker and the
+driver prepare the run, so a config that tunes a fusion tunes it once per worker (in parallel) and once on the
+driver; the dataset and fusion files must be readable at the same paths on every machine. Only single-call chat
+methods with ``backend = "openai"`` can be sent this way (:func:`~zsgen.batch.backends.check_batchable`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +47,18 @@ from zsgen.batch.run import collecting_rerankers, quiet_exports, replay_reranker
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import EvalConfig
-from zsgen.evaluate.runner import CONFIG_NAME, LOG_NAME, RerankerFactory, load_eval_dataset, run_evaluation
+from zsgen.evaluate.runner import (
+    LOG_NAME,
+    RerankerFactory,
+    finish_run,
+    load_eval_dataset,
+    pending_cases,
+    prepare_run,
+    rank_cases,
+)
+from zsgen.evaluate.split import UserCase
 from zsgen.evaluate.summary import Summary
+from zsgen.jsonlog import LogWriter
 from zsgen.rerank import RerankConfig, Reranker
 
 logger = logging.getLogger(__name__)
@@ -61,27 +78,73 @@ def _collecting(run: str, collected: Collected) -> RerankerFactory:
     return make
 
 
-def _collect(config: EvalConfig, out: Path, vectors: np.ndarray, progress: bool | None) -> Collected:
-    """Step 2: the requests of the users not yet in ``out``. The scratch run is a sibling of ``out`` holding copies
-    of its log and config, so it resumes, and refuses a foreign folder, exactly as a run into ``out`` would: the run
-    fingerprint names data files outside the dataset folder relative to the output folder, which a sibling shares.
-    It is removed when the step ends, failed or not (a killed process may leave a hidden ``.NAME.ray-*`` folder)."""
-    collected: Collected = {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.mkdtemp(prefix=f".{out.name}.ray-", dir=out.parent)
-    try:
-        for name in (LOG_NAME, CONFIG_NAME):
-            if (out / name).is_file():
-                shutil.copyfile(out / name, Path(scratch) / name)
+class _ShardStage:
+    """Ray actor: shards of the run's users in (one JSON list of user ids a row); out, the LLM request bodies their
+    rankings need (``table`` None: step 3) or their log records (answers from ``table``: step 5).
+
+    The run is prepared once per actor, in a scratch folder removed once prepared: ranking writes nothing there
+    (records go back to the driver; stand-in backends use no response cache)."""
+
+    def __init__(self, config: EvalConfig, vectors: np.ndarray, table: ResultTable | None) -> None:
+        self.collected: Collected = {}
+        self.answering = table is not None
+        rerankers = (
+            replay_rerankers(config.name, table) if table is not None else _collecting(config.name, self.collected)
+        )
+        scratch = tempfile.mkdtemp(prefix="zsgen-ray-evaluate-")
+        try:
+            with quiet_exports():
+                self.run = prepare_run(
+                    config, scratch, progress=False, rerankers=rerankers, timed=table is None, item_vectors=vectors
+                )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.cases = {case.user_id: case for case in self.run.cases}
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
+        records: list[dict[str, Any]] = []
+        for pairs in self.collected.values():
+            pairs.clear()
         with quiet_exports():
-            run_evaluation(
-                config, scratch, progress=progress, rerankers=_collecting(config.name, collected), item_vectors=vectors
-            )
-    except (ConfigError, DataError) as exc:  # name the user's folder, not the scratch copy
-        raise type(exc)(str(exc).replace(scratch, str(out))) from None
+            for text in batch["users"]:
+                rank_cases(self.run, [self.cases[user] for user in json.loads(text)], records.append)
+        if self.answering:
+            return {"user_id": [str(r["user_id"]) for r in records], "record": [json.dumps(r) for r in records]}
+        rows = [(url, custom_id, body) for url, pairs in self.collected.items() for custom_id, body in pairs]
+        return {
+            "url": [url for url, _, _ in rows],
+            "custom_id": [custom_id for _, custom_id, _ in rows],
+            "body": [json.dumps(body) for _, _, body in rows],
+        }
+
+
+def _shard_rows(todo: Sequence[UserCase], size: int) -> list[dict[str, str]]:
+    """One row per shard of ``size`` consecutive users (the runner's own batches, so candidates are generated for
+    the same groups of users as on the local engine)."""
+    return [
+        {"users": json.dumps([case.user_id for case in todo[start : start + size]])}
+        for start in range(0, len(todo), size)
+    ]
+
+
+def _append_in_order(out: Path, todo: Sequence[UserCase], rows: Iterable[dict[str, Any]]) -> None:
+    """Append each user's record to the log in the run's order, as soon as every user before it has arrived."""
+    arrived: dict[str, dict[str, Any]] = {}
+    written = 0
+    writer = LogWriter(out / LOG_NAME)
+    try:
+        for row in rows:
+            arrived[str(row["user_id"])] = json.loads(row["record"])
+            ready = []
+            while written < len(todo) and todo[written].user_id in arrived:
+                ready.append(arrived.pop(todo[written].user_id))
+                written += 1
+            writer.write_many(ready)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return collected
+        writer.close()
+    if written < len(todo):
+        missing = [case.user_id for case in todo[written:] if case.user_id not in arrived]
+        raise DataError(f"the Ray run returned no record for {len(missing)} user(s), e.g. {missing[:3]}", path=out)
 
 
 def check_sendable(config: EvalConfig, out: Path) -> None:
@@ -123,17 +186,39 @@ def evaluate_ray(
     catalog, _ = load_eval_dataset(config)
     # The evaluation's text scorers use the default encoder behind the default cache (TextCosineScorer).
     vectors = embed_catalog_ray(catalog, cache=EmbeddingCache(default_cache_path()), workers=workers)
-    collected = _collect(config, out, vectors, progress)
-    results: dict[str, BatchResult] = {}
-    for url, pairs in collected.items():
-        if pairs:
-            blocks = max(workers, -(-len(pairs) // batch_size))
-            results.update(ask_http(requests_dataset(pairs, blocks), url, workers=workers, batch_size=batch_size))
-    return run_evaluation(
+    run = prepare_run(
         config,
         out,
         progress=progress,
-        rerankers=replay_rerankers(config.name, ResultTable(results)),
+        rerankers=replay_rerankers(config.name, ResultTable({})),
         timed=False,
         item_vectors=vectors,
     )
+    todo, _ = pending_cases(run)
+    run.write_config()
+    if todo:
+        rows = _shard_rows(todo, config.batch_users)
+        shards = ray.data.from_items(rows, override_num_blocks=len(rows))
+        pool = ray.data.ActorPoolStrategy(size=min(workers, len(rows)))
+        results: dict[str, BatchResult] = {}
+        if any(spec.kind == "llm" for spec in config.rankers):
+            requests = shards.map_batches(
+                _ShardStage,
+                fn_constructor_kwargs={"config": config, "vectors": vectors, "table": None},
+                batch_size=1,
+                compute=pool,
+            )
+            collected: Collected = {}
+            for row in requests.iter_rows():
+                collected.setdefault(str(row["url"]), []).append((str(row["custom_id"]), json.loads(row["body"])))
+            for url, pairs in collected.items():
+                blocks = max(workers, -(-len(pairs) // batch_size))
+                results.update(ask_http(requests_dataset(pairs, blocks), url, workers=workers, batch_size=batch_size))
+        answered = shards.map_batches(
+            _ShardStage,
+            fn_constructor_kwargs={"config": config, "vectors": vectors, "table": ResultTable(results)},
+            batch_size=1,
+            compute=pool,
+        )
+        _append_in_order(out, todo, answered.iter_rows())
+    return finish_run(run)

@@ -17,6 +17,7 @@ import platform
 import sys
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ from zsgen.evaluate.config import (
     write_resolved,
 )
 from zsgen.evaluate.fusion import RunFusion, fusion_hashes, resolve_fusions, write_tuned
-from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
+from zsgen.evaluate.generators import CandidateGenerator, CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.rankers import (
     GeneratorOrderRanker,
     LLMRanker,
@@ -420,7 +421,34 @@ class _Counters:
         return {"tokens": f"{self.tokens:,}", "cost": f"${self.cost:.4f}", "fallbacks": str(self.fallbacks)}
 
 
-def run_evaluation(
+@dataclass
+class PreparedRun:
+    """An evaluation set up over its output folder, before any user is ranked: the split's users (``cases``, in the
+    run's order), the candidate generator and every ranker, tuned and checked against the folder.
+
+    :func:`run_evaluation` ranks the users its log lacks with :func:`rank_cases` and ends with :func:`finish_run`;
+    the Ray engine prepares one per worker and ranks a shard of the users on each (:mod:`zsgen.ray_evaluate`)."""
+
+    config: EvalConfig
+    out: Path
+    catalog: Catalog
+    cases: list[UserCase]
+    factory: ScorerFactory
+    data: dict[str, Any]
+    recorded: EvalConfig
+    fusions: dict[str, RunFusion]
+    rankers: list[Ranker]
+    fingerprint: str
+    generator: CandidateGenerator
+    show: bool
+
+    def write_config(self) -> None:
+        """Write ``config.toml``: the config as run, with provenance (model ids once backends are loaded)."""
+        provenance_record = provenance(self.config, self.rankers, self.fingerprint, self.fusions, self.data, self.out)
+        write_resolved(self.recorded, self.out / CONFIG_NAME, provenance_record)
+
+
+def prepare_run(
     config: EvalConfig,
     out_dir: str | Path,
     *,
@@ -428,17 +456,9 @@ def run_evaluation(
     rerankers: RerankerFactory | None = None,
     timed: bool = True,
     item_vectors: np.ndarray | None = None,
-) -> Summary:
-    """Run (or resume) ``config`` into ``out_dir`` and write every artefact; returns the summary.
-
-    ``progress=None`` shows the bar only on a terminal. ``rerankers`` and ``timed`` let batch export and import run
-    this same code with other LLM backends (:data:`RerankerFactory`). ``item_vectors`` are the catalog's unit text
-    vectors in catalog order, computed elsewhere (the Ray engine embeds the catalog on its cluster); without them the
-    first text scorer encodes the catalog with the default encoder.
-    """
-    from tqdm.auto import tqdm
-
-    from zsgen.evaluate.report import write_report
+) -> PreparedRun:
+    """Split, sample, tune and build the rankers of ``config`` over ``out_dir`` (created); a folder holding another
+    run is refused here. Writes the tuned fusion files, not the log. Parameters as :func:`run_evaluation`'s."""
     from zsgen.score.base import TrainData
 
     out = Path(out_dir)
@@ -472,57 +492,114 @@ def run_evaluation(
     fingerprint = run_fingerprint(config, rankers, data["sha256"])
     check_resumable(out, fingerprint, [spec.name for spec in config.rankers])
     write_tuned(fusions)
-    log_path = out / LOG_NAME
-    done = read_log(log_path, repair=True)
-    wanted = {case.user_id for case in cases}
-    stray = sorted(set(done) - wanted)
-    if stray:
-        raise DataError(f"the log has users this run does not evaluate (e.g. {stray[:3]})", path=log_path)
-    todo = [case for case in cases if case.user_id not in done]
-    if done:
-        logger.info("resuming: %d of %d users already done", len(done), len(cases))
-    write_resolved(recorded, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions, data, out))
-
     candidate_fusion = fusions["candidates"].config if "candidates" in fusions else None
     generator = build_generator(
         config.candidates, factory, seed=config.seed, fusion=candidate_fusion, items=candidate_items
     )
+    return PreparedRun(
+        config, out, catalog, list(cases), factory, data, recorded, fusions, list(rankers), fingerprint, generator, show
+    )
+
+
+def rank_cases(
+    run: PreparedRun,
+    todo: Sequence[UserCase],
+    write: Callable[[dict[str, Any]], None],
+    *,
+    done: Sequence[Mapping[str, Any]] = (),
+) -> None:
+    """Rank ``todo`` (in batches of ``batch_users``) and hand each user's log record to ``write`` as it is finished;
+    ``done`` (records already logged) only starts the progress bar and its token counters where they were."""
+    from tqdm.auto import tqdm
+
+    config, rankers = run.config, run.rankers
     # Baselines and remote LLMs work on a whole batch; local LLMs go user by user so each line is logged at once.
     batch_rankers = [r for r in rankers if not isinstance(r, LLMRanker) or r.concurrent]
     llm_rankers = [r for r in rankers if isinstance(r, LLMRanker) and not r.concurrent]
     counts_tokens = any(isinstance(r, LLMRanker) for r in rankers)
     counters = _Counters(config.rankers)
-    for record in done.values():
+    for record in done:
         counters.add(record)
-    writer = LogWriter(log_path)
-    bar = tqdm(total=len(cases), initial=len(done), unit="user", desc=config.name, disable=not show)
+    bar = tqdm(total=len(todo) + len(done), initial=len(done), unit="user", desc=config.name, disable=not run.show)
     try:
         for batch in _batches(todo, config.batch_users):
-            lists = generator.generate(batch)
+            lists = run.generator.generate(batch)
             outcomes = {r.name: r.rank(batch, lists) for r in batch_rankers}
             for row, case in enumerate(batch):
                 per_user = {name: results[row] for name, results in outcomes.items()}
                 for ranker in llm_rankers:
                     per_user[ranker.name] = ranker.rank_one(case, lists[row])
                 ordered = {spec.name: per_user[spec.name] for spec in config.rankers}
-                record = user_record(case, lists[row], catalog, ordered)
-                writer.write(record)
+                record = user_record(case, lists[row], run.catalog, ordered)
+                write(record)
                 counters.add(record)
                 bar.update(1)
                 if counts_tokens:
                     bar.set_postfix(counters.postfix(), refresh=False)
     finally:
-        writer.close()
         bar.close()
 
-    # Rewritten now that backends are loaded: model ids are the ones actually used.
-    write_resolved(recorded, out / CONFIG_NAME, provenance(config, rankers, fingerprint, fusions, data, out))
-    records = read_log(log_path)
+
+def finish_run(run: PreparedRun) -> Summary:
+    """Write the resolved config, ``summary.json`` and the report from the log, which must hold every user."""
+    from zsgen.evaluate.report import write_report
+
+    config, out = run.config, run.out
+    run.write_config()  # again, now that backends are loaded: model ids are the ones actually used
+    records = read_log(out / LOG_NAME)
+    missing = [case.user_id for case in run.cases if case.user_id not in records]
+    if missing:
+        raise DataError(f"the log lacks {len(missing)} of the run's users (e.g. {missing[:3]})", path=out / LOG_NAME)
     # The recall table is about leave-one-out targets of score-based generators; cold-start runs rank every candidate.
-    recall = {} if config.protocol in COLD_PROTOCOLS else generator_recall(config, factory, cases, fusions)
+    recall = {} if config.protocol in COLD_PROTOCOLS else generator_recall(config, run.factory, run.cases, run.fusions)
     summary = summarize(
-        recorded, [records[case.user_id] for case in cases], generator_recall=recall, dataset_sha256=data["sha256"]
+        run.recorded,
+        [records[case.user_id] for case in run.cases],
+        generator_recall=recall,
+        dataset_sha256=run.data["sha256"],
     )
     (out / SUMMARY_NAME).write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     write_report(summary, out)
     return summary
+
+
+def pending_cases(run: PreparedRun) -> tuple[list[UserCase], dict[str, dict[str, Any]]]:
+    """The run's users its log does not hold yet, in the run's order, and the records it does hold (a trailing
+    partial line, left by a process killed mid-write, is dropped); a log naming users this run does not evaluate is
+    refused."""
+    log_path = run.out / LOG_NAME
+    done = read_log(log_path, repair=True)
+    wanted = {case.user_id for case in run.cases}
+    stray = sorted(set(done) - wanted)
+    if stray:
+        raise DataError(f"the log has users this run does not evaluate (e.g. {stray[:3]})", path=log_path)
+    if done:
+        logger.info("resuming: %d of %d users already done", len(done), len(run.cases))
+    return [case for case in run.cases if case.user_id not in done], done
+
+
+def run_evaluation(
+    config: EvalConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool | None = None,
+    rerankers: RerankerFactory | None = None,
+    timed: bool = True,
+    item_vectors: np.ndarray | None = None,
+) -> Summary:
+    """Run (or resume) ``config`` into ``out_dir`` and write every artefact; returns the summary.
+
+    ``progress=None`` shows the bar only on a terminal. ``rerankers`` and ``timed`` let batch export and import run
+    this same code with other LLM backends (:data:`RerankerFactory`). ``item_vectors`` are the catalog's unit text
+    vectors in catalog order, computed elsewhere (the Ray engine embeds the catalog on its cluster); without them the
+    first text scorer encodes the catalog with the default encoder.
+    """
+    run = prepare_run(config, out_dir, progress=progress, rerankers=rerankers, timed=timed, item_vectors=item_vectors)
+    todo, done = pending_cases(run)
+    run.write_config()
+    writer = LogWriter(run.out / LOG_NAME)
+    try:
+        rank_cases(run, todo, writer.write, done=list(done.values()))
+    finally:
+        writer.close()
+    return finish_run(run)
