@@ -9,9 +9,10 @@ It is the batch-file mechanism (:mod:`zsgen.batch`) with Ray Data in place of th
 2. **Set-up.** The driver prepares the run over ``--out`` (:func:`~zsgen.evaluate.runner.prepare_run`: split,
    sample, tuning, rankers; a folder holding another run is refused here, before any work is sent) and finds the
    users its log lacks, as a resumed ``zsgen evaluate`` does. They are cut into shards of ``batch_users``.
-3. **Requests.** A ``map_batches`` stage of ``workers`` actors, each preparing the same run once in a scratch
-   folder of its own, ranks its shards with every LLM ranker's backend collecting request bodies
-   (:func:`~zsgen.batch.run.collecting_rerankers`), as ``zsgen batch export`` does.
+3. **Requests.** A ``map_batches`` stage of ``workers`` actors, each preparing the same run once (with the
+   driver's tuned fusions: nothing is tuned twice) in a scratch folder of its own, ranks its shards with every LLM
+   ranker's backend collecting request bodies (:func:`~zsgen.batch.run.collecting_rerankers`), as
+   ``zsgen batch export`` does.
 4. **LLM calls.** :func:`zsgen.ray_http.ask_http`: every body through ``ray.data.llm``'s HTTP processor to its
    ranker's ``base_url`` (one processor per server), ``workers`` actors each posting its block concurrently.
 5. **Answers.** A second actor stage ranks the shards again with every call answered from those responses
@@ -23,9 +24,9 @@ It is the batch-file mechanism (:mod:`zsgen.batch`) with Ray Data in place of th
 What differs from the local engine: LLM latency is recorded as 0 s (the HTTP stage's timings are not per user);
 the response cache (``llm_cache.sqlite``) is neither read nor written; a run interrupted before step 5 keeps
 nothing of steps 3-4 (a rerun asks again), and one interrupted in step 5 keeps the users already logged. Either
-engine may resume the other's folder: the run fingerprint does not depend on the engine. Every worker and the
-driver prepare the run, so a config that tunes a fusion tunes it once per worker (in parallel) and once on the
-driver; the dataset and fusion files must be readable at the same paths on every machine. Only single-call chat
+engine may resume the other's folder: the run fingerprint does not depend on the engine. Every worker prepares the
+run again (split, candidates, baselines; not the tuning), and reads the dataset at the path the config names, so
+on a cluster of several machines the dataset must be at that path on each. Only single-call chat
 methods with ``backend = "openai"`` can be sent this way (:func:`~zsgen.batch.backends.check_batchable`).
 """
 
@@ -47,6 +48,7 @@ from zsgen.batch.run import collecting_rerankers, quiet_exports, replay_reranker
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import EvalConfig
+from zsgen.evaluate.fusion import RunFusion
 from zsgen.evaluate.runner import (
     LOG_NAME,
     RerankerFactory,
@@ -82,10 +84,13 @@ class _ShardStage:
     """Ray actor: shards of the run's users in (one JSON list of user ids a row); out, the LLM request bodies their
     rankings need (``table`` None: step 3) or their log records (answers from ``table``: step 5).
 
-    The run is prepared once per actor, in a scratch folder removed once prepared: ranking writes nothing there
-    (records go back to the driver; stand-in backends use no response cache)."""
+    The run is prepared once per actor, with the driver's tuned fusions (so nothing is tuned again), in a scratch
+    folder removed once prepared: ranking writes nothing there (records go back to the driver; stand-in backends use
+    no response cache)."""
 
-    def __init__(self, config: EvalConfig, vectors: np.ndarray, table: ResultTable | None) -> None:
+    def __init__(
+        self, config: EvalConfig, vectors: np.ndarray, fusions: dict[str, RunFusion], table: ResultTable | None
+    ) -> None:
         self.collected: Collected = {}
         self.answering = table is not None
         rerankers = (
@@ -95,7 +100,13 @@ class _ShardStage:
         try:
             with quiet_exports():
                 self.run = prepare_run(
-                    config, scratch, progress=False, rerankers=rerankers, timed=table is None, item_vectors=vectors
+                    config,
+                    scratch,
+                    progress=False,
+                    rerankers=rerankers,
+                    timed=table is None,
+                    item_vectors=vectors,
+                    fusions=fusions,
                 )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -204,7 +215,7 @@ def evaluate_ray(
         if any(spec.kind == "llm" for spec in config.rankers):
             requests = shards.map_batches(
                 _ShardStage,
-                fn_constructor_kwargs={"config": config, "vectors": vectors, "table": None},
+                fn_constructor_kwargs={"config": config, "vectors": vectors, "fusions": run.fusions, "table": None},
                 batch_size=1,
                 compute=pool,
             )
@@ -216,7 +227,12 @@ def evaluate_ray(
                 results.update(ask_http(requests_dataset(pairs, blocks), url, workers=workers, batch_size=batch_size))
         answered = shards.map_batches(
             _ShardStage,
-            fn_constructor_kwargs={"config": config, "vectors": vectors, "table": ResultTable(results)},
+            fn_constructor_kwargs={
+                "config": config,
+                "vectors": vectors,
+                "fusions": run.fusions,
+                "table": ResultTable(results),
+            },
             batch_size=1,
             compute=pool,
         )

@@ -456,9 +456,12 @@ def prepare_run(
     rerankers: RerankerFactory | None = None,
     timed: bool = True,
     item_vectors: np.ndarray | None = None,
+    fusions: Mapping[str, RunFusion] | None = None,
 ) -> PreparedRun:
     """Split, sample, tune and build the rankers of ``config`` over ``out_dir`` (created); a folder holding another
-    run is refused here. Writes the tuned fusion files, not the log. Parameters as :func:`run_evaluation`'s."""
+    run is refused here. Writes the tuned fusion files, not the log. Parameters as :func:`run_evaluation`'s, and
+    ``fusions``: the fusions another preparation of the same run resolved (the Ray engine's driver hands its own to
+    the workers), used as they are, neither tuned again nor written."""
     from zsgen.score.base import TrainData
 
     out = Path(out_dir)
@@ -484,20 +487,36 @@ def prepare_run(
     factory = ScorerFactory(catalog, train, item_vectors=item_vectors)
     data = dataset_record(config, catalog, interactions, out)
     recorded = portable_config(config, out)
-    fusions = resolve_fusions(config, catalog, interactions, factory, out, data_source=recorded.dataset.path)
+    resolved = (
+        dict(fusions)
+        if fusions is not None
+        else resolve_fusions(config, catalog, interactions, factory, out, data_source=recorded.dataset.path)
+    )
     show = sys.stderr.isatty() if progress is None else progress
     rankers = build_rankers(
-        config, catalog, interactions, factory, out, fusions, progress=show, rerankers=rerankers, timed=timed
+        config, catalog, interactions, factory, out, resolved, progress=show, rerankers=rerankers, timed=timed
     )
     fingerprint = run_fingerprint(config, rankers, data["sha256"])
     check_resumable(out, fingerprint, [spec.name for spec in config.rankers])
-    write_tuned(fusions)
-    candidate_fusion = fusions["candidates"].config if "candidates" in fusions else None
+    if fusions is None:
+        write_tuned(resolved)
+    candidate_fusion = resolved["candidates"].config if "candidates" in resolved else None
     generator = build_generator(
         config.candidates, factory, seed=config.seed, fusion=candidate_fusion, items=candidate_items
     )
     return PreparedRun(
-        config, out, catalog, list(cases), factory, data, recorded, fusions, list(rankers), fingerprint, generator, show
+        config=config,
+        out=out,
+        catalog=catalog,
+        cases=list(cases),
+        factory=factory,
+        data=data,
+        recorded=recorded,
+        fusions=resolved,
+        rankers=list(rankers),
+        fingerprint=fingerprint,
+        generator=generator,
+        show=show,
     )
 
 
