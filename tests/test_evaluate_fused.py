@@ -319,3 +319,23 @@ def test_a_missing_fusion_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "fusion.toml").unlink()
     with pytest.raises(ConfigError, match=r"fusion\.toml"):
         evaluate(config, tmp_path / "out", progress=False)
+
+
+def test_a_preparation_handed_the_tuned_fusions_ranks_the_same_without_tuning(run: Path, tmp_path: Path) -> None:
+    """The Ray engine's workers prepare the run with the driver's tuned fusions: the same rows, nothing tuned (a
+    tuner would be called) and no fusion file written beside their scratch run."""
+    from unittest import mock
+
+    from zsgen.evaluate.runner import prepare_run, rank_cases
+
+    config = load_config(run.parent / "fused.toml")
+    driver = prepare_run(config, tmp_path / "driver", progress=False)
+    with mock.patch("zsgen.evaluate.tuning.tune_on_validation", side_effect=AssertionError("tuned again")):
+        worker = prepare_run(config, tmp_path / "worker", progress=False, fusions=driver.fusions)
+    assert not list((tmp_path / "worker").glob("fusion-*.toml"))
+    assert worker.fingerprint == driver.fingerprint
+    rows: list[dict] = []
+    rank_cases(worker, worker.cases, rows.append)
+    assert [json.dumps(row, sort_keys=True) for row in rows] == [
+        json.dumps(row, sort_keys=True) for row in per_user(run)
+    ]
