@@ -26,7 +26,8 @@ def add_subparser(subparsers: Subparsers) -> None:
         "serve",
         help="serve recommendations over HTTP (FastAPI; pip install 'zsgen[serve]')",
         description="Serve one catalog over HTTP: POST /v1/recommendations (and :batch), PUT/DELETE /v1/items/{id}, "
-        "GET /healthz, /readyz, /docs. Everything is set in the TOML config (see README, Serving); the bearer token "
+        "GET /healthz, /readyz, /docs, and /playground with a [playground] table. Everything is set in the TOML "
+        "config (see README, Serving); the bearer token "
         "comes from the environment variable the config names (default ZSGEN_SERVE_TOKEN).",
     )
     p.add_argument("--config", type=Path, required=True, help="serve.toml")
