@@ -160,10 +160,15 @@ class StandInBackend(Closing):
 
 
 @dataclass
-class RecordingBackend(StandInBackend):
-    """Writes each call's request line and fails the call (reason ``batch_exported``): the answer comes later."""
+class ExportingBackend(StandInBackend):
+    """Keeps each call's ``custom_id`` and body (:meth:`keep`) and fails the call (reason ``batch_exported``): the
+    answer comes later, from a batch file or a Ray HTTP stage."""
 
-    writer: RequestWriter | None = None
+    #: Where the kept request goes, for the fallback's log message.
+    destination = "kept for later"
+
+    def keep(self, custom_id: str, body: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     async def achat(
         self,
@@ -174,30 +179,33 @@ class RecordingBackend(StandInBackend):
         choices: Sequence[str] | None = None,
     ) -> Completion:
         rid, body = self.request(messages, max_tokens, json_schema, choices)
-        if self.writer is None:
-            raise ConfigError("RecordingBackend needs a writer")
-        self.writer.write(rid.text(), body)
-        raise BackendError(f"{EXPORTED}: written to a batch file", reason=EXPORTED)
+        self.keep(rid.text(), body)
+        raise BackendError(f"{EXPORTED}: {self.destination}", reason=EXPORTED)
 
 
 @dataclass
-class CollectingBackend(StandInBackend):
-    """Keeps each call's ``custom_id`` and body in memory and fails the call (reason ``batch_exported``): the Ray
-    engines send what it collected through Ray Data's HTTP stage and replay the answers."""
+class RecordingBackend(ExportingBackend):
+    """Writes each call's request line to a batch file."""
+
+    writer: RequestWriter | None = None
+    destination = "written to a batch file"
+
+    def keep(self, custom_id: str, body: dict[str, Any]) -> None:
+        if self.writer is None:
+            raise ConfigError("RecordingBackend needs a writer")
+        self.writer.write(custom_id, body)
+
+
+@dataclass
+class CollectingBackend(ExportingBackend):
+    """Keeps each call's ``custom_id`` and body in memory: the Ray engines send what it collected through Ray Data's
+    HTTP stage and replay the answers."""
 
     collected: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    destination = "collected for a later request stage"
 
-    async def achat(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int = 256,
-        json_schema: dict[str, Any] | None = None,
-        choices: Sequence[str] | None = None,
-    ) -> Completion:
-        rid, body = self.request(messages, max_tokens, json_schema, choices)
-        self.collected.append((rid.text(), body))
-        raise BackendError(f"{EXPORTED}: collected for a later request stage", reason=EXPORTED)
+    def keep(self, custom_id: str, body: dict[str, Any]) -> None:
+        self.collected.append((custom_id, body))
 
 
 @dataclass
