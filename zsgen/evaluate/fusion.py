@@ -21,7 +21,7 @@ from zsgen.evaluate.config import COLD_PROTOCOLS, EvalConfig, _FusionOptions, re
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
-from zsgen.score.config import FusionConfig
+from zsgen.score.config import TEXT_VECTOR_KINDS, FusionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def resolve_fusions(
             continue
         if config.split == "validation":
             logger.warning("%s: tuning and evaluating on the same validation split; the numbers are optimistic", key)
-        uses_text = any(signal.kind == "text" for signal in fusion.signals.values())
+        uses_text = any(signal.kind in TEXT_VECTOR_KINDS for signal in fusion.signals.values())
         tuned, result = tune_on_validation(
             fusion,
             catalog,

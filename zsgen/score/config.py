@@ -22,7 +22,17 @@ from zsgen.paths import data_dir
 from zsgen.tomlio import dumps, write_text_atomic
 
 SignalKind = Literal[
-    "text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm", "group_popularity"
+    "text",
+    "popularity",
+    "cooccurrence",
+    "user_filtering",
+    "item_filtering",
+    "llm",
+    "group_popularity",
+    # cold-item transfer signals (zsgen.score.transfer)
+    "predicted_popularity",
+    "text_factors",
+    "neighbour_transfer",
 ]
 Normalisation = Literal["rank", "zscore", "minmax", "none"]
 Method = Literal["weighted", "rrf"]
@@ -31,7 +41,10 @@ ParamValue = str | int | float | bool
 #: Signals that cannot be computed without interaction logs (``llm`` depends on what generates its candidates).
 LOG_KINDS: frozenset[str] = frozenset(
     {"popularity", "cooccurrence", "user_filtering", "item_filtering", "group_popularity"}
-)
+) | frozenset({"predicted_popularity", "text_factors", "neighbour_transfer"})
+
+#: Signals that read the catalog's text vectors (encoded once per fused scorer and shared).
+TEXT_VECTOR_KINDS: frozenset[str] = frozenset({"text", "predicted_popularity", "text_factors", "neighbour_transfer"})
 
 #: The fusion zsgen ships (in the package's data folder): the first stage used by default on data with a log.
 PACKAGED_FUSION_FILE = "fusion_default.toml"

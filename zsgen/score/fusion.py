@@ -21,12 +21,13 @@ from zsgen.catalog import Catalog
 from zsgen.embed.base import Encoder
 from zsgen.errors import ConfigError, DataError
 from zsgen.score.base import ScoreMatrix, Scorer, TrainData, UserQuery, not_fitted
-from zsgen.score.config import FusionConfig, Method, Normalisation, SignalConfig
+from zsgen.score.config import TEXT_VECTOR_KINDS, FusionConfig, Method, Normalisation, SignalConfig
 from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
 from zsgen.score.grouppop import GroupPopularityScorer
 from zsgen.score.llm import CandidateScoreFn, LLMScorer
 from zsgen.score.popularity import PopularityScorer
 from zsgen.score.text import TextCosineScorer
+from zsgen.score.transfer import TRANSFER_KINDS, build_transfer_signal
 from zsgen.score.userfilter import UserFilteringScorer
 
 logger = logging.getLogger(__name__)
@@ -161,6 +162,8 @@ def build_signal(
             return ItemFilteringScorer(name=name, **params)  # type: ignore[arg-type]
         if signal.kind == "group_popularity":
             return GroupPopularityScorer(name=name, **params)  # type: ignore[arg-type]
+        if signal.kind in TRANSFER_KINDS:
+            return build_transfer_signal(name, signal.kind, params, encoder=encoder, item_vectors=item_vectors)
         if llm is None:
             raise ConfigError(f"signal {name!r} is an LLM signal, but no LLM candidate scorer was given")
         return LLMScorer(llm, llm_candidates, name=name, **params)  # type: ignore[arg-type]
@@ -214,7 +217,7 @@ class FusedScorer:
         if not usable:
             raise ConfigError(f"no usable signal: {sorted(self._wanted)} all need interaction logs, and there are none")
         resources = dict(self._resources)
-        texts = [s for s in usable if self.config.signals[s].kind == "text"]
+        texts = [s for s in usable if self.config.signals[s].kind in TEXT_VECTOR_KINDS]
         if len(texts) > 1 and resources["item_vectors"] is None:
             from zsgen.itemtext import ItemTextTemplate
 
