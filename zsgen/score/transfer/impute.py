@@ -1,0 +1,60 @@
+"""One scale for items with and without interactions in a fused first stage: impute the log signals' columns.
+
+A log-based signal (popularity, co-occurrence, user filtering ...) gives an item without interactions nothing — a
+new item, a catalog item nobody touched yet — so under a fusion it sinks below every warm item whatever it reads
+like. :class:`ColdImputer` gives such an item, for every log-based signal and every user, the similarity-weighted
+mean of that signal's scores over its most text-similar warm items (the graph of
+:func:`~zsgen.score.transfer.features.text_neighbours`): the user's co-occurrence score of "Star Wars: The Special
+Edition" is that of the Star Wars films it reads like, on the very scale the warm items are scored on, so the fusion's
+weights apply unchanged. An item that reads like nothing popular inherits low scores and stays low. Only the new
+item's text vector is needed: nothing is refitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from zsgen.score.base import ScoreMatrix, TrainData
+from zsgen.score.transfer.features import text_neighbours
+
+#: Fusion signal kinds whose cold columns are imputed: the log-based ones that know nothing of a cold item (the
+#: transfer signals score cold items themselves; text and LLM signals read every item).
+IMPUTED_KINDS: frozenset[str] = frozenset(
+    {"popularity", "cooccurrence", "user_filtering", "item_filtering", "group_popularity"}
+)
+
+
+class ColdImputer:
+    """Imputes the columns of items without interactions from their warm text neighbours (module docstring)."""
+
+    def __init__(self, cold: npt.NDArray[np.int64], weights: sp.csr_matrix) -> None:
+        self.cold = cold
+        self.weights = weights  # cold items × all items, rows summing to one over warm items
+
+    @classmethod
+    def fit(
+        cls, vectors: npt.ArrayLike, train: TrainData, *, neighbours: int = 10, power: float = 1.0
+    ) -> ColdImputer | None:
+        """``None`` when every item has an interaction (nothing to impute) or fewer than two have one."""
+        counts = np.asarray(train.incidence().sum(axis=0), dtype=np.float64).ravel()
+        warm = np.flatnonzero(counts > 0).astype(np.int64)
+        cold = np.flatnonzero(counts == 0).astype(np.int64)
+        if cold.size == 0 or warm.size < 2:
+            return None
+        matrix = np.asarray(vectors, dtype=np.float32)
+        graph = text_neighbours(matrix, warm, neighbours, power)
+        return cls(cold, sp.csr_matrix(graph[cold]))
+
+    def apply(self, scores: ScoreMatrix) -> ScoreMatrix:
+        """``scores`` with the cold items' columns replaced by their neighbours' weighted mean."""
+        out = np.array(scores, dtype=np.float64, copy=True)
+        out[:, self.cold] = np.asarray(self.weights @ scores.T).T
+        return out
+
+    def apply_all(self, signals: Mapping[str, ScoreMatrix], kinds: Mapping[str, str]) -> dict[str, ScoreMatrix]:
+        """Every signal whose kind is in :data:`IMPUTED_KINDS` imputed, the others as they are."""
+        return {name: self.apply(m) if kinds[name] in IMPUTED_KINDS else m for name, m in signals.items()}
