@@ -13,7 +13,7 @@ from batch_server import request_lines, run_batch
 from servers import Reply, ScriptedServer, completion_body
 from test_evaluate_run import metrics_only, stable, write_log
 
-from zsgen.batch import BatchLimits, RequestId, export_evaluation, import_evaluation
+from zsgen.engines.batch import BatchLimits, RequestId, export_evaluation, import_evaluation
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate import evaluate, load_config
 from zsgen.evaluate.runner import read_log
@@ -229,7 +229,7 @@ def test_import_refuses_changed_requests_and_foreign_folders(
     with pytest.raises(ConfigError, match="not 'other'"):
         import_evaluation(renamed, results, tmp_path / "renamed", progress=False)
     broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"custom_id": "x"}\nnot json\n')
+    broken.write_text('{"custom_id": "batchy:remote:1:0:h:d"}\nnot json\n')
     with pytest.raises(DataError, match=r"broken\.jsonl:2"):
         import_evaluation(load_config(path), [broken], tmp_path / "broken", progress=False)
 
@@ -263,3 +263,42 @@ def test_cli_export_and_import_of_a_config(
     (out / "notes.txt").write_text("mine")
     assert main(["batch", "export", "--config", str(path), "--out", str(out), "--no-progress"]) == 1
     assert "export into an empty folder" in capsys.readouterr().err
+
+
+def test_two_spellings_of_one_request_are_one_request(
+    online: tuple[Path, Path, list[Any]], exported: Path, tmp_path: Path
+) -> None:
+    """``u0`` and ``u%30`` name one request: lines are compared after decoding, a success is kept over a later
+    failure, two different answers are an error naming both lines, and a non-ASCII digit is one clear error."""
+    path, run, _ = online
+    results = run_batch(request_files(exported), responder, tmp_path / "results")
+    lines = request_lines(results)
+    first = lines[0]
+    rid = RequestId.parse(first["custom_id"])
+    # The same custom_id with its user's first character percent-encoded (as "u0" / "u%30" spell one user).
+    respelled = first["custom_id"].split(":")
+    respelled[2] = "".join(f"%{b:02X}" for b in rid.user.encode())
+    other = ":".join(respelled)
+    assert other != first["custom_id"] and RequestId.parse(other) == rid
+    failed = {**first, "custom_id": other, "response": {"status_code": 500, "body": {"error": {"message": "died"}}}}
+    extra = tmp_path / "late-failure.jsonl"
+    extra.write_text(json.dumps(failed) + "\n", encoding="utf-8")
+    out = tmp_path / "imported"
+    import_evaluation(load_config(path), [*results, extra], out, progress=False)
+    got, want = read_log(out / "per_user.jsonl"), read_log(run / "per_user.jsonl")
+    assert [stable(r) for r in got.values()] == [stable(r) for r in want.values()]  # the success was kept
+    # Two different answers to one request under two spellings: an error naming both lines.
+    answer = {**first, "custom_id": other}
+    answer["response"] = {**first["response"], "body": completion_body("Z, Y, X")}
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(json.dumps(answer) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"two different answers.*output\.jsonl:\d+") as caught:
+        import_evaluation(load_config(path), [*results, clash], tmp_path / "clash", progress=False)
+    assert "clash.jsonl:1" in str(caught.value)
+    # A round written with a superscript digit is no zsgen custom_id: one DataError, no traceback.
+    parts = first["custom_id"].split(":")
+    parts[3] = "\u00b2"
+    odd = tmp_path / "odd.jsonl"
+    odd.write_text(json.dumps({**first, "custom_id": ":".join(parts)}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"odd\.jsonl:1.*not written by zsgen batch export"):
+        import_evaluation(load_config(path), [odd], tmp_path / "odd", progress=False)

@@ -16,8 +16,8 @@ from conftest import find_vllm_python
 from servers import VLLM_MODEL, ScriptedServer
 from test_batch import responder
 
-from zsgen.bulk import read_users, recommendation_record
 from zsgen.cli import main
+from zsgen.engines.bulk import read_users, recommendation_record
 from zsgen.loaders import load_demo
 
 USERS = [

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zsgen.batch import export_users, import_users
-from zsgen.bulk import read_users
 from zsgen.embed import CachedEncoder, EmbeddingCache, TransformersEncoder
+from zsgen.engines.batch import export_users, import_users
+from zsgen.engines.bulk import read_users
 from zsgen.loaders import load_dataset
 from zsgen.paths import cache_dir
 from zsgen.recommender import Recommender

@@ -1,6 +1,6 @@
 """``zsgen batch export`` / ``zsgen batch import``: an evaluation's or a users file's LLM requests as batch files
 (OpenAI Batch API, ``vllm run-batch``), and their answers read back into ``zsgen evaluate``'s outputs or a
-recommendations file (see :mod:`zsgen.batch`)."""
+recommendations file (see :mod:`zsgen.engines.batch`)."""
 
 from __future__ import annotations
 
@@ -67,9 +67,9 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 def _users_setup(args: argparse.Namespace) -> tuple[Any, ...]:
     """The users, the reranker settings and a builder of the pipeline around a given reranker."""
-    from zsgen.batch.backends import check_batchable
-    from zsgen.bulk import read_users
     from zsgen.cli.common import load_dataset_from
+    from zsgen.engines.batch.backends import check_batchable
+    from zsgen.engines.bulk import read_users
     from zsgen.errors import ConfigError
     from zsgen.rerank import Reranker
 
@@ -131,7 +131,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from zsgen.batch import BatchLimits, export_evaluation, export_users
+    from zsgen.engines.batch import BatchLimits, export_evaluation, export_users
 
     limits = BatchLimits(max_requests=args.max_requests, max_bytes=args.max_bytes)
     if args.config is not None:
@@ -157,7 +157,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from zsgen.batch import import_evaluation, import_users
+    from zsgen.engines.batch import import_evaluation, import_users
 
     if args.config is not None:
         summary = import_evaluation(_config(args), args.results, args.out, progress=_progress(args))

@@ -48,7 +48,7 @@ def _evaluate_on_ray(args: argparse.Namespace, config: Any, progress: bool | Non
         import ray
     except ImportError:
         raise ConfigError("--engine ray needs Ray Data: pip install 'zsgen[ray]'") from None
-    from zsgen.ray_evaluate import check_sendable, evaluate_ray
+    from zsgen.engines.ray.evaluate import check_sendable, evaluate_ray
 
     check_sendable(config, args.out)  # before a cluster starts
     started = not ray.is_initialized()

@@ -229,7 +229,7 @@ def _settings_digest(args: argparse.Namespace, config: RerankConfig | None) -> s
 
 def run_users(args: argparse.Namespace) -> int:
     """``--users``: every user of the file through the same pipeline, appended to ``--out``."""
-    from zsgen.bulk import read_users, recommend_users
+    from zsgen.engines.bulk import read_users, recommend_users
     from zsgen.errors import ConfigError
 
     if args.out is None:
@@ -272,7 +272,7 @@ def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, confi
         import ray
     except ImportError:
         raise ConfigError("--engine ray needs Ray Data: pip install 'zsgen[ray]'") from None
-    from zsgen.ray_engine import recommend_users_ray
+    from zsgen.engines.ray.recommend import recommend_users_ray
 
     started = not ray.is_initialized()
     if started:
@@ -280,8 +280,8 @@ def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, confi
     try:
         if not args.no_embedding_cache:
             from zsgen.embed.cache import EmbeddingCache
+            from zsgen.engines.ray.embed import embed_catalog_ray
             from zsgen.paths import cache_dir
-            from zsgen.ray_embed import embed_catalog_ray
 
             cache = EmbeddingCache(args.embedding_cache or cache_dir() / "embeddings.sqlite")
             embed_catalog_ray(catalog, model_path=args.encoder, cache=cache, workers=args.ray_workers)

@@ -55,8 +55,9 @@ if TYPE_CHECKING:
     from zsgen.rerank import RerankConfig, Reranker
 
 #: Builds the reranker of an LLM ranker (its name, its resolved settings, the catalog) in place of the one its
-#: settings describe: batch export and import (:mod:`zsgen.batch`) hand in rerankers whose backend records requests
-#: or replays a batch file's answers, so everything else about the run stays exactly as ``zsgen evaluate`` does it.
+#: settings describe: batch export and import (:mod:`zsgen.engines.batch`) hand in rerankers whose backend records
+#: requests or replays a batch file's answers, so everything else about the run stays exactly as ``zsgen evaluate``
+#: does it.
 RerankerFactory = Callable[[str, "RerankConfig", Catalog], "Reranker"]
 
 logger = logging.getLogger(__name__)
@@ -427,7 +428,8 @@ class PreparedRun:
     run's order), the candidate generator and every ranker, tuned and checked against the folder.
 
     :func:`run_evaluation` ranks the users its log lacks with :func:`rank_cases` and ends with :func:`finish_run`;
-    the Ray engine prepares one per worker and ranks a shard of the users on each (:mod:`zsgen.ray_evaluate`)."""
+    the Ray engine prepares one per worker and ranks a shard of the users on each
+    (:mod:`zsgen.engines.ray.evaluate`)."""
 
     config: EvalConfig
     out: Path

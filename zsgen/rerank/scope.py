@@ -2,9 +2,9 @@
 
 Backends know nothing of recommendation (one request in, one answer out). A batch file, though, must name every
 request by user and round so that answers coming back in any order can be joined to the call that asked for them
-(:mod:`zsgen.batch`). The reranker therefore marks the task ranking a user with a :class:`CallScope`; a backend that
-cares (the batch recorder and replayer) reads it, every other backend ignores it. A context variable, not an
-argument, keeps the :class:`~zsgen.llm.ChatBackend` protocol unchanged for every third-party backend.
+(:mod:`zsgen.engines.batch`). The reranker therefore marks the task ranking a user with a :class:`CallScope`; a
+backend that cares (the batch recorder and replayer) reads it, every other backend ignores it. A context variable,
+not an argument, keeps the :class:`~zsgen.llm.ChatBackend` protocol unchanged for every third-party backend.
 """
 
 from __future__ import annotations

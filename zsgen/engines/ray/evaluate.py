@@ -1,9 +1,9 @@
 """``zsgen evaluate --engine ray``: an evaluation whose users are sharded across Ray workers, with the same
 ``per_user.jsonl``, ``summary.json`` and report as ``zsgen evaluate``.
 
-It is the batch-file mechanism (:mod:`zsgen.batch`) with Ray Data in place of the batch job:
+It is the batch-file mechanism (:mod:`zsgen.engines.batch`) with Ray Data in place of the batch job:
 
-1. **Embedding.** The catalog's item texts go through :func:`zsgen.ray_embed.embed_texts_ray` (a ``map_batches``
+1. **Embedding.** The catalog's item texts go through :func:`zsgen.engines.ray.embed.embed_texts_ray` (a ``map_batches``
    stage, each actor loading the default encoder once); the vectors land in the embedding cache as the local
    encoder would leave them, and are handed to every worker's text scorers.
 2. **Set-up.** The driver prepares the run over ``--out`` (:func:`~zsgen.evaluate.runner.prepare_run`: split,
@@ -11,12 +11,12 @@ It is the batch-file mechanism (:mod:`zsgen.batch`) with Ray Data in place of th
    users its log lacks, as a resumed ``zsgen evaluate`` does. They are cut into shards of ``batch_users``.
 3. **Requests.** A ``map_batches`` stage of ``workers`` actors, each preparing the same run once (with the
    driver's tuned fusions: nothing is tuned twice) in a scratch folder of its own, ranks its shards with every LLM
-   ranker's backend collecting request bodies (:func:`~zsgen.batch.run.collecting_rerankers`), as
+   ranker's backend collecting request bodies (:func:`~zsgen.engines.batch.run.collecting_rerankers`), as
    ``zsgen batch export`` does.
-4. **LLM calls.** :func:`zsgen.ray_http.ask_http`: every body through ``ray.data.llm``'s HTTP processor to its
+4. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: every body through ``ray.data.llm``'s HTTP processor to its
    ranker's ``base_url`` (one processor per server), ``workers`` actors each posting its block concurrently.
 5. **Answers.** A second actor stage ranks the shards again with every call answered from those responses
-   (:func:`~zsgen.batch.run.replay_rerankers`), as ``zsgen batch import`` does: candidates, baselines, prompts,
+   (:func:`~zsgen.engines.batch.run.replay_rerankers`), as ``zsgen batch import`` does: candidates, baselines, prompts,
    parsing, repair and fallback are the local run's own code. The driver appends each user's record to the log in
    the run's order as soon as every user before it has arrived, then writes the summary and report
    (:func:`~zsgen.evaluate.runner.finish_run`).
@@ -27,7 +27,7 @@ nothing of steps 3-4 (a rerun asks again), and one interrupted in step 5 keeps t
 engine may resume the other's folder: the run fingerprint does not depend on the engine. Every worker prepares the
 run again (split, candidates, baselines; not the tuning), and reads the dataset at the path the config names, so
 on a cluster of several machines the dataset must be at that path on each. Only single-call chat
-methods with ``backend = "openai"`` can be sent this way (:func:`~zsgen.batch.backends.check_batchable`).
+methods with ``backend = "openai"`` can be sent this way (:func:`~zsgen.engines.batch.backends.check_batchable`).
 """
 
 from __future__ import annotations
@@ -42,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from zsgen.batch.backends import ResultTable
-from zsgen.batch.files import BatchResult
-from zsgen.batch.run import collecting_rerankers, quiet_exports, replay_rerankers
 from zsgen.catalog import Catalog
+from zsgen.engines.batch.backends import ResultTable
+from zsgen.engines.batch.files import BatchResult
+from zsgen.engines.batch.run import collecting_rerankers, quiet_exports, replay_rerankers
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import EvalConfig
 from zsgen.evaluate.fusion import RunFusion
@@ -160,7 +160,7 @@ def _append_in_order(out: Path, todo: Sequence[UserCase], rows: Iterable[dict[st
 
 def check_sendable(config: EvalConfig, out: Path) -> None:
     """Refuse, before anything runs, an LLM ranker whose calls cannot be sent as independent chat requests."""
-    from zsgen.batch.backends import check_batchable
+    from zsgen.engines.batch.backends import check_batchable
     from zsgen.evaluate.runner import rerank_settings
 
     for spec in config.rankers:
@@ -185,8 +185,8 @@ def evaluate_ray(
     import ray
 
     from zsgen.embed.cache import EmbeddingCache, default_cache_path
-    from zsgen.ray_embed import embed_catalog_ray
-    from zsgen.ray_http import ask_http, requests_dataset
+    from zsgen.engines.ray.embed import embed_catalog_ray
+    from zsgen.engines.ray.http import ask_http, requests_dataset
 
     if not ray.is_initialized():
         raise ConfigError("connect to a Ray cluster first (ray.init)")

@@ -1,26 +1,26 @@
-"""Bulk recommendation on a Ray cluster with Ray Data: the same lines as :func:`zsgen.bulk.recommend_users`.
+"""Bulk recommendation on a Ray cluster with Ray Data: the same lines as :func:`zsgen.engines.bulk.recommend_users`.
 
 Ray does the scheduling; zsgen adds no queue or worker pool. Three Ray Data stages, the same two-pass mechanism as
-batch files (:mod:`zsgen.batch`):
+batch files (:mod:`zsgen.engines.batch`):
 
 1. **Requests.** Users are sharded across ``workers`` actors (``map_batches`` with an actor class, so each worker
    loads the catalog, encoder and catalog embeddings once). Each actor runs the online pipeline with a stand-in
    backend that records the exact body :class:`~zsgen.llm.OpenAIChatBackend` would POST (same messages, limits and
    ``constraint_fields``) under the batch ``custom_id``, and lets the call fall back.
-2. **LLM calls.** :func:`zsgen.ray_http.ask_http`: ``ray.data.llm``'s HTTP processor (``HttpRequestProcessorConfig``)
+2. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: ``ray.data.llm``'s HTTP processor (``HttpRequestProcessorConfig``)
    posts every body to the OpenAI-compatible server's ``/chat/completions`` (retrying 429/5xx gateway statuses and
    dropped connections). A server's error answer (e.g. HTTP 500) is a failed request, its user a fallback flagged
    with the online backend's reason (``server_error``). A request that still has no answer after its retries
    (server unreachable) aborts the run before anything is written, and a rerun starts over.
-3. **Answers.** The actors run the pipeline again with :class:`~zsgen.batch.backends.ReplayBackend` answering from
+3. **Answers.** The actors run the pipeline again with :class:`~zsgen.engines.batch.backends.ReplayBackend` answering from
    those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's line equals
    the local engine's for the same answers, and a failed request is a fallback flagged as the local engine flags it.
 
-The CLI embeds the catalog before stage 1 (:func:`zsgen.ray_embed.embed_catalog_ray`, a ``map_batches`` stage writing
+The CLI embeds the catalog before stage 1 (:func:`zsgen.engines.ray.embed.embed_catalog_ray`, a ``map_batches`` stage writing
 the embedding cache the actors' encoders then read), so no actor encodes it.
 
 Only single-call chat methods (listwise, recency, in_context) go through the HTTP processor, as with batch files
-(:func:`~zsgen.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2 are
+(:func:`~zsgen.engines.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2 are
 gathered on the driver (one small JSON object per LLM call) and the lines are written in users-file order at the
 end; a rerun skips the users already in ``out``.
 """
@@ -33,14 +33,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from zsgen.batch.backends import ResultTable, check_batchable
-from zsgen.batch.files import BatchResult
-from zsgen.batch.run import USERS_RANKER, collecting_rerankers, quiet_exports, replay_rerankers
-from zsgen.bulk import UserLine, check_settings, recommendation_record
 from zsgen.catalog import Catalog
+from zsgen.engines.batch.backends import ResultTable, check_batchable
+from zsgen.engines.batch.files import BatchResult
+from zsgen.engines.batch.run import USERS_RANKER, collecting_rerankers, quiet_exports, replay_rerankers
+from zsgen.engines.bulk import UserLine, check_settings, recommendation_record
+from zsgen.engines.ray.http import ask_http
 from zsgen.errors import ConfigError, DataError
 from zsgen.jsonlog import LogWriter, read_log
-from zsgen.ray_http import ask_http
 from zsgen.recommender import Recommender
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import Request
@@ -115,7 +115,7 @@ class _AnswerStage:
 
 
 def _user_rows(users: Sequence[UserLine], batch_size: int) -> list[dict[str, str]]:
-    """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.bulk.recommend_users` ranks
+    """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.engines.bulk.recommend_users` ranks
     together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree with
     the local engine's only to float rounding: Ray gives each actor's torch one thread (``OMP_NUM_THREADS=1``), and
     the encoder's sums round differently with another thread count. Reranked items, whose scores come from the
@@ -143,7 +143,7 @@ def recommend_users_ray(
 ) -> int:
     """Recommend for every user not yet in ``out`` on the connected Ray cluster (``ray.init`` first) and append their
     lines in users-file order; returns how many were written now. ``settings`` works as in
-    :func:`zsgen.bulk.recommend_users`."""
+    :func:`zsgen.engines.bulk.recommend_users`."""
     import ray
 
     if not ray.is_initialized():

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+from zsgen.engines.batch.ids import RequestId
 from zsgen.errors import ConfigError, DataError
 
 __all__ = ["BatchLimits", "BatchResult", "RequestFile", "RequestWriter", "read_results"]
@@ -166,10 +167,13 @@ def _result(record: Any, where: str, path: Path, number: int) -> BatchResult:
 
 
 def read_results(paths: list[Path]) -> dict[str, BatchResult]:
-    """Every result line of ``paths`` (output and error files, any order) by ``custom_id``.
+    """Every result line of ``paths`` (output and error files, any order) by canonical ``custom_id``.
 
-    A request answered more than once (a retried batch, the same file given twice) keeps its successful answer over a
-    failure; two different successful answers to one request are a :class:`DataError`, since either could be used.
+    Lines are compared after decoding their ``custom_id`` (:meth:`RequestId.parse`), so ``u0`` and ``u%30`` are one
+    request. A request answered more than once (a retried batch, the same file given twice, two spellings) keeps its
+    successful answer over a failure, whichever comes first; two different successful answers to one request are a
+    :class:`DataError` naming both lines, since either could be used. A ``custom_id`` zsgen did not write is a
+    :class:`DataError` naming its line.
     """
     results: dict[str, BatchResult] = {}
     for path in paths:
@@ -183,13 +187,16 @@ def read_results(paths: list[Path]) -> dict[str, BatchResult]:
                     record = json.loads(raw)
                 except ValueError:
                     raise DataError("not a JSON line", path=path, line=number) from None
-                result = _result(record, f"{path.name}:{number}", path, number)
-                seen = results.get(result.custom_id)
+                where = f"{path.name}:{number}"
+                result = _result(record, where, path, number)
+                canonical = RequestId.parse(result.custom_id, where=where).text()
+                result = replace(result, custom_id=canonical)
+                seen = results.get(canonical)
                 if seen is None or (result.ok and not seen.ok):
-                    results[result.custom_id] = result
+                    results[canonical] = result
                 elif result.ok and seen.ok and result.body != seen.body:
                     raise DataError(
-                        f"request {result.custom_id} has two different answers (the other at {seen.where})",
+                        f"request {canonical} has two different answers, here and at {seen.where}",
                         path=path,
                         line=number,
                     )

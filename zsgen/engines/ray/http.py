@@ -1,6 +1,6 @@
 """The LLM stage of both Ray engines: request bodies through ``ray.data.llm``'s HTTP processor, answers back as
-:class:`~zsgen.batch.files.BatchResult` rows keyed by ``custom_id``, ready for
-:class:`~zsgen.batch.backends.ReplayBackend`.
+:class:`~zsgen.engines.batch.files.BatchResult` rows keyed by ``custom_id``, ready for
+:class:`~zsgen.engines.batch.backends.ReplayBackend`.
 
 Ray does the scheduling (``concurrency`` actors, each posting its block of bodies concurrently, retrying 429/408/
 502/503/504 and dropped connections); zsgen adds no queue or pool. Ray 2.60's processor hands back only the JSON
@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from zsgen.batch.files import BatchResult
+from zsgen.engines.batch.files import BatchResult
 from zsgen.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ backend's own reader. Everything around them — prompts, shuffles, parsing, rep
 online path itself, run by the reranker, so an imported answer is used exactly as a live one would be.
 
 The request a call belongs to comes from the reranker's :class:`~zsgen.rerank.scope.CallScope` (user, call number)
-plus what the backend was built for (run, ranker, template hash); see :mod:`zsgen.batch.ids`.
+plus what the backend was built for (run, ranker, template hash); see :mod:`zsgen.engines.batch.ids`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from zsgen.batch.files import BatchResult, RequestWriter
-from zsgen.batch.ids import RequestId, body_digest
-from zsgen.errors import BackendError, ConfigError
+from zsgen.engines.batch.files import BatchResult, RequestWriter
+from zsgen.engines.batch.ids import RequestId, body_digest
+from zsgen.errors import BackendError, ConfigError, DataError
 from zsgen.lifecycle import Closing
 from zsgen.llm.base import ChatMessage, Completion
 from zsgen.llm.openai_chat import OpenAIChatBackend
@@ -220,7 +220,14 @@ class ResultTable:
         self.by_slot = {}
         for custom_id, result in self.results.items():
             rid = RequestId.parse(custom_id, where=result.where)
-            self.by_slot[rid.slot] = (rid, result)
+            seen = self.by_slot.get(rid.slot)
+            if seen is not None and seen[1].ok and result.ok:
+                raise DataError(
+                    f"{result.where}: request {custom_id} answers the same user and round as {seen[0].text()} at "
+                    f"{seen[1].where} (result files of two different exports?)"
+                )
+            if seen is None or (result.ok and not seen[1].ok):  # a success is kept over a failure
+                self.by_slot[rid.slot] = (rid, result)
 
     def runs(self) -> set[str]:
         return {slot[0] for slot in self.by_slot}

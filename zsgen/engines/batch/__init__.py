@@ -10,7 +10,7 @@ Only single-call chat methods (listwise, recency, in_context) with ``backend = "
 batched: NIR's chained calls depend on each other's answers, and logit scoring is no chat request.
 """
 
-from zsgen.batch.backends import (
+from zsgen.engines.batch.backends import (
     CollectingBackend,
     RecordingBackend,
     ReplayBackend,
@@ -18,9 +18,9 @@ from zsgen.batch.backends import (
     check_batchable,
     request_body,
 )
-from zsgen.batch.files import BatchLimits, BatchResult, RequestWriter, read_results
-from zsgen.batch.ids import RequestId, body_digest
-from zsgen.batch.run import ExportResult, export_evaluation, export_users, import_evaluation, import_users
+from zsgen.engines.batch.files import BatchLimits, BatchResult, RequestWriter, read_results
+from zsgen.engines.batch.ids import RequestId, body_digest
+from zsgen.engines.batch.run import ExportResult, export_evaluation, export_users, import_evaluation, import_users
 
 __all__ = [
     "BatchLimits",

@@ -1,9 +1,9 @@
 """Export an evaluation's or a users file's LLM requests as batch files, and import the answers.
 
 Both directions run the online pipeline itself (:func:`zsgen.evaluate.runner.run_evaluation` for a config,
-:func:`zsgen.bulk.recommend_users` for a users file) with the LLM rankers' backends swapped for stand-ins
-(:mod:`zsgen.batch.backends`): export records every request and lets the call fall back; import answers every call
-from the result lines, and the reranker parses, repairs and falls back exactly as it does online. The import's
+:func:`zsgen.engines.bulk.recommend_users` for a users file) with the LLM rankers' backends swapped for stand-ins
+(:mod:`zsgen.engines.batch.backends`): export records every request and lets the call fall back; import answers every
+call from the result lines, and the reranker parses, repairs and falls back exactly as it does online. The import's
 per-user rows therefore equal the online path's for the same answers (latency aside: imported answers record 0 s).
 
 An import always starts over in its output (a previous import's results are replaced, never resumed from), so
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zsgen.batch.backends import (
+from zsgen.catalog import Catalog
+from zsgen.engines.batch.backends import (
     EXPORTED,
     CollectingBackend,
     RecordingBackend,
@@ -33,8 +34,7 @@ from zsgen.batch.backends import (
     StandInBackend,
     check_batchable,
 )
-from zsgen.batch.files import MANIFEST_NAME, BatchLimits, RequestWriter, read_results
-from zsgen.catalog import Catalog
+from zsgen.engines.batch.files import MANIFEST_NAME, BatchLimits, RequestWriter, read_results
 from zsgen.errors import ConfigError
 from zsgen.evaluate.config import EvalConfig
 from zsgen.evaluate.runner import LOG_NAME, RerankerFactory, run_evaluation
@@ -75,8 +75,8 @@ class ExportResult:
 
 def stand_in_rerankers(backend: Callable[[str, RerankConfig], StandInBackend]) -> RerankerFactory:
     """Rerankers whose calls go to the stand-in ``backend(ranker name, settings)`` makes, refusing what cannot be
-    one chat request per round (:func:`~zsgen.batch.backends.check_batchable`). The response cache is off: answers
-    come from the stand-in, never from an earlier run."""
+    one chat request per round (:func:`~zsgen.engines.batch.backends.check_batchable`). The response cache is off:
+    answers come from the stand-in, never from an earlier run."""
 
     def make(name: str, config: RerankConfig, catalog: Catalog) -> Reranker:
         check_batchable(name, config)
@@ -148,7 +148,7 @@ def _write_manifest(folder: Path, run: str, kind: str, writer: RequestWriter, us
         "source": kind,
         "users": users,
         "requests": writer.requests,
-        "custom_id": "RUN:RANKER:USER:ROUND:TEMPLATE_HASH:BODY_DIGEST (percent-encoded parts; zsgen.batch.ids)",
+        "custom_id": "RUN:RANKER:USER:ROUND:TEMPLATE_HASH:BODY_DIGEST (percent-encoded parts; zsgen.engines.batch.ids)",
         "files": files,
     }
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -256,12 +256,12 @@ def export_users(
     limits: BatchLimits | None = None,
     progress: bool | None = None,
 ) -> ExportResult:
-    """Write the requests :func:`zsgen.bulk.recommend_users` would send for ``users``.
+    """Write the requests :func:`zsgen.engines.bulk.recommend_users` would send for ``users``.
 
     ``build`` makes the :class:`~zsgen.Recommender` around a given reranker (the same first stage the online run
     uses); ``config`` is that reranker's settings.
     """
-    from zsgen.bulk import recommend_users
+    from zsgen.engines.bulk import recommend_users
 
     def body(writer: RequestWriter) -> int:
         recommender = _users_pipeline(build, config, catalog, recording_rerankers(run, writer))
@@ -288,7 +288,7 @@ def import_users(
     progress: bool | None = None,
 ) -> int:
     """Write the recommendations file for ``users`` from a batch's result files; returns the users written."""
-    from zsgen.bulk import recommend_users
+    from zsgen.engines.bulk import recommend_users
 
     target = Path(out)
     table = _table(run, results)

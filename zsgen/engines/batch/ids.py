@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -27,6 +28,9 @@ from urllib.parse import quote, unquote
 from zsgen.errors import DataError
 
 __all__ = ["RequestId", "body_digest"]
+
+#: A round number as export writes it: ASCII digits only.
+_ROUND = re.compile(r"[0-9]+")
 
 
 def body_digest(body: dict[str, Any]) -> str:
@@ -57,8 +61,13 @@ class RequestId:
 
     @classmethod
     def parse(cls, text: str, *, where: str = "") -> RequestId:
-        parts = text.split(":")
-        if len(parts) != 6 or not parts[3].isdigit():
+        """The parts of ``text``, percent-decoded: ``u0`` and ``u%30`` are one user. The round must be ASCII digits
+        (``str.isdigit`` also accepts ``²``, which ``int`` refuses)."""
+        try:
+            parts = [unquote(part, errors="strict") for part in text.split(":")]
+        except UnicodeDecodeError:  # an escape export never writes (not UTF-8)
+            parts = []
+        if len(parts) != 6 or not _ROUND.fullmatch(parts[3]):
             raise DataError(f"{where + ': ' if where else ''}custom_id {text!r} was not written by zsgen batch export")
-        run, ranker, user, number, template_hash, digest = (unquote(p) for p in parts)
+        run, ranker, user, number, template_hash, digest = parts
         return cls(run, ranker, user, int(number), template_hash, digest)
