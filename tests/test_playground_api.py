@@ -263,8 +263,12 @@ def test_try_is_bounded(app: LiveApp, listwise: str, n: int, status: int) -> Non
 
 
 # -- save -----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["../escape.jinja", "a/b.jinja", "notes.txt", ".jinja", "x.jinja/..", ""])
-def test_save_refuses_names_outside_the_folder(app: LiveApp, listwise: str, name: str) -> None:
+@pytest.mark.parametrize(
+    "name", ["../escape.jinja", "a/b.jinja", "notes.txt", ".jinja", "x.jinja/..", "", "evil.jinja\n", "listwise.jinja"]
+)
+def test_save_refuses_names_outside_the_folder_or_shadowing_a_packaged_template(
+    app: LiveApp, listwise: str, name: str
+) -> None:
     before = sorted(app.template_dir.parent.rglob("*"))
     status, error = call(app, "/save", {"template": listwise, "name": name})
     assert status == 400 and "file name" in error["detail"]

@@ -6,9 +6,11 @@ immutable sandbox with ``StrictUndefined`` and render limits every template gets
 in a private temporary folder, and adds the one thing only the playground knows: whether the method being run can
 read the template's ``output:``.
 
-Saving is the only write. The name must be a plain ``[A-Za-z0-9_-]+.jinja`` file name (so nothing outside the
-template folder can be named), an existing file is replaced only when asked, and a template that does not compile
-is refused. The file is written to a temporary name beside it and renamed into place, so a reader never sees half.
+Saving is the only write. The name must be a plain ``[A-Za-z0-9_-]+.jinja`` file name, matched whole (so nothing
+outside the template folder can be named, and no trailing newline slips through), and must not be a packaged
+template's name (a saved ``listwise.jinja`` would silently replace the packaged one for every request at the next
+start). An existing file is replaced only when asked, and a template that does not compile is refused. The file is
+written to a temporary name beside it and renamed into place, so a reader never sees half.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ __all__ = [
 EDIT_NAME = "playground"
 #: The longest template text accepted (packaged templates are about 3,000 characters).
 MAX_TEMPLATE_CHARS = 100_000
-_SAVE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,100}\.jinja$")
+_SAVE_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}\.jinja")  # matched whole (fullmatch): no "$" before a newline
 
 
 class SaveConflict(ConfigError):
@@ -136,8 +138,13 @@ def save_template(template_dir: Path, filename: str, source: str, *, overwrite: 
     Raises :class:`ConfigError` for a bad name or a missing folder, :class:`SaveConflict` for an existing file
     without ``overwrite``, :class:`TemplateError` for text that does not compile.
     """
-    if not _SAVE_NAME.match(filename):
+    if not _SAVE_NAME.fullmatch(filename):
         raise ConfigError(f"template file name must look like name{TEMPLATE_SUFFIX} (letters, digits, _ and - only)")
+    if filename.removesuffix(TEMPLATE_SUFFIX) in PromptLibrary().names():
+        raise ConfigError(
+            f"template file name {filename!r} is a packaged template's; a saved copy would replace it for every "
+            "request at the next start, so save it under another name"
+        )
     if not template_dir.is_dir():
         raise ConfigError("the template folder does not exist")
     PromptTemplate(filename.removesuffix(TEMPLATE_SUFFIX), _bounded(source))  # refuse what would not load
