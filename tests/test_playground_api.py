@@ -341,7 +341,7 @@ def test_one_router_serves_page_and_api(retriever: Retriever, tmp_path: Path) ->
     )
     app = FastAPI()
     app.include_router(build_playground_router(ctx))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:
         assert client.get("/playground").status_code == 200
         info = client.get("/playground/api/info").json()
         assert info["has_users"] is False and info["users"] == 0 and not info["can_run"]

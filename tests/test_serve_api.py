@@ -42,7 +42,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[ServeConfig, Servi
 @pytest.fixture
 def client(shared: tuple[ServeConfig, ServiceState]) -> Iterator[TestClient]:
     config, state = shared
-    with TestClient(create_app(config, state=state), raise_server_exceptions=False) as c:
+    with TestClient(create_app(config, state=state), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         yield c
 
 
@@ -116,7 +116,7 @@ def test_integer_ids_are_ids(tmp_path: Path) -> None:
     rows = [{"id": n, "title": title} for n, title in enumerate(["Rain", "Storm", "Drizzle", "Sunshine"], start=1)]
     catalog.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     config = config_from_dict({"dataset": {"path": str(catalog)}, "embedding_cache": str(tmp_path / "emb.sqlite")})
-    with TestClient(create_app(config), raise_server_exceptions=False) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         as_int = c.post("/v1/recommendations", json={"history": [1, "2"], "k": 2}).json()
         as_str = c.post("/v1/recommendations", json={"history": ["1", "2"], "k": 2}).json()
     assert [i["id"] for i in as_int["items"]] == [i["id"] for i in as_str["items"]]
@@ -174,7 +174,7 @@ def test_the_bearer_token_guards_everything_but_health(
         return {"items": len(request.app.state.zsgen.catalog)}
 
     app.include_router(extra, dependencies=[Depends(require_token)])
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         user = {"history": SPACE_FAN, "k": 2}
         assert c.get("/healthz").status_code == 200
         assert c.get("/openapi.json").status_code == 200
@@ -205,7 +205,7 @@ def test_items_added_and_retired_at_runtime_survive_a_restart(tmp_path: Path) ->
         "destination their ancestors chose.",
     }
     user = {"history": ["m098"], "k": 10}
-    with TestClient(create_app(config), raise_server_exceptions=False) as c:
+    with TestClient(create_app(config), base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         before = [i["id"] for i in c.post("/v1/recommendations", json=user).json()["items"]]
         assert "new-1" not in before
         put = c.put("/v1/items/new-1", json=twin)
@@ -226,7 +226,9 @@ def test_items_added_and_retired_at_runtime_survive_a_restart(tmp_path: Path) ->
         missing = c.delete("/v1/items/new-2")
         assert missing.status_code == 404 and missing.json()["error"]["suggestions"] == ["new-1"]
         served = c.post("/v1/recommendations", json=user).json()
-    with TestClient(create_app(config), raise_server_exceptions=False) as c:  # a restart: models and store reloaded
+    with TestClient(
+        create_app(config), base_url="http://127.0.0.1", raise_server_exceptions=False
+    ) as c:  # a restart: models and store reloaded
         again = c.post("/v1/recommendations", json=user).json()
         assert [(i["id"], i["title"]) for i in again["items"]] == [(i["id"], i["title"]) for i in served["items"]]
         assert again["items"][0]["title"] == "Halcyon Drift II" and gone not in [i["id"] for i in again["items"]]

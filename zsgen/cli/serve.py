@@ -44,12 +44,25 @@ def run(args: argparse.Namespace) -> int:
         from zsgen.serve.app import create_app
     except ImportError as exc:
         raise ConfigError(f"zsgen serve needs FastAPI and uvicorn: pip install 'zsgen[serve]' ({exc})") from None
+    from zsgen.serve.auth import Token
     from zsgen.serve.config import load_serve_config
+    from zsgen.serve.hosts import is_loopback
     from zsgen.serve.service import build_state
 
     config = load_serve_config(args.config)
     host = args.host or config.host
     port = config.port if args.port is None else args.port
+    config = config.model_copy(update={"host": host})  # the Host check answers to the interface actually used
+    token = Token.from_env(config.token_env)
+    if not token.required:
+        if not is_loopback(host) and not config.allow_public_without_token:
+            raise ConfigError(
+                f"refusing to listen on {host} without a bearer token: set ${config.token_env}, listen on "
+                "127.0.0.1, or set allow_public_without_token = true in the config"
+            )
+        logger.warning(
+            "no bearer token ($%s is unset): anyone who can reach %s may call the API", config.token_env, host
+        )
     state = build_state(config)
     if state.token.required:
         logger.info("bearer token required (from $%s)", config.token_env)

@@ -31,9 +31,10 @@ from zsgen.serve.auth import require_token
 from zsgen.serve.config import ServeConfig
 from zsgen.serve.envelope import Envelope
 from zsgen.serve.errors import ERROR_RESPONSES, ApiError, from_zsgen, install_handlers
+from zsgen.serve.hosts import HostPolicy
+from zsgen.serve.ids import check_item_id, check_new_item_id
 from zsgen.serve.playground.context import PlaygroundContext
 from zsgen.serve.schemas import (
-    MAX_KEY,
     BatchRequest,
     BatchResponse,
     ErrorResponse,
@@ -50,7 +51,7 @@ __all__ = ["create_app", "service"]
 
 logger = logging.getLogger(__name__)
 
-ItemId = Annotated[str, Path(min_length=1, max_length=MAX_KEY, pattern=r"\S", description="the item's id")]
+ItemId = Annotated[str, Path(description="the item's id (README, Serving: item ids); may hold '/'")]
 
 
 def service(request: Request) -> ServiceState:
@@ -60,6 +61,16 @@ def service(request: Request) -> ServiceState:
 
 
 State = Annotated[ServiceState, Depends(service)]
+
+
+_ITEMS = "/v1/items/"
+
+
+def _path_id(request: Request) -> str:
+    """The id as the decoded path has it. Not the route's parameter: Starlette matches routes with ``$``, which also
+    matches before a final newline, so ``/v1/items/50%0A`` would reach the handler as ``50``."""
+    path = str(request.scope["path"])
+    return path[len(_ITEMS) :] if path.startswith(_ITEMS) else path
 
 
 def _request_id(request: Request) -> str:
@@ -101,7 +112,9 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
         app.state.zsgen = state
         add_playground(app, state)
     install_handlers(app)
-    app.add_middleware(Envelope, max_body_bytes=config.max_body_bytes)
+    app.add_middleware(
+        Envelope, max_body_bytes=config.max_body_bytes, hosts=HostPolicy(config.host, config.allowed_hosts)
+    )
     guarded = [Depends(require_token)]
 
     @app.get("/healthz", response_model=Health, tags=["health"])
@@ -167,7 +180,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
     }
 
     @app.put(
-        "/v1/items/{item_id}",
+        "/v1/items/{item_id:path}",
         response_model=ItemResult,
         dependencies=guarded,
         tags=["items"],
@@ -178,6 +191,8 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
     ) -> ItemResult:
         """Add an item (201) or replace the one with this id (200; a retired one is put back): encoded and
         recommendable when this returns, kept across restarts when the config names a store."""
+        item_id = _path_id(request)
+        check_new_item_id(item_id, state.live.snapshot.catalog)
         try:
             item = body.to_item(item_id)
         except ValueError as exc:
@@ -196,7 +211,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
         )
 
     @app.delete(
-        "/v1/items/{item_id}",
+        "/v1/items/{item_id:path}",
         response_model=ItemResult,
         dependencies=guarded,
         tags=["items"],
@@ -204,6 +219,8 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
     )
     async def retire_item(item_id: ItemId, request: Request, state: State) -> ItemResult:
         """Retire an item: it stays in the catalog (histories may name it) but is never recommended again."""
+        item_id = _path_id(request)
+        check_item_id(item_id)
         try:
             await asyncio.to_thread(state.live.retire, item_id)
         except UnknownItemError as exc:

@@ -1,6 +1,6 @@
 """The optional bearer token: read from an environment variable at start, compared in constant time, never logged.
 
-When the variable (``token_env`` in ``serve.toml``, default ``ZSGEN_SERVE_TOKEN``) is set and non-empty, every route
+When the variable (``token_env`` in ``serve.toml``, default ``ZSGEN_SERVE_TOKEN``) is set, every route
 that depends on :func:`require_token` answers 401 without ``Authorization: Bearer <token>``; ``/healthz`` and the
 OpenAPI schema and docs stay open, so a load balancer and a client generator need no secret. The token lives only in
 :class:`Token` (whose ``repr`` hides it) and is compared with :func:`hmac.compare_digest`.
@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from zsgen.errors import ConfigError
 from zsgen.serve.errors import ApiError
 
 __all__ = ["Token", "require_token"]
@@ -32,7 +33,13 @@ class Token:
 
     @classmethod
     def from_env(cls, name: str) -> Token:
-        return cls(os.environ.get(name))
+        """The token in ``$name``; unset means an open service. Set but blank is a
+        :class:`~zsgen.errors.ConfigError`: an operator who exported the variable meant to require a token, and
+        silently serving without one would be the worst reading of the mistake."""
+        value = os.environ.get(name)
+        if value is not None and not value.strip():
+            raise ConfigError(f"${name} is set but empty: give it the bearer token, or unset it for no token")
+        return cls(value)
 
     @property
     def required(self) -> bool:

@@ -95,6 +95,14 @@ class ServeConfig(StrictConfig):
     token_env: str = Field(default="ZSGEN_SERVE_TOKEN", min_length=1)
     playground: PlaygroundSettings | None = Field(default=None, description="the prompt playground; none: not served")
     host: str = "127.0.0.1"
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="names a request's Host (and a browser's Origin) may give besides the loopback names and host; "
+        "['*']: any (behind a proxy that checks them)",
+    )
+    allow_public_without_token: bool = Field(
+        default=False, description="listen beyond loopback without a bearer token (refused unless true)"
+    )
     port: int = Field(default=8080, ge=0, le=65535)
 
     @field_validator("per_request")

@@ -1,4 +1,5 @@
-"""Around every request: a request id, the bearer token, and a body size limit, all before the body is parsed.
+"""Around every request: a request id, the Host check, the bearer token, and a body size limit, all before the body
+is parsed.
 
 Pure ASGI (no ``BaseHTTPMiddleware``), so a streamed body is counted as it arrives: a body announced or found larger
 than ``max_body_bytes`` is answered 413 at once, and never parsed. Bodies the service takes are small JSON objects,
@@ -6,11 +7,14 @@ so the accepted body is held whole and handed on. The request id (``X-Request-ID
 JSON body) is generated here, so even a refused request has one to quote in a log search.
 
 The token (:class:`~zsgen.serve.auth.Token` on ``app.state.zsgen``) is checked here, first, for the service's own
-API (:data:`GUARDED`: ``/v1/...`` and ``/readyz``): a stranger's request is refused before its body is read, and
-refused the same way whatever the body holds (FastAPI parses and validates a body before running a route's
-dependencies, so it would answer 422 to a request that has no token). :func:`~zsgen.serve.auth.require_token` checks
-it again per route, which documents the scheme in the OpenAPI schema; routers mounted beside the API (the prompt
-playground) declare that dependency themselves, and decide which of their pages a browser may load without it.
+API (:data:`GUARDED`: ``/v1/...``, ``/readyz`` and the playground's JSON API): a stranger's request is refused
+before its body is read, and refused the same way whatever the body holds (FastAPI parses and validates a body
+before running a route's dependencies, so it would answer 422 to a request that has no token).
+:func:`~zsgen.serve.auth.require_token` checks it again per route, which documents the scheme in the OpenAPI schema;
+routers mounted beside the API (the prompt playground) declare that dependency themselves.
+
+Before even the token, every request's ``Host`` (and a browser's ``Origin``) must name the service
+(:class:`~zsgen.serve.hosts.HostPolicy`): a token-less service on loopback is otherwise open to DNS rebinding.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zsgen.serve.hosts import HostPolicy
+
 __all__ = ["GUARDED", "Envelope", "guarded"]
 
 #: Path prefixes whose requests need the token before anything else; ``/healthz``, ``/openapi.json`` and ``/docs``
 #: stay open (liveness probes and client generators need no secret).
-GUARDED = ("/v1/", "/readyz")
+GUARDED = ("/v1/", "/readyz", "/playground/api/")
 
 
 def guarded(path: str) -> bool:
@@ -37,9 +43,10 @@ def guarded(path: str) -> bool:
 class Envelope:
     """ASGI middleware: request id in ``scope["state"]["request_id"]`` and the response header, body limit (413)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, hosts: HostPolicy | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.hosts = hosts or HostPolicy("127.0.0.1")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,6 +63,11 @@ class Envelope:
                 message = {**message, "headers": headers}
             await send(message)
 
+        refusal = self._foreign(scope)
+        if refusal is not None:
+            status, kind, why = refusal
+            await _refuse(send_with_id, status, {"type": kind, "message": why}, request_id)
+            return
         if guarded(str(scope.get("path", ""))) and not _authorised(scope):
             await _refuse(
                 send_with_id,
@@ -84,6 +96,11 @@ class Envelope:
             chunks.append(chunk)
             more = bool(message.get("more_body", False))
         body = b"".join(chunks)
+        if body and guarded(str(scope.get("path", ""))) and not _json_content(scope):
+            given = _header(scope, b"content-type") or "none"
+            why = f"the body must be JSON: send Content-Type: application/json (got {given})"
+            await _refuse(send_with_id, 415, {"type": "unsupported_media_type", "message": why}, request_id)
+            return
         delivered = False
 
         async def replay() -> Message:
@@ -94,6 +111,16 @@ class Envelope:
             return await receive()  # after the body: wait for a disconnect, as the server would report it
 
         await self.app(scope, replay, send_with_id)
+
+    def _foreign(self, scope: Scope) -> tuple[int, str, str] | None:
+        """Why a request does not name this service (DNS rebinding), or None."""
+        host = _header(scope, b"host")
+        if not self.hosts.allows_host(host):
+            return 400, "invalid_host", f"Host {host!r} is not a name this service answers to (allowed_hosts)"
+        origin = _header(scope, b"origin")
+        if not self.hosts.allows_origin(origin):
+            return 403, "forbidden_origin", f"Origin {origin!r} is not this service (allowed_hosts)"
+        return None
 
     async def _too_large(self, send: Send, request_id: str) -> None:
         message = f"request body larger than {self.max_body_bytes} bytes"
@@ -134,6 +161,18 @@ def _authorised(scope: Scope) -> bool:
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             given = credentials.strip() if scheme.lower() == "bearer" else None
     return bool(token.accepts(given))
+
+
+def _json_content(scope: Scope) -> bool:
+    kind = (_header(scope, b"content-type") or "").split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -79,7 +79,7 @@ class LiveCatalog:
         self._lock = threading.Lock()
         items, retired = list(base), set[str]()
         if store is not None:
-            edits = list(store.replay())
+            edits = list(store.replay(known=base.ids))
             apply_edits(items, retired, edits)
             if edits:
                 logger.info("replayed %d item edits from %s", len(edits), store.path)

@@ -9,9 +9,10 @@ Request models forbid unknown keys: a misspelt option (``"bootstrapp": 3``) is a
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zsgen.types import AttributeValue, Item, Ranking
 
@@ -34,9 +35,42 @@ MAX_KEY = 512
 MAX_TEXT = 20_000
 
 
+def first_unencodable(value: object, where: str = "") -> str | None:
+    """The path (``genres[2]``, ``attributes.mood``) of the first string under ``value`` that is not valid text (a
+    lone surrogate), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "value"
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = first_unencodable(key, f"{where}.<key>" if where else "<key>") or first_unencodable(
+                item, f"{where}.{key}" if where else str(key)
+            )
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for number, item in enumerate(value):
+            found = first_unencodable(item, f"{where}[{number}]")
+            if found:
+                return found
+    return None
+
+
 class _Body(BaseModel):
     # Strict: "k": "10" or "year": 1984.5 is the caller's mistake (422), not something to coerce; the schema says so.
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="after")
+    def _text_only(self) -> Self:
+        """Every string, however deep (genres, attribute values, history keys), must be text: a lone surrogate
+        (``"\\ud800"``, valid JSON) would fail later as a 500 in a cache key or the journal."""
+        where = first_unencodable(self.__dict__)
+        if where is not None:
+            raise ValueError(f"{where}: not valid text (a lone UTF-16 surrogate)")
+        return self
 
 
 class RerankOptions(_Body):

@@ -7,21 +7,21 @@ batch files (:mod:`zsgen.engines.batch`):
    loads the catalog, encoder and catalog embeddings once). Each actor runs the online pipeline with a stand-in
    backend that records the exact body :class:`~zsgen.llm.OpenAIChatBackend` would POST (same messages, limits and
    ``constraint_fields``) under the batch ``custom_id``, and lets the call fall back.
-2. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: ``ray.data.llm``'s HTTP processor (``HttpRequestProcessorConfig``)
-   posts every body to the OpenAI-compatible server's ``/chat/completions`` (retrying 429/5xx gateway statuses and
-   dropped connections). A server's error answer (e.g. HTTP 500) is a failed request, its user a fallback flagged
-   with the online backend's reason (``server_error``). A request that still has no answer after its retries
-   (server unreachable) aborts the run before anything is written, and a rerun starts over.
-3. **Answers.** The actors run the pipeline again with :class:`~zsgen.engines.batch.backends.ReplayBackend` answering from
-   those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's line equals
+2. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: ``ray.data.llm``'s HTTP processor
+   (``HttpRequestProcessorConfig``) posts every body to the OpenAI-compatible server's ``/chat/completions`` (retrying
+   429/5xx gateway statuses and dropped connections). A server's error answer (e.g. HTTP 500) is a failed request, its
+   user a fallback flagged with the online backend's reason (``server_error``). A request that still has no answer after
+   its retries (server unreachable) aborts the run before anything is written, and a rerun starts over.
+3. **Answers.** The actors run the pipeline again with :class:`~zsgen.engines.batch.backends.ReplayBackend` answering
+   from those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's line equals
    the local engine's for the same answers, and a failed request is a fallback flagged as the local engine flags it.
 
-The CLI embeds the catalog before stage 1 (:func:`zsgen.engines.ray.embed.embed_catalog_ray`, a ``map_batches`` stage writing
-the embedding cache the actors' encoders then read), so no actor encodes it.
+The CLI embeds the catalog before stage 1 (:func:`zsgen.engines.ray.embed.embed_catalog_ray`, a ``map_batches``
+stage writing the embedding cache the actors' encoders then read), so no actor encodes it.
 
 Only single-call chat methods (listwise, recency, in_context) go through the HTTP processor, as with batch files
-(:func:`~zsgen.engines.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2 are
-gathered on the driver (one small JSON object per LLM call) and the lines are written in users-file order at the
+(:func:`~zsgen.engines.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2
+are gathered on the driver (one small JSON object per LLM call) and the lines are written in users-file order at the
 end; a rerun skips the users already in ``out``.
 """
 
@@ -115,11 +115,11 @@ class _AnswerStage:
 
 
 def _user_rows(users: Sequence[UserLine], batch_size: int) -> list[dict[str, str]]:
-    """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.engines.bulk.recommend_users` ranks
-    together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree with
-    the local engine's only to float rounding: Ray gives each actor's torch one thread (``OMP_NUM_THREADS=1``), and
-    the encoder's sums round differently with another thread count. Reranked items, whose scores come from the
-    LLM's order, are identical."""
+    """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.engines.bulk.recommend_users`
+    ranks together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree
+    with the local engine's only to float rounding: Ray gives each actor's torch one thread (``OMP_NUM_THREADS=1``), and
+    the encoder's sums round differently with another thread count. Reranked items, whose scores come from the LLM's
+    order, are identical."""
     rows = []
     for start in range(0, len(users), batch_size):
         chunk = [
