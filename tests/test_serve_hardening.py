@@ -4,8 +4,11 @@ token, DNS rebinding against a token-less service, and the token variable's and 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,9 @@ from zsgen.loaders import demo_catalog_path
 from zsgen.serve.app import create_app
 from zsgen.serve.auth import Token
 from zsgen.serve.config import ServeConfig, config_from_dict
+from zsgen.serve.schemas import RecommendRequest
 from zsgen.serve.service import ServiceState, build_state
+from zsgen.types import Item
 
 LOCAL = "http://127.0.0.1:8080"
 
@@ -149,3 +154,38 @@ def test_a_body_that_is_not_json_is_refused_naming_the_content_type(client: Test
         "/v1/recommendations", content=body, headers={"Content-Type": "application/json; charset=utf-8"}
     )
     assert plain.status_code == 200
+
+
+def test_queued_item_edits_do_not_starve_requests(service: tuple[ServeConfig, ServiceState]) -> None:
+    """40 PUTs queue behind one whose refit is held; a recommendation must still be answered meanwhile (before the
+    fix, the queued edits held every thread of the loop's default executor, which retrieval needs)."""
+    state = service[1]
+    entered, release = threading.Event(), threading.Event()
+    build = state.live._build_stage
+
+    def held_build(catalog: Any) -> Any:
+        entered.set()
+        release.wait(300)
+        return build(catalog)
+
+    async def scenario() -> list[str]:
+        edits = [asyncio.create_task(state.put_item(Item(id=f"queued-{n}", title=f"Queued {n}"))) for n in range(40)]
+        with ThreadPoolExecutor(max_workers=1) as waiter:
+            assert await asyncio.get_running_loop().run_in_executor(waiter, entered.wait, 120)
+        prepared = state.prepare(RecommendRequest(history=["m098"], k=3, use_llm=False))
+        deadline = asyncio.get_running_loop().time() + 60
+        try:
+            ranking = await asyncio.wait_for(state.recommend(prepared, deadline), timeout=120)
+        finally:
+            release.set()
+        await asyncio.gather(*edits)
+        return [item.id for item in ranking.items]
+
+    state.live._build_stage = held_build
+    try:
+        answered = asyncio.run(scenario())
+    finally:
+        state.live._build_stage = build
+        release.set()
+    assert len(answered) == 3
+    assert all(f"queued-{n}" in state.catalog for n in range(40))

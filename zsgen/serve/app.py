@@ -198,7 +198,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
         except ValueError as exc:
             raise ApiError(422, "invalid_input", f"invalid item: {exc}") from None
         try:
-            created = await asyncio.to_thread(state.live.put, item)
+            created = await state.put_item(item)
         except ZsgenError as exc:  # an item whose text renders empty, say
             raise from_zsgen(exc) from None
         response.status_code = 201 if created else 200
@@ -222,7 +222,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
         item_id = _path_id(request)
         check_item_id(item_id)
         try:
-            await asyncio.to_thread(state.live.retire, item_id)
+            await state.retire_item(item_id)
         except UnknownItemError as exc:
             raise ApiError(404, "unknown_item", str(exc), suggestions=exc.suggestions) from None
         return ItemResult(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from zsgen.serve.errors import ApiError, from_zsgen
 from zsgen.serve.live import LiveCatalog, Snapshot
 from zsgen.serve.rerankers import RerankerPool
 from zsgen.serve.schemas import RecommendRequest
-from zsgen.types import History, Profile, Ranking
+from zsgen.types import History, Item, Profile, Ranking
 
 if TYPE_CHECKING:
     from zsgen.embed.base import Encoder
@@ -70,6 +71,11 @@ class ServiceState:
     token: Token
     interactions: Interactions | None = None
     started: float = field(default_factory=time.time)
+    #: Item edits run here, one at a time (they are serialised by the catalog's lock anyway): queued edits wait in
+    #: this executor's queue, not in threads of the loop's default executor, which first-stage retrieval needs.
+    editor: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsgen-edit")
+    )
 
     @property
     def catalog(self) -> Catalog:
@@ -144,7 +150,16 @@ class ServiceState:
                 ranking = reranker.fallback_ranking(candidates, "backend_exception")
         return snapshot.recommender.finish(ranking, prepared.k, retrieve_s)
 
+    async def put_item(self, item: Item) -> bool:
+        """:meth:`LiveCatalog.put` off the event loop, without starving requests of worker threads (``editor``)."""
+        return await asyncio.get_running_loop().run_in_executor(self.editor, self.live.put, item)
+
+    async def retire_item(self, item_id: str) -> bool:
+        """:meth:`LiveCatalog.retire`, as :meth:`put_item` runs it."""
+        return await asyncio.get_running_loop().run_in_executor(self.editor, self.live.retire, item_id)
+
     async def aclose(self) -> None:
+        self.editor.shutdown(wait=False, cancel_futures=True)
         await self.batcher.aclose()
         if self.rerankers is not None:
             await self.rerankers.aclose()
