@@ -177,6 +177,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
     item_responses: dict[int | str, dict[str, object]] = {
         **ERROR_RESPONSES,
         201: {"model": ItemResult, "description": "a new item was added"},
+        409: {"model": ErrorResponse, "description": "the id is another item's title (item_id_conflict)"},
     }
 
     @app.put(

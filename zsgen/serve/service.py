@@ -73,9 +73,8 @@ class ServiceState:
     started: float = field(default_factory=time.time)
     #: Item edits run here, one at a time (they are serialised by the catalog's lock anyway): queued edits wait in
     #: this executor's queue, not in threads of the loop's default executor, which first-stage retrieval needs.
-    editor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsgen-edit")
-    )
+    #: Made on the first edit (and again after :meth:`aclose`: a state may serve several app lifespans).
+    _editor: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     @property
     def catalog(self) -> Catalog:
@@ -150,16 +149,23 @@ class ServiceState:
                 ranking = reranker.fallback_ranking(candidates, "backend_exception")
         return snapshot.recommender.finish(ranking, prepared.k, retrieve_s)
 
+    def editor(self) -> ThreadPoolExecutor:
+        if self._editor is None:
+            self._editor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsgen-edit")
+        return self._editor
+
     async def put_item(self, item: Item) -> bool:
         """:meth:`LiveCatalog.put` off the event loop, without starving requests of worker threads (``editor``)."""
-        return await asyncio.get_running_loop().run_in_executor(self.editor, self.live.put, item)
+        return await asyncio.get_running_loop().run_in_executor(self.editor(), self.live.put, item)
 
     async def retire_item(self, item_id: str) -> bool:
         """:meth:`LiveCatalog.retire`, as :meth:`put_item` runs it."""
-        return await asyncio.get_running_loop().run_in_executor(self.editor, self.live.retire, item_id)
+        return await asyncio.get_running_loop().run_in_executor(self.editor(), self.live.retire, item_id)
 
     async def aclose(self) -> None:
-        self.editor.shutdown(wait=False, cancel_futures=True)
+        if self._editor is not None:
+            self._editor.shutdown(wait=False, cancel_futures=True)
+            self._editor = None
         await self.batcher.aclose()
         if self.rerankers is not None:
             await self.rerankers.aclose()
