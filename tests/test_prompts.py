@@ -524,7 +524,7 @@ def test_template_resource_limits(gadget: str) -> None:
     expression, limit = GADGETS[gadget]
     started = time.process_time()
     with pytest.raises(TemplateError, match=f"template limit exceeded: {limit} ") as info:
-        PromptTemplate("evil", HEADER + "<<user>>\n" + expression + "\n").render(**sample_variables())
+        PromptTemplate("evil", HEADER + "<<user>>\n" + expression + "\n", isolated=False).render(**sample_variables())
     assert time.process_time() - started < 2.0
     if limit != "output size":  # found on the finished chunks, outside any template line
         assert info.value.line == 7

@@ -96,9 +96,15 @@ class InvalidKError(ZsgenError):
 class TemplateError(ZsgenError):
     """A prompt template is missing, does not parse, or uses a variable that was not supplied."""
 
-    def __init__(self, message: str, *, template: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, template: str | None = None, line: int | None = None, limit: str | None = None
+    ) -> None:
         self.template = template
         self.line = line
+        #: What went wrong, without the ``template:line`` prefix.
+        self.detail = message
+        #: The resource limit a render crossed (``"time"``, ``"output size"``, ...), or None for any other fault.
+        self.limit = limit
         where = template or ""
         if line is not None:
             where = f"{where}:{line}" if where else f"line {line}"

@@ -710,10 +710,13 @@ class PromptTemplate:
     an edited template is never confused with the original.
     """
 
-    def __init__(self, name: str, source: str, path: Path | None = None) -> None:
+    def __init__(self, name: str, source: str, path: Path | None = None, *, isolated: bool | None = None) -> None:
         self.name = name
         self.source = source
         self.path = path
+        #: Whether :meth:`render` runs in a worker process killed at the limit (:mod:`zsgen.templates.worker`): by
+        #: default every template but the packaged ones (a user's file, a playground draft).
+        self.isolated = not _packaged(path) if isolated is None else isolated
         self.hash = hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
         self._where = str(path) if path is not None else name
         header = _parse_header(source, self._where)
@@ -746,12 +749,25 @@ class PromptTemplate:
         """Chat messages ``[{"role": ..., "content": ...}]`` for these variables.
 
         Only the variables the header declares are passed in (others are ignored), so a template cannot come to
-        depend on a name that ``check_dir`` did not see; a declared one that is missing is an error.
+        depend on a name that ``check_dir`` did not see; a declared one that is missing is an error. An isolated
+        template renders in a worker process that is killed at the limit; this call then blocks its thread (never an
+        event loop's: async callers run it in a worker thread) for at most that long.
         """
         missing = [name for name in self.variables if name not in variables]
         if missing:
             raise TemplateError(f"missing variables: {', '.join(missing)}", template=self._where)
         context = {name: _sanitise(variables[name], name) for name in self.variables}
+        if self.isolated:
+            from zsgen.templates.worker import render_isolated
+
+            path = str(self.path) if self.path is not None else None
+            text = render_isolated(name=self.name, source=self.source, path=path, context=context, where=self._where)
+        else:
+            text = self.render_text(context)
+        return _split_messages(text, self._where)
+
+    def render_text(self, context: dict[str, Any]) -> str:
+        """The rendered text for an already sanitised ``context``, in this process, under the sandbox's budget."""
         budget = _Budget()
         token = _BUDGET.set(budget)
         chunks: list[str] = []
@@ -763,10 +779,23 @@ class PromptTemplate:
                     raise TemplateLimitError("output size", "the rendered text grew too long")
                 chunks.append(chunk)
         except Exception as exc:  # any fault inside a user template is a template error
-            raise TemplateError(_describe(exc), template=self._where, line=_template_line(exc, self._filename)) from exc
+            limit = exc.limit if isinstance(exc, TemplateLimitError) else None
+            raise TemplateError(
+                _describe(exc), template=self._where, line=_template_line(exc, self._filename), limit=limit
+            ) from exc
         finally:
             _BUDGET.reset(token)
-        return _split_messages("".join(chunks), self._where)
+        return "".join(chunks)
+
+
+def _packaged(path: Path | None) -> bool:
+    """Whether ``path`` is one of the templates shipped with zsgen."""
+    if path is None:
+        return False
+    try:
+        return path.resolve().parent == prompts_dir().resolve()
+    except (OSError, ConfigError):
+        return False
 
 
 class PromptLibrary:

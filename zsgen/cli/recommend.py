@@ -268,16 +268,10 @@ def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, confi
     ``--no-embedding-cache`` each worker encodes it itself)."""
     import functools
 
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray Data: pip install 'zsgen[ray]'") from None
+    from zsgen.engines.ray.cluster import connected
     from zsgen.engines.ray.recommend import recommend_users_ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=args.ray_address, log_to_driver=args.verbosity > 0)
-    try:
+    with connected(args.ray_address, log_to_driver=args.verbosity > 0):
         if not args.no_embedding_cache:
             from zsgen.embed.cache import EmbeddingCache
             from zsgen.engines.ray.embed import embed_catalog_ray
@@ -295,9 +289,6 @@ def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, confi
             workers=args.ray_workers,
             settings=_settings_digest(args, config),
         )
-    finally:
-        if started:
-            ray.shutdown()
     print(f"{written} of {len(users)} users recommended now (ray); {args.out}")
     return 0
 

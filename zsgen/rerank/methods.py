@@ -185,6 +185,21 @@ class RerankMethod(ABC):
             chain=chain,
         )
 
+    async def amessages(
+        self,
+        template: PromptTemplate,
+        request: RerankRequest,
+        shown: Sequence[int],
+        *,
+        n: int | None = None,
+        chain: dict[str, str] | None = None,
+    ) -> list[ChatMessage]:
+        """:meth:`messages` for async code: a user's template (isolated, so its render waits on a worker process
+        for up to the render limit) renders in a worker thread, never on the event loop; a packaged one inline."""
+        if not template.isolated:
+            return self.messages(template, request, shown, n=n, chain=chain)
+        return await asyncio.to_thread(self.messages, template, request, shown, n=n, chain=chain)
+
 
 _CHAT_METHODS = ("achat", "chat", "close", "aclose")
 _SCORING_METHODS = ("label_logprobs", "yes_probabilities", "count_tokens", "check_labels", "close", "aclose")
@@ -206,12 +221,12 @@ class ChatMethod(RerankMethod):
         usage = Usage()
         chain: dict[str, str] = {}
         for template, name in zip(self.templates[:-1], self.chain_names, strict=True):
-            completion = await self._chat(chat, self.messages(template, request, shown, chain=chain))
+            completion = await self._chat(chat, await self.amessages(template, request, shown, chain=chain))
             usage = usage.add(completion.usage)
             chain[name] = completion.text.strip()
         labels = make_labels(len(shown), self.config.label_style)
         picks = self.picks(len(shown))
-        messages = self.messages(self.templates[-1], request, shown, n=picks, chain=chain)
+        messages = await self.amessages(self.templates[-1], request, shown, n=picks, chain=chain)
         # The answer's shape for this call: these labels only, exactly `picks` of them (zsgen.rerank.constraints).
         choices = labels if picks == 1 else None
         completion = await self._chat(chat, messages, schema=ranking_schema(labels, picks), choices=choices)
@@ -350,7 +365,7 @@ class Verbalizer(ScoringMethod):
         calls = prompt_tokens = 0
         for start in range(0, len(shown), self.config.window):
             chunk = list(shown[start : start + self.config.window])
-            messages = self.messages(template, request, chunk, n=1)
+            messages = await self.amessages(template, request, chunk, n=1)
             labels = make_labels(len(chunk), self.config.label_style)
             logprobs = await _label_logprobs(scorer, messages, labels)
             calls += 1
@@ -383,7 +398,7 @@ class Pointwise(ScoringMethod):
     ) -> RoundResult:
         scorer = cast(ScoringBackend, backend)
         template = self.templates[-1]
-        conversations = [self.messages(template, request, [index]) for index in range(len(request.candidates))]
+        conversations = [await self.amessages(template, request, [index]) for index in range(len(request.candidates))]
         remote = getattr(scorer, "ayes_probabilities", None)
         if callable(remote):  # an HTTP scorer: one request per candidate, concurrently, on its own event loop
             probabilities = await remote(conversations)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
-from zsgen.errors import BackendError, ConfigError, LLMError, ParseError
+from zsgen.errors import BackendError, ConfigError, LLMError, ParseError, TemplateError
 from zsgen.lifecycle import Closing
 from zsgen.llm.base import ChatBackend, ScoringBackend
 from zsgen.prompts import PromptLibrary, PromptTemplate
@@ -293,6 +293,10 @@ class Reranker(Closing):
                 continue
             except ConfigError:
                 raise
+            except TemplateError as exc:  # a user's template failed or hit a limit for this user's data: say which
+                errors.append("template_limit" if exc.limit is not None else "template_error")
+                logger.warning("rerank round failed in its template: %s", exc)
+                continue
             except Exception as exc:  # a backend or method fault of an unforeseen kind: this user falls back, not all
                 errors.append("backend_exception")
                 logger.error("rerank round failed unexpectedly: %s: %s", type(exc).__name__, exc, exc_info=True)
