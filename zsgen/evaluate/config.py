@@ -57,6 +57,9 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 #: Protocols whose split is not leave-one-out (see zsgen.evaluate.coldstart).
 COLD_PROTOCOLS: tuple[str, ...] = ("cold_items", "cold_users")
+#: Protocols whose fused scorers score items without interactions through their warm text neighbours, as the served
+#: first stage does (zsgen.score.transfer.impute); elsewhere a fusion ranks exactly as its signals.
+IMPUTING: tuple[str, ...] = ("cold_items",)
 
 #: LLM rankers are for short lists; a longer one is almost surely a config mistake (e.g. full catalog).
 MAX_LLM_CANDIDATES = 100

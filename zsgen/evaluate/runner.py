@@ -27,6 +27,7 @@ from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import (
     COLD_PROTOCOLS,
+    IMPUTING,
     TRAINED_KINDS,
     EvalConfig,
     RankerConfig,
@@ -484,7 +485,7 @@ def prepare_run(
                 path=config.dataset.path,
             )
         train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
-    factory = ScorerFactory(catalog, train, item_vectors=item_vectors)
+    factory = ScorerFactory(catalog, train, item_vectors=item_vectors, impute_cold=config.protocol in IMPUTING)
     data = dataset_record(config, catalog, interactions, out)
     recorded = portable_config(config, out)
     resolved = (
