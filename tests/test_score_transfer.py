@@ -226,3 +226,29 @@ def test_a_new_item_that_reads_like_a_favourite_reaches_its_fans_under_the_fused
     assert share(fans, "new-star-wars") >= 0.25  # measured 0.43; 0.0 before cold items were imputed
     assert share(fans, "new-star-wars") > 2 * share(others[:300], "new-star-wars")
     assert share(fans + others[:300], "new-dull") == 0.0
+
+
+def test_mixed_split_never_fits_or_shows_a_cold_item(tmp_path: Path) -> None:
+    from zsgen.evaluate.coldstart import seeded_subset
+    from zsgen.evaluate.mixed import mixed_item_split
+
+    dataset = load_dataset(write_dataset(tmp_path / "toy"))
+    catalog, interactions = dataset.catalog, dataset.interactions
+    assert interactions is not None
+    cold = set(np.flatnonzero(seeded_subset(catalog.ids, 0.25, 1, "cold_items")).tolist())
+    test = mixed_item_split(interactions, catalog, fraction=0.25, seed=1)
+    orders = interactions.event_order_by_user()
+    assert any(case.target in cold for case in test.cases) and any(case.target not in cold for case in test.cases)
+    for case in test.cases:
+        assert case.target == int(interactions.item_index[orders[case.user][-1]])  # the last event, cold or warm
+        assert not cold & set(case.history.tolist())
+    fitted = {int(i) for sequence in test.train.sequences for i in sequence}
+    assert not cold & fitted
+    val = mixed_item_split(interactions, catalog, fraction=0.25, seed=1, holdout="validation")
+    fitted_val = {int(i) for sequence in val.train.sequences for i in sequence}
+    assert not cold & fitted_val
+    for case in val.cases:
+        assert case.target not in cold and case.target != int(interactions.item_index[orders[case.user][-1]])
+    test_targets = {(c.user, c.target) for c in test.cases}
+    for user, sequence in enumerate(val.train.sequences):  # no test target reaches the validation fit
+        assert not {(user, int(i)) for i in sequence} & test_targets
