@@ -64,7 +64,8 @@ def main() -> None:
     }
     for n in names:
         share = np.mean([np.mean([i in cold for i in r["rankers"][n]["top"]]) for r in records])
-        cells = [interval(ndcg[n], groups[g], draws[g]) for g in groups] + [interval(hr[n], groups[g], draws[g]) for g in groups]
+        cells = [interval(ndcg[n], groups[g], draws[g]) for g in groups]
+        cells += [interval(hr[n], groups[g], draws[g]) for g in groups]
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {share:.3f} |")
     if baseline:
         lines += [
