@@ -39,10 +39,10 @@ GeneratorName = Literal[
     "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
 ]
 RankerKind = Literal[
-    "random", "popularity", "generator", "cosine", "fused", "llm", "group_popularity", "ease", "sasrec"
+    "random", "popularity", "generator", "cosine", "fused", "llm", "group_popularity", "ease", "sasrec", "hybrid"
 ]
 #: Ranker kinds that train a model on the run's training split (:mod:`zsgen.baselines`); options in ``[rankers.model]``.
-TRAINED_KINDS = ("ease", "sasrec")
+TRAINED_KINDS = ("ease", "sasrec", "hybrid")
 #: Generators whose candidate recall at N the report can show (the score-based ones).
 RecallGenerator = Literal["embedding", "user_filtering", "item_filtering", "popularity", "fused"]
 
