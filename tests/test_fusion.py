@@ -448,12 +448,12 @@ def test_recommender_reuses_tuned_weights_through_the_fused_retriever(tmp_path: 
     tuned.save(path)
     retriever = FusedRetriever.from_file(path, catalog(), inter)
     history = [14, 15, 20]
-    expected_scorer = FusedScorer(tuned).fit(catalog(), TrainData.from_interactions(inter, n_items=N_ITEMS))
+    # The served stage scores items nobody consumed through their text neighbours (impute_cold), as here.
+    expected_scorer = FusedScorer(tuned, impute_cold=True).fit(
+        catalog(), TrainData.from_interactions(inter, n_items=N_ITEMS)
+    )
     query = [UserQuery(history=np.array(history))]
-    signals = expected_scorer.score_signals(query)
-    if retriever.imputer is not None:  # items nobody consumed score as their text neighbours (ColdImputer)
-        signals = retriever.imputer.apply_all(signals, {n: tuned.signals[n].kind for n in signals})
-    expected = top_k(mask_history(combine(signals, tuned), query), 5)[0]
+    expected = top_k(mask_history(expected_scorer.score(query), query), 5)[0]
     found = retriever.retrieve(History.from_ids([str(i) for i in history]), k=5)
     assert [c.id for c in found] == [str(i) for i in expected]
     assert all(a.score >= b.score for a, b in pairwise(found))

@@ -226,3 +226,50 @@ def test_a_new_item_that_reads_like_a_favourite_reaches_its_fans_under_the_fused
     assert share(fans, "new-star-wars") >= 0.25  # measured 0.43; 0.0 before cold items were imputed
     assert share(fans, "new-star-wars") > 2 * share(others[:300], "new-star-wars")
     assert share(fans + others[:300], "new-dull") == 0.0
+
+
+def test_mixed_split_never_fits_or_shows_a_cold_item(tmp_path: Path) -> None:
+    from zsgen.evaluate.coldstart import seeded_subset
+    from zsgen.evaluate.mixed import mixed_item_split
+
+    dataset = load_dataset(write_dataset(tmp_path / "toy"))
+    catalog, interactions = dataset.catalog, dataset.interactions
+    assert interactions is not None
+    cold = set(np.flatnonzero(seeded_subset(catalog.ids, 0.25, 1, "cold_items")).tolist())
+    test = mixed_item_split(interactions, catalog, fraction=0.25, seed=1)
+    orders = interactions.event_order_by_user()
+    assert any(case.target in cold for case in test.cases) and any(case.target not in cold for case in test.cases)
+    for case in test.cases:
+        assert case.target == int(interactions.item_index[orders[case.user][-1]])  # the last event, cold or warm
+        assert not cold & set(case.history.tolist())
+    fitted = {int(i) for sequence in test.train.sequences for i in sequence}
+    assert not cold & fitted
+    val = mixed_item_split(interactions, catalog, fraction=0.25, seed=1, holdout="validation")
+    fitted_val = {int(i) for sequence in val.train.sequences for i in sequence}
+    assert not cold & fitted_val
+    for case in val.cases:
+        assert case.target not in cold and case.target != int(interactions.item_index[orders[case.user][-1]])
+    test_targets = {(c.user, c.target) for c in test.cases}
+    for user, sequence in enumerate(val.train.sequences):  # no test target reaches the validation fit
+        assert not {(user, int(i)) for i in sequence} & test_targets
+
+
+@pytest.mark.slow
+def test_hybrid_yardstick_is_seeded_and_scores_a_cold_twin_from_its_features() -> None:
+    from zsgen.baselines.config import HybridConfig
+    from zsgen.baselines.hybrid import HybridScorer
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(10, 32))
+    vectors = np.vstack([base, base[2] + 0.05 * rng.normal(size=32), base[7] + 0.05 * rng.normal(size=32)])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    sequences = [list(rng.permutation(5)) for _ in range(10)] + [list(5 + rng.permutation(5)) for _ in range(10)]
+    catalog, train = _catalog(12), _train(sequences, 12)
+    config = HybridConfig(factors=8, epochs=30, patience=30, lr=0.05, batch_size=16)
+    first = HybridScorer(config, seed=1, item_vectors=vectors).fit(catalog, train)
+    again = HybridScorer(config, seed=1, item_vectors=vectors).fit(catalog, train)
+    queries = [UserQuery(history=np.array([0, 1])), UserQuery(history=np.array([5, 6]))]
+    scores = first.score(queries)
+    np.testing.assert_array_equal(scores, again.score(queries))  # same seed, same thread count: same model
+    assert first.training["best_epoch"] >= 1
+    assert scores[0, 10] > scores[0, 11] and scores[1, 11] > scores[1, 10]

@@ -66,11 +66,31 @@ class SASRecConfig(StrictConfig):
         return self
 
 
+class HybridConfig(StrictConfig):
+    """The LightFM-style hybrid yardstick (:mod:`zsgen.baselines.hybrid`): BPR, early-stopped on validation NDCG."""
+
+    _config_name = "hybrid config"
+
+    factors: int = Field(default=64, ge=1)
+    lr: float = Field(default=5e-3, gt=0.0)
+    l2: float = Field(default=1e-6, ge=0.0, description="Adam weight decay")
+    batch_size: int = Field(default=1024, ge=1)
+    epochs: int = Field(default=60, ge=1, description="most epochs")
+    patience: int = Field(default=5, ge=1, description="epochs without a better validation NDCG before stopping")
+    validation_k: int = Field(default=10, ge=1)
+    seed: int | None = None
+    threads: int = Field(default=1, ge=1)
+
+
 def model_config(
     kind: str, table: Mapping[str, Any] | None, *, what: str = "", prefix: str = ""
-) -> EASEConfig | SASRecConfig:
+) -> EASEConfig | SASRecConfig | HybridConfig:
     """The validated hyper-parameters of a trained ranker ``kind`` from its (optional) ``model`` table."""
-    models: dict[str, type[EASEConfig] | type[SASRecConfig]] = {"ease": EASEConfig, "sasrec": SASRecConfig}
+    models: dict[str, type[EASEConfig] | type[SASRecConfig] | type[HybridConfig]] = {
+        "ease": EASEConfig,
+        "sasrec": SASRecConfig,
+        "hybrid": HybridConfig,
+    }
     if kind not in models:
         raise ConfigError(f"no trained baseline of kind {kind!r}; expected one of {sorted(models)}")
     return validate_config(models[kind], dict(table or {}), what=what or f"invalid {kind} model table", prefix=prefix)

@@ -266,4 +266,17 @@ def cold_split(config: EvalConfig, catalog: Catalog, interactions: Interactions,
             attributes=attributes or None,
             profile_fields=cold.profile_fields,
         )
+    if config.protocol == "mixed_items":
+        from zsgen.evaluate.mixed import mixed_item_split
+
+        return mixed_item_split(
+            interactions,
+            catalog,
+            fraction=cold.fraction,
+            seed=config.seed,
+            holdout=holdout,
+            min_history=config.min_history,
+            validation_fraction=cold.validation_fraction,
+            attributes=attributes or None,
+        )
     raise ConfigError(f"protocol {config.protocol!r} is not a cold-start protocol; expected one of {COLD_PROTOCOLS}")

@@ -39,10 +39,10 @@ GeneratorName = Literal[
     "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
 ]
 RankerKind = Literal[
-    "random", "popularity", "generator", "cosine", "fused", "llm", "group_popularity", "ease", "sasrec"
+    "random", "popularity", "generator", "cosine", "fused", "llm", "group_popularity", "ease", "sasrec", "hybrid"
 ]
 #: Ranker kinds that train a model on the run's training split (:mod:`zsgen.baselines`); options in ``[rankers.model]``.
-TRAINED_KINDS = ("ease", "sasrec")
+TRAINED_KINDS = ("ease", "sasrec", "hybrid")
 #: Generators whose candidate recall at N the report can show (the score-based ones).
 RecallGenerator = Literal["embedding", "user_filtering", "item_filtering", "popularity", "fused"]
 
@@ -54,9 +54,13 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "custom": {},
     "cold_items": {"history_length": 10, "candidates": {"generator": "full_catalog"}},
     "cold_users": {"history_length": 10, "candidates": {"generator": "full_catalog"}},
+    "mixed_items": {"history_length": 10, "candidates": {"generator": "full_catalog"}},
 }
 #: Protocols whose split is not leave-one-out (see zsgen.evaluate.coldstart).
-COLD_PROTOCOLS: tuple[str, ...] = ("cold_items", "cold_users")
+COLD_PROTOCOLS: tuple[str, ...] = ("cold_items", "cold_users", "mixed_items")
+#: Protocols whose fused scorers score items without interactions through their warm text neighbours, as the served
+#: first stage does (zsgen.score.transfer.impute); elsewhere a fusion ranks exactly as its signals.
+IMPUTING: tuple[str, ...] = ("cold_items", "mixed_items")
 
 #: LLM rankers are for short lists; a longer one is almost surely a config mistake (e.g. full catalog).
 MAX_LLM_CANDIDATES = 100
@@ -223,7 +227,7 @@ class EvalConfig(StrictConfig):
 
     name: str = Field(min_length=1)
     description: str = ""
-    protocol: Literal["full_catalog", "nir", "llmrank", "custom", "cold_items", "cold_users"]
+    protocol: Literal["full_catalog", "nir", "llmrank", "custom", "cold_items", "cold_users", "mixed_items"]
     dataset: DatasetConfig
     split: Literal["test", "validation"] = "test"
     history_length: int = Field(ge=1, description="most recent history items the prompt sees")
@@ -263,6 +267,8 @@ class EvalConfig(StrictConfig):
             raise ValueError(f"LLM rankers {llm} get at most {MAX_LLM_CANDIDATES} candidates, n is {self.candidates.n}")
         if self.candidates.generator == "random" and self.candidates.n < 2:
             raise ValueError("the random generator needs n >= 2 (the target and at least one other item)")
+        if self.protocol == "mixed_items" and self.candidates.generator != "full_catalog":
+            raise ValueError("protocol mixed_items ranks the full catalog (candidates.generator = full_catalog)")
         if self.protocol == "cold_users" and self.candidates.generator != "full_catalog":
             raise ValueError("protocol cold_users ranks the full catalog (candidates.generator = full_catalog)")
         if self.protocol == "cold_items" and self.candidates.generator in ("random", "fused"):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import COLD_PROTOCOLS, EvalConfig, _FusionOptions, relative_path
+from zsgen.evaluate.config import COLD_PROTOCOLS, IMPUTING, EvalConfig, _FusionOptions, relative_path
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
@@ -163,7 +163,7 @@ def cold_tuning_task(
         )
         return generator.generate(split.cases)
 
-    return {"split": split, "candidates": lists}
+    return {"split": split, "candidates": lists, "impute_cold": config.protocol in IMPUTING}
 
 
 def write_tuned(fusions: Mapping[str, RunFusion]) -> None:

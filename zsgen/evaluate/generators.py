@@ -151,10 +151,12 @@ class ScorerFactory:
         *,
         encoder: Encoder | None = None,
         item_vectors: npt.ArrayLike | None = None,
+        impute_cold: bool = False,
     ) -> None:
         self.catalog = catalog
         self.train = train
         self.encoder = encoder
+        self.impute_cold = impute_cold  # fused scorers impute items without interactions (cold-item protocols)
         self._item_vectors: Any = item_vectors
 
     def fitted(
@@ -180,7 +182,12 @@ class ScorerFactory:
             if fusion is None:
                 raise ConfigError("the fused scorer needs a fusion config")
             uses_text = any(signal.kind in TEXT_VECTOR_KINDS for signal in fusion.signals.values())
-            fused = FusedScorer(fusion, encoder=self.encoder, item_vectors=self.item_vectors() if uses_text else None)
+            fused = FusedScorer(
+                fusion,
+                encoder=self.encoder,
+                item_vectors=self.item_vectors() if uses_text else None,
+                impute_cold=self.impute_cold,
+            )
             return fused.fit(self.catalog, self.train)
         if kind == "popularity":
             from zsgen.score import PopularityScorer
@@ -217,7 +224,9 @@ class ScorerFactory:
     def with_train(self, train: TrainData) -> ScorerFactory:
         """The same catalog, encoder and item vectors, fitting scorers on other training data (e.g. the validation
         split's, to build the candidate lists a fusion is tuned on)."""
-        return ScorerFactory(self.catalog, train, encoder=self.encoder, item_vectors=self._item_vectors)
+        return ScorerFactory(
+            self.catalog, train, encoder=self.encoder, item_vectors=self._item_vectors, impute_cold=self.impute_cold
+        )
 
     def item_vectors(self) -> Any:
         """The catalog's unit item vectors, encoded on first use and shared by every text scorer of the run."""

@@ -27,6 +27,7 @@ from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import (
     COLD_PROTOCOLS,
+    IMPUTING,
     TRAINED_KINDS,
     EvalConfig,
     RankerConfig,
@@ -196,13 +197,16 @@ def trained_scorer(spec: RankerConfig, config: EvalConfig, factory: ScorerFactor
     """A trained baseline (:mod:`zsgen.baselines`) fitted on the run's training split, the data every other signal
     of the run is fitted on, so no evaluation target reaches it; a SASRec seed left unset is the run's seed."""
     from zsgen.baselines import EASEScorer, SASRecScorer
-    from zsgen.baselines.config import EASEConfig, model_config
+    from zsgen.baselines.config import EASEConfig, HybridConfig, model_config
+    from zsgen.baselines.hybrid import HybridScorer
 
     options = model_config(spec.kind, spec.model, what=f"ranker {spec.name!r}: invalid model table")
     logger.info("training %s (%s) on %d users' training events", spec.name, spec.kind, factory.train.n_users)
-    scorer: EASEScorer | SASRecScorer
+    scorer: EASEScorer | SASRecScorer | HybridScorer
     if isinstance(options, EASEConfig):
         scorer = EASEScorer(options, name=spec.name)
+    elif isinstance(options, HybridConfig):
+        scorer = HybridScorer(options, seed=config.seed, item_vectors=factory.item_vectors(), name=spec.name)
     else:
         scorer = SASRecScorer(options, seed=config.seed, name=spec.name, progress=progress)
     return scorer.fit(factory.catalog, factory.train)
@@ -486,7 +490,7 @@ def prepare_run(
                 path=config.dataset.path,
             )
         train = TrainData.from_interactions(interactions, holdout=holdout_events(config.split), n_items=len(catalog))
-    factory = ScorerFactory(catalog, train, item_vectors=item_vectors)
+    factory = ScorerFactory(catalog, train, item_vectors=item_vectors, impute_cold=config.protocol in IMPUTING)
     data = dataset_record(config, catalog, interactions, out)
     recorded = portable_config(config, out)
     resolved = (

@@ -28,10 +28,8 @@ from zsgen.interactions import Interactions
 from zsgen.retrieval.base import Request, check_requests, per_request_k
 from zsgen.score.base import TrainData, UserQuery, mask_history, top_k
 from zsgen.score.config import FusionConfig
-from zsgen.score.fusion import FusedScorer, combine
+from zsgen.score.fusion import FusedScorer
 from zsgen.score.llm import CandidateScoreFn
-from zsgen.score.transfer.features import resolve_vectors
-from zsgen.score.transfer.impute import IMPUTED_KINDS, ColdImputer
 from zsgen.types import Candidate, History, Profile, Source
 
 #: ``weights_origin`` of the fusion zsgen ships, and of a config built in code.
@@ -70,25 +68,11 @@ class FusedRetriever:
             if interactions is not None
             else None
         )
-        self.scorer = FusedScorer(config, encoder=encoder, item_vectors=item_vectors, llm=llm).fit(catalog, train)
-        self.imputer = self._imputer(train, encoder, item_vectors)
-
-    def _imputer(
-        self, train: TrainData | None, encoder: Encoder | None, item_vectors: npt.ArrayLike | None
-    ) -> ColdImputer | None:
-        """Items without interactions (none in the log, or added since) get the log signals' scores of their warm
-        text neighbours (:class:`~zsgen.score.transfer.impute.ColdImputer`), so they compete on one scale."""
-        kinds = {name: self.config.signals[name].kind for name in self.scorer.scorers}
-        if train is None or not any(kind in IMPUTED_KINDS for kind in kinds.values()):
-            return None
-        counts = np.asarray(train.incidence().sum(axis=0)).ravel()
-        if counts.all():
-            return None
-        vectors = item_vectors
-        if vectors is None:  # reuse what a text signal encoded, else encode once
-            vectors = next((getattr(s, "item_vectors", None) for s in self.scorer.scorers.values()), None)
-        vectors = resolve_vectors(self.catalog, vectors, encoder, "fused first stage")
-        return ColdImputer.fit(vectors, train, neighbours=3)
+        # Items without interactions (none in the log, or added since) are scored through their warm text
+        # neighbours on the warm items' scale (zsgen.score.transfer.impute), so a new item competes at once.
+        self.scorer = FusedScorer(config, encoder=encoder, item_vectors=item_vectors, llm=llm, impute_cold=True).fit(
+            catalog, train
+        )
 
     @classmethod
     def from_file(
@@ -128,11 +112,7 @@ class FusedRetriever:
         queries = [self._query(request) for request in batch]
         if not queries:
             return []
-        signals = self.scorer.score_signals(queries)
-        if self.imputer is not None:
-            kinds = {name: self.config.signals[name].kind for name in signals}
-            signals = self.imputer.apply_all(signals, kinds)
-        scores = mask_history(combine(signals, self.config), queries)
+        scores = mask_history(self.scorer.score(queries), queries)
         best = top_k(scores, max(ks))
         ids = self.catalog.ids
         out = []

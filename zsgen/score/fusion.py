@@ -28,6 +28,7 @@ from zsgen.score.llm import CandidateScoreFn, LLMScorer
 from zsgen.score.popularity import PopularityScorer
 from zsgen.score.text import TextCosineScorer
 from zsgen.score.transfer import TRANSFER_KINDS, build_transfer_signal
+from zsgen.score.transfer.impute import ColdImputer, cold_imputer
 from zsgen.score.userfilter import UserFilteringScorer
 
 logger = logging.getLogger(__name__)
@@ -178,7 +179,10 @@ class FusedScorer:
     signal whatever its weight). With no logs (``train=None``), log-based signals are left out with a warning and the
     text signals carry the ranking; if nothing is left, ``fit`` raises. The LLM signal's candidates are the top items
     of the fusion of the other signals with positive weight. Item text is encoded once and shared by all text
-    signals.
+    signals. ``impute_cold``: items without interactions get each log signal's scores of their warm text neighbours
+    (:class:`~zsgen.score.transfer.impute.ColdImputer`), so they are ranked on the warm items' scale (the served
+    first stage and the cold-item protocols do this; a single-signal fusion then no longer equals that signal on
+    such items).
     """
 
     def __init__(
@@ -190,14 +194,17 @@ class FusedScorer:
         llm: CandidateScoreFn | None = None,
         name: str = "fused",
         signals: Sequence[str] | None = None,
+        impute_cold: bool = False,
     ) -> None:
         self.config = config
+        self.impute_cold = impute_cold
         self.name = name
         self._resources: dict[str, Any] = {"encoder": encoder, "item_vectors": item_vectors, "llm": llm}
         wanted = list(signals) if signals is not None else config.active()
         self._wanted = [s for s in wanted if s in config.signals]
         self.needs_logs = all(self._kind_needs_logs(s) for s in self._wanted)
         self.scorers: dict[str, Scorer] = {}
+        self.imputer: ColdImputer | None = None  # items without interactions: log signals imputed (transfer.impute)
 
     def _kind_needs_logs(self, signal: str) -> bool:
         kind = self.config.signals[signal].kind
@@ -240,13 +247,18 @@ class FusedScorer:
                 candidates = FusedScorer(self.config, **resources, name=f"{signal}_candidates", signals=base)
             scorer = build_signal(signal, config, llm_candidates=candidates, **resources)
             self.scorers[signal] = scorer.fit(catalog, train)
+        if self.impute_cold:
+            self.imputer = cold_imputer(catalog, train, self.scorers, self.config, resources)
         return self
 
     def score_signals(self, queries: Sequence[UserQuery]) -> dict[str, ScoreMatrix]:
         """Every fitted signal's raw scores (for tuning, ablations and explanations)."""
         if not self.scorers:
             raise not_fitted(self.name)
-        return {name: scorer.score(queries) for name, scorer in self.scorers.items()}
+        scores = {name: scorer.score(queries) for name, scorer in self.scorers.items()}
+        if self.imputer is not None:
+            scores = self.imputer.apply_all(scores, {name: self.config.signals[name].kind for name in scores})
+        return scores
 
     def score(self, queries: Sequence[UserQuery]) -> ScoreMatrix:
         return combine(self.score_signals(queries), self.config)

@@ -13,13 +13,23 @@ item's text vector is needed: nothing is refitted.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
+from zsgen.catalog import Catalog
 from zsgen.score.base import ScoreMatrix, TrainData
-from zsgen.score.transfer.features import text_neighbours
+from zsgen.score.transfer.features import resolve_vectors, text_neighbours
+
+if TYPE_CHECKING:
+    from zsgen.score.base import Scorer
+    from zsgen.score.config import FusionConfig
+
+#: How many warm text neighbours an item without interactions inherits from: few, so that a re-release inherits
+#: from the films it reads like rather than from a whole genre (measured on ML-100K, README "Runtime items").
+NEIGHBOURS = 3
 
 #: Fusion signal kinds whose cold columns are imputed: the log-based ones that know nothing of a cold item (the
 #: transfer signals score cold items themselves; text and LLM signals read every item).
@@ -37,7 +47,7 @@ class ColdImputer:
 
     @classmethod
     def fit(
-        cls, vectors: npt.ArrayLike, train: TrainData, *, neighbours: int = 10, power: float = 1.0
+        cls, vectors: npt.ArrayLike, train: TrainData, *, neighbours: int = NEIGHBOURS, power: float = 1.0
     ) -> ColdImputer | None:
         """``None`` when every item has an interaction (nothing to impute) or fewer than two have one."""
         counts = np.asarray(train.incidence().sum(axis=0), dtype=np.float64).ravel()
@@ -58,3 +68,31 @@ class ColdImputer:
     def apply_all(self, signals: Mapping[str, ScoreMatrix], kinds: Mapping[str, str]) -> dict[str, ScoreMatrix]:
         """Every signal whose kind is in :data:`IMPUTED_KINDS` imputed, the others as they are."""
         return {name: self.apply(m) if kinds[name] in IMPUTED_KINDS else m for name, m in signals.items()}
+
+
+def cold_imputer(
+    catalog: Catalog,
+    train: TrainData | None,
+    scorers: Mapping[str, Scorer],
+    config: FusionConfig,
+    resources: Mapping[str, Any],
+) -> ColdImputer | None:
+    """The imputer of a fitted fusion (:class:`~zsgen.score.fusion.FusedScorer`): ``None`` without a log, without
+    an imputed signal, or when every item has an interaction. Item vectors: the fusion's shared ones, else a fitted
+    text signal's, else the catalog encoded once."""
+    if train is None or not any(config.signals[name].kind in IMPUTED_KINDS for name in scorers):
+        return None
+    if np.asarray(train.incidence().sum(axis=0)).ravel().all():
+        return None
+    vectors = resources.get("item_vectors")
+    if vectors is None:
+        vectors = next(
+            (
+                getattr(s, "item_vectors", None)
+                for s in scorers.values()
+                if getattr(s, "item_vectors", None) is not None
+            ),
+            None,
+        )
+    matrix = resolve_vectors(catalog, vectors, resources.get("encoder"), "fused scorer (items without interactions)")
+    return ColdImputer.fit(matrix, train)

@@ -26,6 +26,7 @@ from zsgen.catalog import Catalog
 from zsgen.configbase import StrictConfig
 from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, not_fitted, require_logs
 from zsgen.score.transfer.features import (
+    RidgeMap,
     fit_ridge,
     item_features,
     resolve_vectors,
@@ -65,6 +66,7 @@ class PredictedPopularityScorer:
         self.encoder = encoder
         self.name = name
         self._given = item_vectors
+        self.ridge: RidgeMap | None = None
         self._scores: npt.NDArray[np.float64] | None = None
         self.observed: npt.NDArray[np.float64] | None = None
         self.predicted: npt.NDArray[np.float64] | None = None
@@ -80,6 +82,7 @@ class PredictedPopularityScorer:
             spread = float(neighbour_mean.std()) or 1.0
             features = np.hstack([features, ((neighbour_mean - neighbour_mean.mean()) / spread)[:, None]])
         ridge = fit_ridge(features[warm], counts[warm])
+        self.ridge = ridge  # kept: a new item's log count is ridge.predict(its features), no refit
         self.predicted = ridge.predict(features).ravel()
         self.observed = counts
         if self.config.warm == "observed":

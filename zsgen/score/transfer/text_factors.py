@@ -25,7 +25,7 @@ from scipy.sparse.linalg import svds
 from zsgen.catalog import Catalog
 from zsgen.configbase import StrictConfig
 from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, history_matrix, not_fitted, require_logs
-from zsgen.score.transfer.features import fit_ridge, item_features, resolve_vectors, warm_items
+from zsgen.score.transfer.features import RidgeMap, fit_ridge, item_features, resolve_vectors, warm_items
 
 if TYPE_CHECKING:
     from zsgen.embed.base import Encoder
@@ -61,6 +61,7 @@ class TextFactorScorer:
         self.encoder = encoder
         self.name = name
         self._given = item_vectors
+        self.ridge: RidgeMap | None = None
         self.item_factors: npt.NDArray[np.float64] | None = None
 
     def fit(self, catalog: Catalog, train: TrainData | None) -> TextFactorScorer:
@@ -76,6 +77,7 @@ class TextFactorScorer:
         learnt = np.asarray(vt.T, dtype=np.float64)  # warm items × rank, orthonormal columns
         features = item_features(catalog, vectors, attributes=self.config.attributes)
         ridge = fit_ridge(features[warm], learnt)
+        self.ridge = ridge  # kept: a new item's factor is ridge.predict(its features), no refit
         factors = ridge.predict(features)
         if self.config.warm == "observed":
             factors[warm] = learnt
