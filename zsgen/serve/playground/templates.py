@@ -136,8 +136,10 @@ def save_template(template_dir: Path, filename: str, source: str, *, overwrite: 
     Raises :class:`ConfigError` for a bad name or a missing folder, :class:`SaveConflict` for an existing file
     without ``overwrite``, :class:`TemplateError` for text that does not compile.
     """
+    if filename and not filename.endswith(TEMPLATE_SUFFIX):
+        filename += TEMPLATE_SUFFIX  # requests name templates without the suffix: a save name may too
     if not _SAVE_NAME.match(filename):
-        raise ConfigError(f"template file name must look like name{TEMPLATE_SUFFIX} (letters, digits, _ and - only)")
+        raise ConfigError(f"template file name must look like name or name{TEMPLATE_SUFFIX} (letters, digits, _ and -)")
     if not template_dir.is_dir():
         raise ConfigError("the template folder does not exist")
     PromptTemplate(filename.removesuffix(TEMPLATE_SUFFIX), _bounded(source))  # refuse what would not load
