@@ -40,8 +40,14 @@ $(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install -q -e '.[local,eval,dev]'
 	touch $(STAMP)
 
+# The whole pipeline on the demo user: the first stage alone, then the same candidates reranked by the packaged
+# SmolLM2-135M with the pointwise verbalizer (P("Yes") per candidate: it reorders, in seconds on a CPU). The notes
+# under the second table say what the LLM stage did and how long each stage took.
 demo: $(DEMO_STAMP)
+	@echo "== first stage: text similarity to the demo user's history and profile =="
 	HF_HUB_OFFLINE=1 $(VENV)/bin/zsgen recommend --demo --k 10
+	@echo "== LLM rerank of the top 20: packaged SmolLM2-135M, pointwise verbalizer =="
+	HF_HUB_OFFLINE=1 $(VENV)/bin/zsgen recommend --demo --k 10 --rerank pointwise --backend verbalizer
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

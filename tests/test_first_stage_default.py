@@ -150,6 +150,7 @@ def test_contradictions_are_config_errors(
 
 
 # -- the Recommender -----------------------------------------------------------------------------------------------
+@pytest.mark.slow  # 21 s (and 25 s of module set-up) on the loaded 2-core machine: not for `make test-fast`
 def test_a_log_means_the_fused_first_stage_with_the_packaged_weights(
     catalog: Catalog, encoder: Encoder, log: Interactions
 ) -> None:

@@ -298,6 +298,15 @@ def test_save_writes_checks_and_refuses_to_overwrite_unless_asked(app: LiveApp, 
     assert call(app, "/templates/mine")[1]["origin"] == "user"
 
 
+def test_save_name_may_leave_out_the_suffix(app: LiveApp, listwise: str) -> None:
+    """Requests name templates without ``.jinja``; the save name may too, and the answer names the file."""
+    status, saved = call(app, "/save", {"template": listwise, "name": "bare_name"})
+    assert (status, saved) == (200, {"name": "bare_name.jinja", "overwritten": False})
+    assert (app.template_dir / "bare_name.jinja").read_text(encoding="utf-8") == listwise
+    assert call(app, "/save", {"template": listwise, "name": "bare_name"})[0] == 409
+    assert "bare_name" in call(app, "/info")[1]["templates"]
+
+
 # -- without an LLM -------------------------------------------------------------------------------------------------
 def test_without_rerank_settings_render_and_check_work_and_run_says_why_not(
     retriever: Retriever, tmp_path: Path, listwise: str

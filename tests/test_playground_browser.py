@@ -127,9 +127,13 @@ def test_edit_render_run_check_try_and_save_in_the_browser(app: LiveApp, page: P
     assert page.locator("#try-table tbody tr").count() == 4
 
     # Save into the template folder; a second save without "overwrite" is refused.
-    page.fill("#save-name", "from_browser.jinja")
+    # Save into the template folder (a name without .jinja, as requests name templates); a second save without
+    # "overwrite" is refused. The saved template is listed at once, without reloading the page.
+    page.fill("#save-name", "from_browser")
     assert press(page, "#btn-save") == "save done"
     assert (app.template_dir / "from_browser.jinja").read_text(encoding="utf-8") == edited
+    options = page.eval_on_selector_all("#template-select option", "els => els.map(e => e.value)")
+    assert "from_browser" in options and page.input_value("#template-select") == "from_browser"
     assert "exists" in press(page, "#btn-save")
     page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,6 @@ from zsgen.cli.common import (
     encoder_from,
     load_dataset_from,
     print_json,
-    printable,
 )
 from zsgen.errors import ConfigError
 from zsgen.rerank.methods import METHODS
@@ -315,22 +313,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(ranking.model_dump(mode="json"))
         return 0
-    if history:
-        print(printable("history: " + "; ".join(catalog.get(h).title for h in history)))
-    if profile:
-        print(printable(f"profile: {profile}"))
-    if ranking.first_stage == "fusion":
-        from zsgen.retrieval.fused import PACKAGED
+    from zsgen.cli.table import print_table
 
-        weights = "the packaged defaults" if ranking.fusion_weights == PACKAGED else ranking.fusion_weights
-        print(printable(f"first stage: fusion with {weights} (--first-stage cosine: text similarity alone)"))
-    print(f"{'rank':>4}  {'score':>7}  {'source':<7}  {'id':<8}  title")
-    for rank, item in enumerate(ranking.items, start=1):
-        print(printable(f"{rank:>4}  {item.score:>7.4f}  {item.source:<7}  {item.id:<8}  {item.title}"))
-    if ranking.fallback:
-        order = "first-stage" if ranking.first_stage == "fusion" else "cosine"
-        print(f"note: the LLM stage failed ({ranking.fallback_reason}); shown in {order} order", file=sys.stderr)
+    print_table(
+        ranking,
+        catalog,
+        history=history,
+        profile=profile,
+        first_stage_ids=_first_stage_ids(recommender, history, profile, len(ranking.items)),
+    )
     return 0
+
+
+def _first_stage_ids(recommender: Recommender, history: list[str], profile: str | None, k: int) -> list[str] | None:
+    """The first stage's own top ``k`` for this user (a second retrieval, milliseconds), to say whether the LLM
+    changed it; None without a reranker."""
+    if recommender.reranker is None:
+        return None
+    from zsgen.recommender import Recommender
+
+    plain = Recommender(recommender.catalog, retriever=recommender.retriever, threshold=recommender.threshold)
+    return plain.recommend(history or None, profile=profile, k=k).item_ids
 
 
 def _check_first_stage(args: argparse.Namespace, *, has_log: bool) -> None:

@@ -110,9 +110,12 @@ class TransformersEncoder:
         self.max_batch_tokens = max_batch_tokens
         self.num_threads = num_threads
         self.device = device
+        from zsgen._quiet import quiet_loading
+
         try:
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+            with quiet_loading():
+                self._tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+                model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
             self._model = model.to(device).eval()
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise EncoderError(f"{folder}: could not load an encoder model: {exc}") from exc

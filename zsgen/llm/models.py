@@ -82,8 +82,11 @@ def _convert_gguf(gguf_dir: Path, gguf_name: str, out: Path) -> None:
 
     auto: Any = AutoModelForCausalLM  # transformers is only partly typed
     log.info("converting %s once into %s (this takes ~20 s)", gguf_dir / gguf_name, out)
-    source = auto.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
+    from zsgen._quiet import quiet_loading
+
+    with quiet_loading():
+        source = auto.from_pretrained(gguf_dir, gguf_file=gguf_name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_name)
     config = source.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -151,9 +154,12 @@ def _load(path: Path, device: str, dtype: str) -> LoadedModel:
     if not isinstance(torch_dtype, torch.dtype):
         raise ConfigError(f"unknown dtype {dtype!r} (try 'float32' or 'bfloat16')")
     auto: Any = AutoModelForCausalLM  # transformers is only partly typed
+    from zsgen._quiet import quiet_loading
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = auto.from_pretrained(path, dtype=torch_dtype)
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = auto.from_pretrained(path, dtype=torch_dtype)
         model.to(device)
     except (OSError, ValueError, RuntimeError) as exc:
         raise ConfigError(f"{path}: cannot load model: {exc}") from exc

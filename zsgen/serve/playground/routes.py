@@ -231,8 +231,8 @@ def build_api_router(ctx: PlaygroundContext) -> APIRouter:
     @router.post("/save", response_model=Saved)
     def save(body: SaveBody) -> Any:
         def build() -> Saved:
-            _, replaced = save_template(ctx.template_dir, body.name, body.template, overwrite=body.overwrite)
-            return Saved(name=body.name, overwritten=replaced)
+            target, replaced = save_template(ctx.template_dir, body.name, body.template, overwrite=body.overwrite)
+            return Saved(name=target.name, overwritten=replaced)
 
         return _guarded(build)
 

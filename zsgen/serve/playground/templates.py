@@ -138,8 +138,10 @@ def save_template(template_dir: Path, filename: str, source: str, *, overwrite: 
     Raises :class:`ConfigError` for a bad name or a missing folder, :class:`SaveConflict` for an existing file
     without ``overwrite``, :class:`TemplateError` for text that does not compile.
     """
+    if filename and not filename.endswith(TEMPLATE_SUFFIX):
+        filename += TEMPLATE_SUFFIX  # requests name templates without the suffix: a save name may too
     if not _SAVE_NAME.fullmatch(filename):
-        raise ConfigError(f"template file name must look like name{TEMPLATE_SUFFIX} (letters, digits, _ and - only)")
+        raise ConfigError(f"template file name must look like name or name{TEMPLATE_SUFFIX} (letters, digits, _ and -)")
     if filename.removesuffix(TEMPLATE_SUFFIX) in PromptLibrary().names():
         raise ConfigError(
             f"template file name {filename!r} is a packaged template's; a saved copy would replace it for every "

@@ -215,6 +215,17 @@
     return Object.assign({ template: $("template").value }, extra || {});
   }
 
+  function fillTemplates(names, selected) {
+    const select = $("template-select");
+    clear(select);
+    for (const name of names) {
+      const option = el("option", name);
+      option.value = name;
+      select.appendChild(option);
+    }
+    select.value = selected;
+  }
+
   async function loadTemplate(name) {
     const found = await api("/templates/" + encodeURIComponent(name));
     $("template").value = found.source;
@@ -226,17 +237,16 @@
     $("info").textContent = info.can_run
       ? "method " + info.method + " on backend " + info.backend + (info.model ? " (" + info.model + ")" : "")
       : "no LLM configured: render and check only";
-    const select = $("template-select");
-    clear(select);
-    for (const name of info.templates) {
-      const option = el("option", name);
-      option.value = name;
-      select.appendChild(option);
-    }
-    select.value = info.start_template;
+    fillTemplates(info.templates, info.start_template);
     $("try-n").max = String(info.max_try_users);
     $("try-n").value = String(info.default_try_users);
     for (const id of ["btn-run", "btn-try"]) $(id).disabled = !info.can_run;
+    if (info.can_run && !info.has_users) {
+      // "try" compares orders on held-out events of the interaction log: a catalog without one has none.
+      $("btn-try").disabled = true;
+      $("btn-try").title = "needs a dataset with an interaction log (held-out events); this catalog has none";
+      $("try-summary").textContent = "try on users: not available, " + $("btn-try").title;
+    }
     if (!info.has_users) {
       $("who-typed").checked = true;
       $("who-dataset").disabled = true;
@@ -294,6 +304,11 @@
       const saved = await api("/save", templateBody({ name: $("save-name").value.trim(),
                                                        overwrite: $("save-overwrite").checked }));
       showNote((saved.overwritten ? "replaced " : "saved ") + saved.name);
+      // List the saved template at once (no reload): the service's list now holds it.
+      const info = await api("/info");
+      const name = saved.name.replace(/\.jinja$/, "");
+      const keep = $("template-select").value;
+      fillTemplates(info.templates, info.templates.includes(name) ? name : keep);
     }));
   action("load", start);
 })();
