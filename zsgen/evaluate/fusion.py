@@ -22,6 +22,7 @@ from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_genera
 from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
 from zsgen.score.config import FusionConfig
+from zsgen.score.registry import signal_kind
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def resolve_fusions(
             continue
         if config.split == "validation":
             logger.warning("%s: tuning and evaluating on the same validation split; the numbers are optimistic", key)
-        uses_text = any(signal.kind == "text" for signal in fusion.signals.values())
+        uses_text = any(signal_kind(signal.kind).uses_text for signal in fusion.signals.values())
         tuned, result = tune_on_validation(
             fusion,
             catalog,

@@ -175,10 +175,11 @@ class ScorerFactory:
         :class:`zsgen.score.config.FusionConfig`)."""
         if kind == "fused":
             from zsgen.score import FusedScorer
+            from zsgen.score.registry import signal_kind
 
             if fusion is None:
                 raise ConfigError("the fused scorer needs a fusion config")
-            uses_text = any(signal.kind == "text" for signal in fusion.signals.values())
+            uses_text = any(signal_kind(signal.kind).uses_text for signal in fusion.signals.values())
             fused = FusedScorer(fusion, encoder=self.encoder, item_vectors=self.item_vectors() if uses_text else None)
             return fused.fit(self.catalog, self.train)
         if kind == "popularity":
