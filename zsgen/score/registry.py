@@ -181,12 +181,15 @@ def unregister_signal(kind: str) -> None:
         _ALIASES.pop(alias, None)
 
 
-def canonical_kind(kind: str) -> str:
-    """The registered name of ``kind``; an old spelling warns (DeprecationWarning) and maps to it."""
+def canonical_kind(kind: str, *, warn: bool = True) -> str:
+    """The registered name of ``kind``; an old spelling maps to it, with a DeprecationWarning when ``warn`` (off where
+    the old name is still the documented one: evaluation's ``embedding`` generator and ``cosine`` ranker)."""
     if kind in _KINDS:
         return kind
     if kind in _ALIASES:
         canonical = _ALIASES[kind]
+        if not warn:
+            return canonical
         warnings.warn(
             f"signal kind {kind!r} is an old name of {canonical!r}; write {canonical!r}",
             DeprecationWarning,
@@ -196,9 +199,9 @@ def canonical_kind(kind: str) -> str:
     raise ConfigError(f"unknown signal kind (got {kind!r}); registered kinds: {', '.join(signal_kinds())}")
 
 
-def signal_kind(kind: str) -> SignalKind[Any]:
+def signal_kind(kind: str, *, warn: bool = True) -> SignalKind[Any]:
     """The registered kind (by name or old spelling); unknown kinds raise :class:`ConfigError` listing the known."""
-    return _KINDS[canonical_kind(kind)]
+    return _KINDS[canonical_kind(kind, warn=warn)]
 
 
 def signal_kinds() -> list[str]:
