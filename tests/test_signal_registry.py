@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -161,3 +162,39 @@ def test_a_kind_registered_outside_zsgen_works_in_a_fusion_config_and_first_stag
     assert top == ["i4", "i5"]  # the last events, which plain popularity would rank below i0..i3
     with pytest.raises(ConfigError, match="all need interaction logs"):
         FusedRetriever(catalog, config, None)
+
+
+@pytest.mark.usefixtures("recent_popularity")
+def test_a_kind_registered_outside_zsgen_is_a_ranker_kind(tmp_path: Path) -> None:
+    from test_evaluate_run import write_log
+
+    from zsgen.evaluate.runner import read_log, run_evaluation
+    from zsgen.paths import data_dir
+
+    write_log(tmp_path)
+    text = f"""
+name = "plugin"
+protocol = "llmrank"
+history_length = 5
+users = 6
+[dataset]
+path = {json.dumps((data_dir() / "demo_catalog.jsonl").as_posix())}
+interactions = "log.jsonl"
+[candidates]
+n = 6
+[metrics]
+bootstrap = 0
+[[rankers]]
+name = "recent"
+kind = "recent_popularity"
+[[rankers]]
+name = "popularity"
+kind = "popularity"
+"""
+    (tmp_path / "plugin.toml").write_text(text, encoding="utf-8")
+    config = load_config(tmp_path / "plugin.toml")
+    run_evaluation(config, tmp_path / "out", progress=False)
+    rows = read_log(tmp_path / "out" / "per_user.jsonl")
+    assert len(rows) == 6 and all(set(row["rankers"]) == {"recent", "popularity"} for row in rows.values())
+    with pytest.raises(ConfigError, match=r"rankers\.0\.kind: unknown ranker kind \(got 'telepathy'\)"):
+        load_config(tmp_path / "plugin.toml", {"rankers": [{"name": "t", "kind": "telepathy"}]})

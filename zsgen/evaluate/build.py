@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
-from zsgen.evaluate.config import TRAINED_KINDS, EvalConfig, RankerConfig
+from zsgen.evaluate.config import TEXT_KINDS, TRAINED_KINDS, EvalConfig, RankerConfig
 from zsgen.evaluate.fusion import RunFusion
 from zsgen.evaluate.generators import ScorerFactory
 from zsgen.evaluate.rankers import GeneratorOrderRanker, LLMRanker, RandomRanker, Ranker, ScorerRanker
@@ -51,18 +51,12 @@ def build_rankers(
     ``rerankers`` and ``timed`` are for batch files (see :data:`RerankerFactory` and
     :class:`~zsgen.evaluate.rankers.LLMRanker`)."""
     rankers: list[Ranker] = []
-    cosine_spec = next((r for r in config.rankers if r.name == config.baseline and r.kind == "cosine"), None)
+    cosine_spec = next((r for r in config.rankers if r.name == config.baseline and r.kind in TEXT_KINDS), None)
     for spec in config.rankers:
         if spec.kind == "random":
             rankers.append(RandomRanker(spec.name, config.seed))
         elif spec.kind == "generator":
             rankers.append(GeneratorOrderRanker(spec.name))
-        elif spec.kind in ("popularity", "cosine"):
-            scorer = factory.fitted(spec.kind, user_vector=spec.user_vector, history_length=spec.history_length)
-            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
-        elif spec.kind == "group_popularity":
-            scorer = factory.fitted(spec.kind, group_by=spec.group_by, banded=spec.banded, band_width=spec.band_width)
-            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
         elif spec.kind == "fused":
             if fusions is None or spec.name not in fusions:
                 raise ConfigError(f"ranker {spec.name!r}: its fusion config was not loaded")
@@ -70,7 +64,7 @@ def build_rankers(
             rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
         elif spec.kind in TRAINED_KINDS:
             rankers.append(ScorerRanker(spec.name, spec.kind, trained_scorer(spec, config, factory, progress=progress)))
-        else:
+        elif spec.kind == "llm":
             rankers.append(
                 LLMRanker(
                     spec.name,
@@ -87,6 +81,16 @@ def build_rankers(
                     timed=timed,
                 )
             )
+        else:  # any registered signal kind (zsgen.score.registry), built by its one factory
+            scorer = factory.fitted(
+                spec.kind,
+                user_vector=spec.user_vector,
+                history_length=spec.history_length,
+                group_by=spec.group_by,
+                banded=spec.banded,
+                band_width=spec.band_width,
+            )
+            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
     return rankers
 
 
