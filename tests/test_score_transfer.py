@@ -16,8 +16,9 @@ from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate import evaluate
 from zsgen.interactions import Interactions
 from zsgen.loaders import load_dataset
-from zsgen.score import FusedScorer, FusionConfig, TrainData, UserQuery
+from zsgen.score import FusionConfig, TrainData, UserQuery
 from zsgen.score.base import Scorer
+from zsgen.score.fusion import build_signal
 from zsgen.score.transfer import (
     NeighbourTransferConfig,
     NeighbourTransferScorer,
@@ -110,11 +111,16 @@ def test_items_without_text_are_refused_by_name() -> None:
 
 
 def test_transfer_signal_params_are_checked_by_name() -> None:
+    """A transfer kind is a registered signal kind: its parameters are checked when the config is read."""
+    with pytest.raises(ConfigError, match=r"signals\.tf\.params\.factorz: unknown key"):
+        FusionConfig.model_validate(
+            {"signals": {"tf": {"kind": "text_factors", "params": {"factorz": 8}}}, "weights": {"tf": 1.0}}
+        )
     config = FusionConfig.model_validate(
-        {"signals": {"tf": {"kind": "text_factors", "params": {"factorz": 8}}}, "weights": {"tf": 1.0}}
+        {"signals": {"tf": {"kind": "text_factors", "params": {"factors": 2}}}, "weights": {"tf": 1.0}}
     )
-    with pytest.raises(ConfigError, match="factorz"):
-        FusedScorer(config, item_vectors=np.eye(3)).fit(_catalog(3), _train([[0, 1]], 3))
+    scorer = build_signal("tf", config.signals["tf"], item_vectors=np.eye(3))
+    assert scorer.config.factors == 2  # type: ignore[attr-defined]
 
 
 def test_attribute_features_one_hot_and_standardised() -> None:

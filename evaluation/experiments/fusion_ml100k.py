@@ -105,11 +105,11 @@ def choose_variants(exp: Experiment, protocol: Protocol) -> tuple[dict[str, Sign
         for variant in variants:
             scores = exp.signal_scores({family: variant}, "validation")[family]
             value = mean_metric(exp.task("validation", protocol).ranks(scores))
-            table.append({"family": family, "params": variant.params, "val_ndcg10": value})
+            table.append({"family": family, "params": variant.params.given(), "val_ndcg10": value})
             if value > best[0]:
                 best = (value, variant)
         chosen[family] = best[1]
-        log(f"{protocol} {family}: chose {best[1].params} (validation NDCG@10 {best[0]:.4f})")
+        log(f"{protocol} {family}: chose {best[1].params.given()} (validation NDCG@10 {best[0]:.4f})")
     return chosen, table
 
 

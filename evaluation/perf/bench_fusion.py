@@ -117,10 +117,10 @@ def main() -> None:
         per_signal[name] = median_time(lambda s=signal_scorer: s.score(queries), args.repeats)
 
     window_signal = next(
-        (s for s in config.signals.values() if s.kind == "cooccurrence" and s.params.get("window")), None
+        (s for s in config.signals.values() if s.kind == "cooccurrence" and s.params.given().get("window")), None
     )
-    window = int(window_signal.params["window"]) if window_signal else 20
-    decay = float(window_signal.params.get("position_decay", 1.0)) if window_signal else 1.0
+    window = int(window_signal.params.given()["window"]) if window_signal else 20
+    decay = float(window_signal.params.given().get("position_decay", 1.0)) if window_signal else 1.0
     sparse_s = median_time(lambda: pair_counts(train, window=window, position_decay=decay), args.repeats)
     start = time.perf_counter()
     naive = naive_window_counts(train, window, decay)

@@ -28,7 +28,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from zsgen.configbase import StrictConfig, validate_config
 from zsgen.errors import ConfigError
@@ -38,9 +45,12 @@ from zsgen.tomlio import read_toml, write_toml
 GeneratorName = Literal[
     "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
 ]
-RankerKind = Literal[
-    "random", "popularity", "generator", "cosine", "fused", "llm", "group_popularity", "ease", "sasrec", "hybrid"
-]
+#: Ranker kinds of their own. Every registered signal kind (:mod:`zsgen.score.registry`: ``popularity``,
+#: ``group_popularity``, ``cosine`` = ``text``, or one a plug-in registered) is a ranker kind too.
+RANKER_KINDS = ("random", "generator", "fused", "llm", "ease", "sasrec", "hybrid")
+RankerKind = str
+#: Evaluation's names of the text cosine signal (``cosine`` is the documented ranker kind).
+TEXT_KINDS = ("cosine", "text", "embedding")
 #: Ranker kinds that train a model on the run's training split (:mod:`zsgen.baselines`); options in ``[rankers.model]``.
 TRAINED_KINDS = ("ease", "sasrec", "hybrid")
 #: Generators whose candidate recall at N the report can show (the score-based ones).
@@ -149,6 +159,25 @@ class RankerConfig(_FusionOptions):
 
     name: str = Field(min_length=1)
     kind: RankerKind
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind in RANKER_KINDS:
+            return kind
+        from zsgen.score.registry import signal_kind, signal_kinds
+
+        try:
+            spec = signal_kind(kind, warn=False)
+        except ConfigError:
+            spec = None
+        if spec is None or spec.candidates:
+            raise ValueError(
+                f"unknown ranker kind (got {kind!r}); one of {', '.join(RANKER_KINDS)} or a signal kind "
+                f"({', '.join(k for k in signal_kinds() if k != 'llm')})"
+            )
+        return kind
+
     user_vector: str | None = Field(default=None, description="cosine: how the history becomes a user vector")
     history_length: int | None = Field(default=None, ge=1, description="cosine: recent items in the user vector")
     rerank: dict[str, Any] | None = None
@@ -297,7 +326,7 @@ class EvalConfig(StrictConfig):
         """The paired-comparison baseline: the configured one, else the first cosine-order ranker."""
         if self.metrics.baseline is not None:
             return self.metrics.baseline
-        return next((r.name for r in self.rankers if r.kind == "cosine"), None)
+        return next((r.name for r in self.rankers if r.kind in TEXT_KINDS), None)
 
     def fingerprint(self) -> str:
         """A digest of everything that decides the results, to refuse resuming into another run's folder.

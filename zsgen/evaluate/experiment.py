@@ -24,6 +24,7 @@ from zsgen.evaluate.protocol import Protocol, RankingTask, ranking_task
 from zsgen.evaluate.split import Holdout, IndexArray, Split, make_split
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, SignalConfig
+from zsgen.score.registry import signal_kind
 
 FloatArray = npt.NDArray[np.float64]
 HOLDOUTS: tuple[Holdout, ...] = ("validation", "test")
@@ -108,7 +109,7 @@ class Experiment:
         queries = split.queries
         out: dict[str, ScoreMatrix] = {}
         for name, signal in signals.items():
-            vectors = self.vectors if signal.kind == "text" else None
+            vectors = self.vectors if signal_kind(signal.kind).uses_text else None
             scorer = build_signal(name, signal, item_vectors=vectors, **resources).fit(self.catalog, split.train)
             out[name] = scorer.score(queries)
         return out

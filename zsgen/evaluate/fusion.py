@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import COLD_PROTOCOLS, IMPUTING, EvalConfig, _FusionOptions, relative_path
+from zsgen.evaluate.config import COLD_PROTOCOLS, EvalConfig, _FusionOptions, relative_path
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
-from zsgen.score.config import TEXT_VECTOR_KINDS, FusionConfig
+from zsgen.score.config import FusionConfig
+from zsgen.score.registry import signal_kind
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def resolve_fusions(
             continue
         if config.split == "validation":
             logger.warning("%s: tuning and evaluating on the same validation split; the numbers are optimistic", key)
-        uses_text = any(signal.kind in TEXT_VECTOR_KINDS for signal in fusion.signals.values())
+        uses_text = any(signal_kind(signal.kind).uses_text for signal in fusion.signals.values())
         tuned, result = tune_on_validation(
             fusion,
             catalog,
@@ -163,7 +164,7 @@ def cold_tuning_task(
         )
         return generator.generate(split.cases)
 
-    return {"split": split, "candidates": lists, "impute_cold": config.protocol in IMPUTING}
+    return {"split": split, "candidates": lists}
 
 
 def write_tuned(fusions: Mapping[str, RunFusion]) -> None:

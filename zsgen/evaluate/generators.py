@@ -172,16 +172,19 @@ class ScorerFactory:
         banded: Sequence[str] = ("age",),
         band_width: float = 10.0,
     ) -> Scorer:
-        """A fitted scorer for a generator or ranker ``kind`` (popularity, user/item filtering, embedding/cosine,
-        ``group_popularity`` by ``group_by`` attributes, or ``fused`` with ``fusion``, a
-        :class:`zsgen.score.config.FusionConfig`)."""
+        """A fitted scorer for a generator or ranker ``kind``: ``fused`` with ``fusion``, a
+        :class:`zsgen.score.config.FusionConfig`, or any registered signal kind (:mod:`zsgen.score.registry`; the
+        evaluation names ``embedding`` and ``cosine`` are ``text``), built by the kind's one factory. The keyword
+        options are the evaluation config's flat fields; each kind takes those its parameter model has
+        (``history_length`` is item filtering's ``recent``)."""
+        from zsgen.score.registry import SignalResources, signal_kind
+
         if kind == "fused":
             from zsgen.score import FusedScorer
-            from zsgen.score.config import TEXT_VECTOR_KINDS
 
             if fusion is None:
                 raise ConfigError("the fused scorer needs a fusion config")
-            uses_text = any(signal.kind in TEXT_VECTOR_KINDS for signal in fusion.signals.values())
+            uses_text = any(signal_kind(signal.kind).uses_text for signal in fusion.signals.values())
             fused = FusedScorer(
                 fusion,
                 encoder=self.encoder,
@@ -189,37 +192,23 @@ class ScorerFactory:
                 impute_cold=self.impute_cold,
             )
             return fused.fit(self.catalog, self.train)
-        if kind == "popularity":
-            from zsgen.score import PopularityScorer
-
-            scorer: Scorer = PopularityScorer()
-        elif kind == "group_popularity":
-            from zsgen.score import GroupPopularityScorer
-
-            scorer = GroupPopularityScorer(group_by or ("gender", "age"), banded=banded, band_width=band_width)
-        elif kind == "user_filtering":
-            from zsgen.score import UserFilteringScorer
-
-            scorer = UserFilteringScorer(neighbours=neighbours, include_self=include_self)
-        elif kind == "item_filtering":
-            from zsgen.score import ItemFilteringScorer
-
-            scorer = ItemFilteringScorer(neighbours=neighbours, recent=history_length)
-        elif kind in ("embedding", "cosine"):
-            from zsgen.score import TextCosineScorer
-
-            options: dict[str, Any] = {"encoder": self.encoder, "item_vectors": self._item_vectors}
-            if user_vector is not None:
-                options["user_vector"] = user_vector
-            if history_length is not None:
-                options["history_length"] = history_length
-            text = TextCosineScorer(**options).fit(self.catalog, self.train)
-            if self._item_vectors is None:
-                self._item_vectors = text.item_vectors
-            return text
-        else:
-            raise ConfigError(f"no scorer for {kind!r}")
-        return scorer.fit(self.catalog, self.train)
+        spec = signal_kind(kind, warn=False)
+        options: dict[str, Any] = {
+            "neighbours": neighbours,
+            "include_self": include_self,
+            "user_vector": user_vector,
+            "history_length": history_length,
+            "recent": history_length,
+            "group_by": list(group_by) if group_by else None,
+            "banded": list(banded),
+            "band_width": band_width,
+        }
+        params = {key: value for key, value in options.items() if key in spec.params.model_fields and value is not None}
+        resources = SignalResources(encoder=self.encoder, item_vectors=self._item_vectors if spec.uses_text else None)
+        scorer = spec.build(spec.name, spec.validate_params(params), resources).fit(self.catalog, self.train)
+        if spec.uses_text and self._item_vectors is None:
+            self._item_vectors = getattr(scorer, "item_vectors", None)
+        return scorer
 
     def with_train(self, train: TrainData) -> ScorerFactory:
         """The same catalog, encoder and item vectors, fitting scorers on other training data (e.g. the validation

@@ -19,12 +19,16 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
+from zsgen.evaluate.build import CACHE_NAME as CACHE_NAME  # re-exported: callers import these from the runner
+from zsgen.evaluate.build import RerankerFactory as RerankerFactory
+from zsgen.evaluate.build import build_rankers
+from zsgen.evaluate.build import rerank_settings as rerank_settings
 from zsgen.evaluate.config import (
     COLD_PROTOCOLS,
     IMPUTING,
@@ -38,9 +42,7 @@ from zsgen.evaluate.config import (
 from zsgen.evaluate.fusion import RunFusion, fusion_hashes, resolve_fusions, write_tuned
 from zsgen.evaluate.generators import CandidateGenerator, CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.rankers import (
-    GeneratorOrderRanker,
     LLMRanker,
-    RandomRanker,
     Ranker,
     RankOutcome,
     ScorerRanker,
@@ -50,23 +52,12 @@ from zsgen.evaluate.split import UserCase, holdout_events, leave_one_out, sample
 from zsgen.evaluate.summary import Summary, summarize
 from zsgen.interactions import Dataset, Interactions
 from zsgen.jsonlog import LogWriter, read_log
-from zsgen.score.base import Scorer
-
-if TYPE_CHECKING:
-    from zsgen.rerank import RerankConfig, Reranker
-
-#: Builds the reranker of an LLM ranker (its name, its resolved settings, the catalog) in place of the one its
-#: settings describe: batch export and import (:mod:`zsgen.engines.batch`) hand in rerankers whose backend records
-#: requests or replays a batch file's answers, so everything else about the run stays exactly as ``zsgen evaluate``
-#: does it.
-RerankerFactory = Callable[[str, "RerankConfig", Catalog], "Reranker"]
 
 logger = logging.getLogger(__name__)
 
 LOG_NAME = "per_user.jsonl"
 CONFIG_NAME = "config.toml"
 SUMMARY_NAME = "summary.json"
-CACHE_NAME = "llm_cache.sqlite"
 TOP_IDS = 10
 
 
@@ -134,115 +125,6 @@ def dataset_record(config: EvalConfig, catalog: Catalog, interactions: Interacti
 def portable_config(config: EvalConfig, out_dir: Path) -> EvalConfig:
     """The config as the output folder records it: every file setting relative to ``out_dir``."""
     return rewrite_paths(config, lambda value: relative_path(value, out_dir))
-
-
-def build_rankers(
-    config: EvalConfig,
-    catalog: Catalog,
-    interactions: Interactions,
-    factory: ScorerFactory,
-    out_dir: Path,
-    fusions: Mapping[str, RunFusion] | None = None,
-    *,
-    progress: bool = False,
-    rerankers: RerankerFactory | None = None,
-    timed: bool = True,
-) -> list[Ranker]:
-    """Every configured ranker, fitted; LLM rankers share the response cache in ``out_dir`` unless one is set.
-    ``fusions`` holds the (tuned) fusion config of each fused ranker, by name. Trained baselines (``ease``,
-    ``sasrec``) are trained here, on the factory's training data only; ``progress`` shows their training bar.
-    ``rerankers`` and ``timed`` are for batch files (see :data:`RerankerFactory` and
-    :class:`~zsgen.evaluate.rankers.LLMRanker`)."""
-    rankers: list[Ranker] = []
-    cosine_spec = next((r for r in config.rankers if r.name == config.baseline and r.kind == "cosine"), None)
-    for spec in config.rankers:
-        if spec.kind == "random":
-            rankers.append(RandomRanker(spec.name, config.seed))
-        elif spec.kind == "generator":
-            rankers.append(GeneratorOrderRanker(spec.name))
-        elif spec.kind in ("popularity", "cosine"):
-            scorer = factory.fitted(spec.kind, user_vector=spec.user_vector, history_length=spec.history_length)
-            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
-        elif spec.kind == "group_popularity":
-            scorer = factory.fitted(spec.kind, group_by=spec.group_by, banded=spec.banded, band_width=spec.band_width)
-            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
-        elif spec.kind == "fused":
-            if fusions is None or spec.name not in fusions:
-                raise ConfigError(f"ranker {spec.name!r}: its fusion config was not loaded")
-            scorer = factory.fitted("fused", fusion=fusions[spec.name].config)
-            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
-        elif spec.kind in TRAINED_KINDS:
-            rankers.append(ScorerRanker(spec.name, spec.kind, trained_scorer(spec, config, factory, progress=progress)))
-        else:
-            rankers.append(
-                LLMRanker(
-                    spec.name,
-                    build_reranker(spec, config, catalog, out_dir, rerankers),
-                    catalog=catalog,
-                    interactions=interactions,
-                    seed=config.seed,
-                    # The cosine order LLM rankers fall back to: the baseline cosine ranker's, else the default one.
-                    cosine=factory.fitted(
-                        "cosine",
-                        user_vector=cosine_spec.user_vector if cosine_spec else None,
-                        history_length=cosine_spec.history_length if cosine_spec else None,
-                    ),
-                    timed=timed,
-                )
-            )
-    return rankers
-
-
-def trained_scorer(spec: RankerConfig, config: EvalConfig, factory: ScorerFactory, *, progress: bool) -> Scorer:
-    """A trained baseline (:mod:`zsgen.baselines`) fitted on the run's training split, the data every other signal
-    of the run is fitted on, so no evaluation target reaches it; a SASRec seed left unset is the run's seed."""
-    from zsgen.baselines import EASEScorer, SASRecScorer
-    from zsgen.baselines.config import EASEConfig, HybridConfig, model_config
-    from zsgen.baselines.hybrid import HybridScorer
-
-    options = model_config(spec.kind, spec.model, what=f"ranker {spec.name!r}: invalid model table")
-    logger.info("training %s (%s) on %d users' training events", spec.name, spec.kind, factory.train.n_users)
-    scorer: EASEScorer | SASRecScorer | HybridScorer
-    if isinstance(options, EASEConfig):
-        scorer = EASEScorer(options, name=spec.name)
-    elif isinstance(options, HybridConfig):
-        scorer = HybridScorer(options, seed=config.seed, item_vectors=factory.item_vectors(), name=spec.name)
-    else:
-        scorer = SASRecScorer(options, seed=config.seed, name=spec.name, progress=progress)
-    return scorer.fit(factory.catalog, factory.train)
-
-
-def rerank_settings(spec: RankerConfig, config: EvalConfig, out_dir: Path) -> dict[str, Any]:
-    """The ranker's rerank table with what the run decides: history length, list size, seed, cache file."""
-    settings = dict(spec.rerank or {})
-    settings.setdefault("history_length", config.history_length)
-    settings.setdefault("candidates", config.candidates.n)
-    settings.setdefault("seed", config.seed)
-    settings.setdefault("cache", str(out_dir / CACHE_NAME))
-    return settings
-
-
-def build_reranker(
-    spec: RankerConfig,
-    config: EvalConfig,
-    catalog: Catalog,
-    out_dir: Path,
-    rerankers: RerankerFactory | None = None,
-) -> Reranker:
-    from zsgen.rerank import RerankConfig, Reranker
-
-    try:
-        rerank_config = RerankConfig(**rerank_settings(spec, config, out_dir))
-    except ConfigError as exc:  # RerankConfig is a StrictConfig: its message already locates every problem
-        raise ConfigError(f"ranker {spec.name!r}: {exc}") from None
-    if rerankers is not None:
-        reranker = rerankers(spec.name, rerank_config, catalog)
-    else:
-        reranker = Reranker(rerank_config, catalog=catalog)
-    # Build the client or load the model now: a missing API key or model is a setup error to report before the first
-    # user, not a fault every user would silently fall back on.
-    _ = reranker.backend
-    return reranker
 
 
 def provenance(

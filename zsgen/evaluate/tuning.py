@@ -40,6 +40,7 @@ from zsgen.interactions import Interactions
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, Method, Normalisation, SearchSpace, TuningRecord
 from zsgen.score.fusion import FusedScorer, transform, weighted_sum
+from zsgen.score.registry import signal_kind
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +251,7 @@ def tune_on_validation(
         task = RankingTask.from_lists(split, candidates(split))
     else:
         task = ranking_task(split, len(catalog), protocol, n=n_candidates, seed=seed, max_rank=max_rank)
-    llm_signals = [n for n, s in config.signals.items() if s.kind == "llm"]
+    llm_signals = [n for n, s in config.signals.items() if signal_kind(s.kind).candidates]
     base_signals = [n for n in config.signals if n not in llm_signals]
     base = FusedScorer(config, signals=base_signals, **resources).fit(catalog, split.train)
     queries = split.queries

@@ -19,25 +19,45 @@ from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
 from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
 from zsgen.score.fusion import FusedScorer, fuse, normalise, reciprocal_rank_fusion
 from zsgen.score.grouppop import GroupPopularityScorer
+from zsgen.score.kinds import (
+    CooccurrenceParams,
+    GroupPopularityParams,
+    ItemFilteringParams,
+    LLMParams,
+    PopularityParams,
+    TextParams,
+    UserFilteringParams,
+)
 from zsgen.score.llm import LLMScorer, ranking_to_scores, reranker_scores
 from zsgen.score.popularity import PopularityScorer
+from zsgen.score.registry import SignalKind, SignalParams, SignalResources, register_signal, signal_kind, signal_kinds
 from zsgen.score.text import TextCosineScorer
 from zsgen.score.userfilter import UserFilteringScorer
 
 __all__ = [
+    "CooccurrenceParams",
     "CooccurrenceScorer",
     "FusedScorer",
     "FusionConfig",
+    "GroupPopularityParams",
     "GroupPopularityScorer",
+    "ItemFilteringParams",
     "ItemFilteringScorer",
+    "LLMParams",
     "LLMScorer",
+    "PopularityParams",
     "PopularityScorer",
     "ScoreMatrix",
     "Scorer",
     "SearchSpace",
     "SignalConfig",
+    "SignalKind",
+    "SignalParams",
+    "SignalResources",
     "TextCosineScorer",
+    "TextParams",
     "TrainData",
+    "UserFilteringParams",
     "UserFilteringScorer",
     "UserQuery",
     "fuse",
@@ -47,6 +67,9 @@ __all__ = [
     "normalise",
     "ranking_to_scores",
     "reciprocal_rank_fusion",
+    "register_signal",
     "reranker_scores",
+    "signal_kind",
+    "signal_kinds",
     "top_k",
 ]

@@ -14,25 +14,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from zsgen.configbase import StrictConfig
 from zsgen.errors import ConfigError
 from zsgen.paths import data_dir
+from zsgen.score.registry import SignalParams, signal_kind
 from zsgen.tomlio import dumps, write_text_atomic
 
+#: The kinds zsgen ships; others can be registered (:func:`zsgen.score.registry.register_signal`).
 SignalKind = Literal[
-    "text",
-    "popularity",
-    "cooccurrence",
-    "user_filtering",
-    "item_filtering",
-    "llm",
-    "group_popularity",
-    # cold-item transfer signals (zsgen.score.transfer)
-    "predicted_popularity",
-    "text_factors",
-    "neighbour_transfer",
+    "text", "popularity", "cooccurrence", "user_filtering", "item_filtering", "llm", "group_popularity"
 ]
 Normalisation = Literal["rank", "zscore", "minmax", "none"]
 Method = Literal["weighted", "rrf"]
@@ -41,10 +33,7 @@ ParamValue = str | int | float | bool
 #: Signals that cannot be computed without interaction logs (``llm`` depends on what generates its candidates).
 LOG_KINDS: frozenset[str] = frozenset(
     {"popularity", "cooccurrence", "user_filtering", "item_filtering", "group_popularity"}
-) | frozenset({"predicted_popularity", "text_factors", "neighbour_transfer"})
-
-#: Signals that read the catalog's text vectors (encoded once per fused scorer and shared).
-TEXT_VECTOR_KINDS: frozenset[str] = frozenset({"text", "predicted_popularity", "text_factors", "neighbour_transfer"})
+)
 
 #: The fusion zsgen ships (in the package's data folder): the first stage used by default on data with a log.
 PACKAGED_FUSION_FILE = "fusion_default.toml"
@@ -56,13 +45,38 @@ def packaged_fusion_path() -> Path:
 
 
 class SignalConfig(StrictConfig):
-    """One signal: its kind and the keyword arguments of its scorer class (see :mod:`zsgen.score`).
+    """One signal: its kind (registered in :mod:`zsgen.score.registry`) and its parameters, validated by that kind's
+    own model, so a key of another kind is an error naming the key.
 
-    Parameters cannot be null (TOML has no null): leave a key out to get the class default.
+    An old spelling of a kind (``embedding``, ``cosine`` for ``text``) loads as the canonical one, with a
+    :class:`DeprecationWarning`. Parameters cannot be null (TOML has no null): leave a key out to get the default.
     """
 
-    kind: SignalKind
-    params: dict[str, ParamValue] = Field(default_factory=dict)
+    kind: str
+    params: SerializeAsAny[SignalParams] = Field(default_factory=SignalParams)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_params(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping) or not isinstance(data.get("kind"), str):
+            return data
+        out = dict(data)
+        try:
+            spec = signal_kind(out["kind"])
+        except ConfigError:
+            # The kind's own check below names the key and the registered kinds; params of an unknown kind are moot.
+            return {key: value for key, value in out.items() if key != "params"}
+        out["kind"] = spec.name
+        out["params"] = spec.validate_params(out.get("params"))
+        return out
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        try:
+            return signal_kind(kind).name
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class SearchSpace(StrictConfig):

@@ -21,15 +21,10 @@ from zsgen.catalog import Catalog
 from zsgen.embed.base import Encoder
 from zsgen.errors import ConfigError, DataError
 from zsgen.score.base import ScoreMatrix, Scorer, TrainData, UserQuery, not_fitted
-from zsgen.score.config import TEXT_VECTOR_KINDS, FusionConfig, Method, Normalisation, SignalConfig
-from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer
-from zsgen.score.grouppop import GroupPopularityScorer
-from zsgen.score.llm import CandidateScoreFn, LLMScorer
-from zsgen.score.popularity import PopularityScorer
-from zsgen.score.text import TextCosineScorer
-from zsgen.score.transfer import TRANSFER_KINDS, build_transfer_signal
+from zsgen.score.config import FusionConfig, Method, Normalisation, SignalConfig
+from zsgen.score.llm import CandidateScoreFn
+from zsgen.score.registry import SignalResources, signal_kind
 from zsgen.score.transfer.impute import ColdImputer, cold_imputer
-from zsgen.score.userfilter import UserFilteringScorer
 
 logger = logging.getLogger(__name__)
 
@@ -147,29 +142,11 @@ def build_signal(
     llm: CandidateScoreFn | None = None,
     llm_candidates: Scorer | None = None,
 ) -> Scorer:
-    """An unfitted scorer for one configured signal. Text takes the shared encoder or item vectors; the LLM signal
-    takes the candidate-scoring callable and the scorer that generates its candidates."""
-    params = dict(signal.params)
-    try:
-        if signal.kind == "text":
-            return TextCosineScorer(encoder=encoder, item_vectors=item_vectors, name=name, **params)  # type: ignore[arg-type]
-        if signal.kind == "popularity":
-            return PopularityScorer(name=name, **params)  # type: ignore[arg-type]
-        if signal.kind == "cooccurrence":
-            return CooccurrenceScorer(name=name, **params)  # type: ignore[arg-type]
-        if signal.kind == "user_filtering":
-            return UserFilteringScorer(name=name, **params)  # type: ignore[arg-type]
-        if signal.kind == "item_filtering":
-            return ItemFilteringScorer(name=name, **params)  # type: ignore[arg-type]
-        if signal.kind == "group_popularity":
-            return GroupPopularityScorer(name=name, **params)  # type: ignore[arg-type]
-        if signal.kind in TRANSFER_KINDS:
-            return build_transfer_signal(name, signal.kind, params, encoder=encoder, item_vectors=item_vectors)
-        if llm is None:
-            raise ConfigError(f"signal {name!r} is an LLM signal, but no LLM candidate scorer was given")
-        return LLMScorer(llm, llm_candidates, name=name, **params)  # type: ignore[arg-type]
-    except TypeError as exc:  # an unknown or misspelt parameter
-        raise ConfigError(f"signal {name!r} ({signal.kind}): bad parameters {sorted(params)}: {exc}") from None
+    """An unfitted scorer for one configured signal, by its kind's registered factory
+    (:mod:`zsgen.score.registry`). Text takes the shared encoder or item vectors; the LLM signal takes the
+    candidate-scoring callable and the scorer that generates its candidates."""
+    resources = SignalResources(encoder=encoder, item_vectors=item_vectors, llm=llm, llm_candidates=llm_candidates)
+    return signal_kind(signal.kind).build(name, signal.params, resources)
 
 
 class FusedScorer:
@@ -206,14 +183,16 @@ class FusedScorer:
         self.scorers: dict[str, Scorer] = {}
         self.imputer: ColdImputer | None = None  # items without interactions: log signals imputed (transfer.impute)
 
+    def _spec(self, signal: str) -> Any:
+        return signal_kind(self.config.signals[signal].kind)
+
     def _kind_needs_logs(self, signal: str) -> bool:
-        kind = self.config.signals[signal].kind
-        if kind == "llm":
+        if self._spec(signal).candidates:
             return all(self._kind_needs_logs(s) for s in self._others(signal)) if self._others(signal) else False
-        return kind not in ("text",)
+        return bool(self._spec(signal).needs_logs)
 
     def _others(self, signal: str) -> list[str]:
-        return [s for s in self._wanted if s != signal and self.config.signals[s].kind != "llm"]
+        return [s for s in self._wanted if s != signal and not self._spec(s).candidates]
 
     def fit(self, catalog: Catalog, train: TrainData | None) -> FusedScorer:
         self.scorers = {}
@@ -224,7 +203,7 @@ class FusedScorer:
         if not usable:
             raise ConfigError(f"no usable signal: {sorted(self._wanted)} all need interaction logs, and there are none")
         resources = dict(self._resources)
-        texts = [s for s in usable if self.config.signals[s].kind in TEXT_VECTOR_KINDS]
+        texts = [s for s in usable if self._spec(s).uses_text]
         if len(texts) > 1 and resources["item_vectors"] is None:
             from zsgen.itemtext import ItemTextTemplate
 
@@ -236,12 +215,8 @@ class FusedScorer:
         for signal in usable:
             config = self.config.signals[signal]
             candidates: Scorer | None = None
-            if config.kind == "llm":
-                base = [
-                    s
-                    for s in usable
-                    if s != signal and self.config.signals[s].kind != "llm" and self.config.weight(s) > 0
-                ]
+            if self._spec(signal).candidates:
+                base = [s for s in usable if s != signal and not self._spec(s).candidates and self.config.weight(s) > 0]
                 if not base:
                     raise ConfigError(f"LLM signal {signal!r} needs another signal with positive weight for candidates")
                 candidates = FusedScorer(self.config, **resources, name=f"{signal}_candidates", signals=base)

@@ -113,7 +113,7 @@ def main() -> None:
     print(f"  test {probe.test_value(probe.last[1]):.4f}")
 
     print("1. sequential co-occurrence variants, each alone on validation (committed variant first):")
-    committed = dict(probe.fusion.signals["sequential"].params)
+    committed = probe.fusion.signals["sequential"].params.given()
     variants: list[dict[str, Any]] = [committed]
     for window, backward, norm, (recent, decay) in itertools.product(
         (5, 20, 50), (0.3, 1.0), ("cosine", 0.7, 0.85, "none"), ((10, 0.7), (20, 0.85))

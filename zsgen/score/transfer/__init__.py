@@ -11,52 +11,47 @@ without interactions scores on one scale, so a fused first stage ranks them in o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from zsgen.configbase import validate_config
+from pydantic import create_model
+
+from zsgen.configbase import StrictConfig, validate_config
+from zsgen.score.registry import SignalParams, SignalResources, register_signal
 from zsgen.score.transfer.neighbours import NeighbourTransferConfig, NeighbourTransferScorer
 from zsgen.score.transfer.popularity_model import PredictedPopularityConfig, PredictedPopularityScorer
 from zsgen.score.transfer.text_factors import TextFactorConfig, TextFactorScorer
 
 if TYPE_CHECKING:
-    import numpy.typing as npt
-
-    from zsgen.embed.base import Encoder
     from zsgen.score.base import Scorer
 
 __all__ = [
-    "TRANSFER_KINDS",
     "NeighbourTransferConfig",
     "NeighbourTransferScorer",
     "PredictedPopularityConfig",
     "PredictedPopularityScorer",
     "TextFactorConfig",
     "TextFactorScorer",
-    "build_transfer_signal",
 ]
 
-# -- the one entry point the fusion's signal factory calls (a thin adapter for a signal registry) ------------------
-
-#: Signal kind → (config model, scorer class).
-TRANSFER_KINDS: dict[str, tuple[Any, Any]] = {
-    "predicted_popularity": (PredictedPopularityConfig, PredictedPopularityScorer),
-    "text_factors": (TextFactorConfig, TextFactorScorer),
-    "neighbour_transfer": (NeighbourTransferConfig, NeighbourTransferScorer),
-}
+# -- registered as signal kinds (zsgen.score.registry) ---------------------------------------------------------
 
 
-def build_transfer_signal(
-    name: str,
-    kind: str,
-    params: Mapping[str, Any],
-    *,
-    encoder: Encoder | None = None,
-    item_vectors: npt.ArrayLike | None = None,
-) -> Scorer:
-    """An unfitted transfer scorer for a fusion signal of ``kind`` with ``params`` (validated by its config model;
-    a misspelt key is named)."""
-    config_model, scorer_class = TRANSFER_KINDS[kind]
-    config = validate_config(config_model, {"kind": kind, **params}, what=f"signal {name!r} ({kind})")
-    scorer: Scorer = scorer_class(config, encoder=encoder, item_vectors=item_vectors, name=name)
-    return scorer
+def _register(kind: str, config_model: type[StrictConfig], scorer_class: Any) -> None:
+    """Register ``kind``: its parameters are its config model's fields but ``kind``; its factory builds the scorer
+    from the full config (defaults for every key the fusion config leaves out)."""
+    fields: dict[str, Any] = {
+        name: (info.annotation, info) for name, info in config_model.model_fields.items() if name != "kind"
+    }
+    params = create_model(f"{config_model.__name__.removesuffix('Config')}Params", __base__=SignalParams, **fields)
+
+    def build(name: str, given: SignalParams, resources: SignalResources) -> Scorer:
+        config = validate_config(config_model, {"kind": kind, **given.given()}, what=f"signal {name!r} ({kind})")
+        scorer: Scorer = scorer_class(config, encoder=resources.encoder, item_vectors=resources.item_vectors, name=name)
+        return scorer
+
+    register_signal(kind, params, needs_logs=True, uses_text=True)(build)
+
+
+_register("predicted_popularity", PredictedPopularityConfig, PredictedPopularityScorer)
+_register("text_factors", TextFactorConfig, TextFactorScorer)
+_register("neighbour_transfer", NeighbourTransferConfig, NeighbourTransferScorer)
