@@ -7,21 +7,22 @@ batch files (:mod:`zsgen.engines.batch`):
    loads the catalog, encoder and catalog embeddings once). Each actor runs the online pipeline with a stand-in
    backend that records the exact body :class:`~zsgen.llm.OpenAIChatBackend` would POST (same messages, limits and
    ``constraint_fields``) under the batch ``custom_id``, and lets the call fall back.
-2. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: ``ray.data.llm``'s HTTP processor (``HttpRequestProcessorConfig``)
-   posts every body to the OpenAI-compatible server's ``/chat/completions`` (retrying 429/5xx gateway statuses and
-   dropped connections). A server's error answer (e.g. HTTP 500) is a failed request, its user a fallback flagged
-   with the online backend's reason (``server_error``). A request that still has no answer after its retries
-   (server unreachable) aborts the run before anything is written, and a rerun starts over.
-3. **Answers.** The actors run the pipeline again with :class:`~zsgen.engines.batch.backends.ReplayBackend` answering from
-   those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's line equals
-   the local engine's for the same answers, and a failed request is a fallback flagged as the local engine flags it.
+2. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: a ``map_batches`` stage posts every body to the
+   OpenAI-compatible server's ``/chat/completions`` (retrying 429/5xx gateway statuses, dropped connections and
+   timeouts). A request that still fails (an HTTP 500, a server that is down) is an error row, its user a fallback
+   flagged with the online backend's reason (``server_error``, ``connection``). Answers are kept beside ``out`` as
+   they arrive (``.NAME.answers.jsonl``), so a killed run loses none and a rerun asks only for the missing ones.
+3. **Answers.** The actors run the pipeline again with :class:`~zsgen.engines.batch.backends.ReplayBackend`
+   answering from those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's
+   line equals the local engine's for the same answers, and a failed request is a fallback flagged as the local
+   engine flags it.
 
-The CLI embeds the catalog before stage 1 (:func:`zsgen.engines.ray.embed.embed_catalog_ray`, a ``map_batches`` stage writing
-the embedding cache the actors' encoders then read), so no actor encodes it.
+The CLI embeds the catalog before stage 1 (:func:`zsgen.engines.ray.embed.embed_catalog_ray`, a ``map_batches`` stage
+writing the embedding cache the actors' encoders then read), so no actor encodes it.
 
 Only single-call chat methods (listwise, recency, in_context) go through the HTTP processor, as with batch files
-(:func:`~zsgen.engines.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2 are
-gathered on the driver (one small JSON object per LLM call) and the lines are written in users-file order at the
+(:func:`~zsgen.engines.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2
+are gathered on the driver (one small JSON object per LLM call) and the lines are written in users-file order at the
 end; a rerun skips the users already in ``out``.
 """
 
@@ -38,7 +39,7 @@ from zsgen.engines.batch.backends import ResultTable, check_batchable
 from zsgen.engines.batch.files import BatchResult
 from zsgen.engines.batch.run import USERS_RANKER, collecting_rerankers, quiet_exports, replay_rerankers
 from zsgen.engines.bulk import UserLine, check_settings, recommendation_record
-from zsgen.engines.ray.http import ask_http
+from zsgen.engines.ray.http import AnswerLog, ask_http
 from zsgen.errors import ConfigError, DataError
 from zsgen.jsonlog import LogWriter, read_log
 from zsgen.recommender import Recommender
@@ -114,10 +115,16 @@ class _AnswerStage:
         return {"user_id": keys, "line": lines}
 
 
+def answers_path(out: Path) -> Path:
+    """Where a Ray run keeps the LLM answers it received for ``out`` (``.NAME.answers.jsonl``), so that a run killed
+    after asking loses nothing and its rerun asks only for what is missing."""
+    return out.parent / f".{out.name}.answers.jsonl"
+
+
 def _user_rows(users: Sequence[UserLine], batch_size: int) -> list[dict[str, str]]:
-    """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.engines.bulk.recommend_users` ranks
-    together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree with
-    the local engine's only to float rounding: Ray gives each actor's torch one thread (``OMP_NUM_THREADS=1``), and
+    """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.engines.bulk.recommend_users`
+    ranks together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree
+    with the local engine's only to float rounding: Ray gives each actor's torch one thread (``OMP_NUM_THREADS=1``), and
     the encoder's sums round differently with another thread count. Reranked items, whose scores come from the
     LLM's order, are identical."""
     rows = []
@@ -172,7 +179,9 @@ def recommend_users_ray(
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
         )
-        results = ask_http(requests, config.base_url, workers=workers, batch_size=batch_size)
+        collected = [(str(row["custom_id"]), json.loads(row["body"])) for row in requests.iter_rows()]
+        answers = AnswerLog(answers_path(out))
+        results = ask_http(collected, config.base_url, workers=workers, batch_size=batch_size, answers=answers)
     answered = shards.map_batches(
         _AnswerStage,
         fn_constructor_kwargs={"build": build, "config": config, "k": k, "results": results},
