@@ -42,23 +42,12 @@ def add_subparser(subparsers: Subparsers) -> None:
 
 def _evaluate_on_ray(args: argparse.Namespace, config: Any, progress: bool | None) -> Any:
     """``--engine ray``: join (or start) the cluster, run, and leave it as found."""
-    from zsgen.errors import ConfigError
-
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray Data: pip install 'zsgen[ray]'") from None
+    from zsgen.engines.ray.cluster import connected
     from zsgen.engines.ray.evaluate import check_sendable, evaluate_ray
 
     check_sendable(config, args.out)  # before a cluster starts
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=args.ray_address, log_to_driver=args.verbosity > 0)
-    try:
+    with connected(args.ray_address, log_to_driver=args.verbosity > 0):
         return evaluate_ray(config, args.out, workers=args.ray_workers, progress=progress)
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,6 +239,7 @@ def run_users(args: argparse.Namespace) -> int:
     users = read_users(args.users, dataset.catalog.resolve)  # every line checked before any model loads
     config = rerank_config_from(args)
     if args.engine == "ray":
+        _check_first_stage(args, has_log=dataset.interactions is not None)  # here, before any worker starts
         return _run_users_ray(args, dataset.catalog, users, config)
     recommender = build_recommender(args, dataset, config)
     with recommender:
@@ -256,28 +256,38 @@ def run_users(args: argparse.Namespace) -> int:
     return 0
 
 
-def ray_build(args: argparse.Namespace, make: Callable[[Catalog], Reranker] | None) -> Recommender:
-    """The pipeline of the options on a Ray worker: the dataset loads there, the reranker is ``make``'s (or none)."""
-    dataset = load_dataset_from(args)
-    return build_recommender(args, dataset, None if make is None else make(dataset.catalog))
+def pipeline_spec(args: argparse.Namespace) -> Any:
+    """The options as a :class:`~zsgen.engines.ray.recommend.PipelineSpec`: plain values a Ray worker builds the
+    same pipeline from (the worker loads the dataset itself)."""
+    from zsgen.engines.ray.recommend import PipelineSpec
+
+    return PipelineSpec(
+        catalog=args.catalog,
+        data_format=args.data_format,
+        interactions=getattr(args, "interactions", None),
+        encoder=args.encoder,
+        embedding_cache=args.embedding_cache,
+        no_embedding_cache=args.no_embedding_cache,
+        options={
+            "user_vector": args.user_vector,
+            "history_length": args.history_length,
+            "threshold": args.threshold,
+            "first_stage": args.first_stage,
+            "fusion": args.fusion,
+            "index": args.index,
+        },
+    )
 
 
 def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, config: RerankConfig | None) -> int:
     """``--users --engine ray``: the same lines, computed by Ray Data on the cluster of ``--ray-address``. The catalog
     is embedded first, by a ``map_batches`` stage, into the embedding cache the workers' pipelines then read (with
     ``--no-embedding-cache`` each worker encodes it itself)."""
-    import functools
 
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray Data: pip install 'zsgen[ray]'") from None
+    from zsgen.engines.ray.cluster import connected
     from zsgen.engines.ray.recommend import recommend_users_ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=args.ray_address, log_to_driver=args.verbosity > 0)
-    try:
+    with connected(args.ray_address, log_to_driver=args.verbosity > 0):
         if not args.no_embedding_cache:
             from zsgen.embed.cache import EmbeddingCache
             from zsgen.engines.ray.embed import embed_catalog_ray
@@ -286,7 +296,7 @@ def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, confi
             cache = EmbeddingCache(args.embedding_cache or cache_dir() / "embeddings.sqlite")
             embed_catalog_ray(catalog, model_path=args.encoder, cache=cache, workers=args.ray_workers)
         written = recommend_users_ray(
-            functools.partial(ray_build, args),
+            pipeline_spec(args),
             config,
             users,
             args.out,
@@ -295,9 +305,6 @@ def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, confi
             workers=args.ray_workers,
             settings=_settings_digest(args, config),
         )
-    finally:
-        if started:
-            ray.shutdown()
     print(f"{written} of {len(users)} users recommended now (ray); {args.out}")
     return 0
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from zsgen.retrieval import Request
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RAY_RUN", "Build", "recommend_users_ray"]
+__all__ = ["RAY_RUN", "Build", "PipelineSpec", "answers_path", "recommend_users_ray"]
 
 #: The run name in the ``custom_id``s of a Ray run (they never leave it).
 RAY_RUN = "ray"
@@ -56,6 +57,39 @@ RAY_RUN = "ray"
 #: Makes the pipeline around a reranker built for its catalog (or none); pickled to every Ray worker, so it must be
 #: a module-level function or a ``functools.partial`` of one.
 Build = Callable[[Callable[[Catalog], Reranker] | None], Recommender]
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What a Ray worker needs to build the pipeline, as plain values (nothing from argparse crosses into workers):
+    the dataset (``catalog`` None: the demo one), the encoder folder and its embedding cache, and the
+    :class:`~zsgen.Recommender` keyword arguments (``first_stage``, ``index``, ``threshold``...). It is a
+    :data:`Build`: called with the reranker maker (or None), it loads the dataset and returns the pipeline."""
+
+    catalog: Path | None = None
+    data_format: str | None = None
+    interactions: Path | None = None
+    encoder: Path | None = None
+    embedding_cache: Path | None = None
+    no_embedding_cache: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, make: Callable[[Catalog], Reranker] | None) -> Recommender:
+        from zsgen.embed import CachedEncoder, EmbeddingCache, TransformersEncoder
+        from zsgen.loaders import load_dataset, load_demo
+        from zsgen.paths import cache_dir
+
+        if self.catalog is None:
+            dataset = load_demo()
+        else:
+            dataset = load_dataset(self.catalog, format=self.data_format, interactions=self.interactions)
+        encoder: Any = TransformersEncoder(self.encoder) if self.encoder else TransformersEncoder()
+        if not self.no_embedding_cache:
+            encoder = CachedEncoder(encoder, EmbeddingCache(self.embedding_cache or cache_dir() / "embeddings.sqlite"))
+        reranker = None if make is None else make(dataset.catalog)
+        return Recommender(
+            dataset.catalog, encoder=encoder, reranker=reranker, interactions=dataset.interactions, **self.options
+        )
 
 
 def _chunks(batch: dict[str, Any]) -> list[list[dict[str, Any]]]:
