@@ -202,3 +202,40 @@ def test_evaluation_on_ray_refuses_multi_call_methods(tmp_path: Path, capsys: py
     error = capsys.readouterr().err
     assert "ranker 'remote'" in error and "single-call chat methods" in error
     assert not out.exists()
+
+
+def test_a_server_that_goes_down_loses_nothing_and_a_rerun_asks_only_what_is_missing(tmp_path: Path) -> None:
+    """Issue 24.9: a request that never gets an answer (the connection drops, every retry) is that user's fallback
+    flagged ``connection`` as on the local engine, not an aborted run; answers are kept as they arrive, so a rerun
+    asks the server only for what it lacks."""
+    path = users_file(tmp_path)
+    cache = tmp_path / "embeddings.sqlite"
+
+    def down_for_cold(body: Any) -> Reply:
+        if "homesteaders" in json.dumps(body["messages"]):  # the "cold" user's profile
+            return Reply(drop=True)
+        return responder(body)
+
+    out = tmp_path / "ray.jsonl"
+    command = ["recommend", "--users", str(path), "--out", str(out), "--no-progress", "--engine", "ray"]
+    with ScriptedServer(responder=down_for_cold) as server:
+        assert main([*command, *plain_options(server.base_url, cache)]) == 0
+        asked = len(server.chat_requests)
+    by_user = {line["user_id"]: line for line in lines(out)}
+    assert len(by_user) == len(USERS)
+    assert (by_user["cold"]["fallback"], by_user["cold"]["fallback_reason"]) == (True, "connection")
+    assert not any(line["fallback"] for user, line in by_user.items() if user != "cold")
+    answers = tmp_path / ".ray.jsonl.answers.jsonl"
+    kept = [json.loads(line)["custom_id"].split(":")[2] for line in answers.read_text().splitlines()]
+    assert set(kept) == {u for u in by_user if u != "cold"}  # every answer kept, the failure not
+    rounds = len(kept) // (len(USERS) - 1)
+    assert asked > len(kept) + rounds  # the dropped requests were retried before giving up
+    # A run killed after the LLM stage, before its lines were written: the rerun asks only the unanswered requests.
+    out.unlink()
+    with ScriptedServer(responder=responder) as server:
+        assert main([*command, *plain_options(server.base_url, cache)]) == 0
+        assert len(server.chat_requests) == rounds
+        assert all("homesteaders" in json.dumps(r.body) for r in server.chat_requests)
+    again = {line["user_id"]: line for line in lines(out)}
+    assert not again["cold"]["fallback"]
+    assert {u: v for u, v in again.items() if u != "cold"} == {u: v for u, v in by_user.items() if u != "cold"}

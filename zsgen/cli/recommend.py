@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,6 +237,7 @@ def run_users(args: argparse.Namespace) -> int:
     users = read_users(args.users, dataset.catalog.resolve)  # every line checked before any model loads
     config = rerank_config_from(args)
     if args.engine == "ray":
+        _check_first_stage(args, has_log=dataset.interactions is not None)  # here, before any worker starts
         return _run_users_ray(args, dataset.catalog, users, config)
     recommender = build_recommender(args, dataset, config)
     with recommender:
@@ -254,17 +254,33 @@ def run_users(args: argparse.Namespace) -> int:
     return 0
 
 
-def ray_build(args: argparse.Namespace, make: Callable[[Catalog], Reranker] | None) -> Recommender:
-    """The pipeline of the options on a Ray worker: the dataset loads there, the reranker is ``make``'s (or none)."""
-    dataset = load_dataset_from(args)
-    return build_recommender(args, dataset, None if make is None else make(dataset.catalog))
+def pipeline_spec(args: argparse.Namespace) -> Any:
+    """The options as a :class:`~zsgen.engines.ray.recommend.PipelineSpec`: plain values a Ray worker builds the
+    same pipeline from (the worker loads the dataset itself)."""
+    from zsgen.engines.ray.recommend import PipelineSpec
+
+    return PipelineSpec(
+        catalog=args.catalog,
+        data_format=args.data_format,
+        interactions=getattr(args, "interactions", None),
+        encoder=args.encoder,
+        embedding_cache=args.embedding_cache,
+        no_embedding_cache=args.no_embedding_cache,
+        options={
+            "user_vector": args.user_vector,
+            "history_length": args.history_length,
+            "threshold": args.threshold,
+            "first_stage": args.first_stage,
+            "fusion": args.fusion,
+            "index": args.index,
+        },
+    )
 
 
 def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, config: RerankConfig | None) -> int:
     """``--users --engine ray``: the same lines, computed by Ray Data on the cluster of ``--ray-address``. The catalog
     is embedded first, by a ``map_batches`` stage, into the embedding cache the workers' pipelines then read (with
     ``--no-embedding-cache`` each worker encodes it itself)."""
-    import functools
 
     from zsgen.engines.ray.cluster import connected
     from zsgen.engines.ray.recommend import recommend_users_ray
@@ -278,7 +294,7 @@ def _run_users_ray(args: argparse.Namespace, catalog: Catalog, users: Any, confi
             cache = EmbeddingCache(args.embedding_cache or cache_dir() / "embeddings.sqlite")
             embed_catalog_ray(catalog, model_path=args.encoder, cache=cache, workers=args.ray_workers)
         written = recommend_users_ray(
-            functools.partial(ray_build, args),
+            pipeline_spec(args),
             config,
             users,
             args.out,

@@ -19,7 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
+from zsgen._sync import run_sync
 from zsgen.cache import ResponseCache
+from zsgen.lifecycle import Closing
 from zsgen.types import Usage
 
 #: One chat turn, ``{"role": "system" | "user" | "assistant", "content": "..."}``.
@@ -126,6 +128,39 @@ class ScoringBackend(Protocol):
     def close(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+class AsyncChatBackend(Closing):
+    """The sync/async pair written once: a chat backend implements :meth:`achat`, and :meth:`chat` runs it on zsgen's
+    portal loop (:mod:`zsgen._sync`), so every synchronous call shares the loop, and the HTTP client, the async ones
+    use. Like httpx's clients, subclasses differ only in how they send (a server, a local model, a batch file)."""
+
+    name: str
+
+    @property
+    def model(self) -> str:
+        raise NotImplementedError
+
+    async def achat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int = 256,
+        json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
+    ) -> Completion:
+        raise NotImplementedError
+
+    def chat(
+        self,
+        messages: list[ChatMessage],
+        *,
+        max_tokens: int = 256,
+        json_schema: dict[str, Any] | None = None,
+        choices: Sequence[str] | None = None,
+    ) -> Completion:
+        """:meth:`achat`, from synchronous code (blocks this thread; never call it on the portal loop itself)."""
+        return run_sync(self.achat(messages, max_tokens=max_tokens, json_schema=json_schema, choices=choices))
 
 
 #: Any backend a reranking method can be given.

@@ -16,15 +16,14 @@ from typing import Any
 
 from zsgen.cache import ResponseCache, request_key
 from zsgen.errors import BackendError, ConfigError
-from zsgen.lifecycle import Closing
-from zsgen.llm.base import ChatMessage, Completion, completion_from_cache, store_completion
+from zsgen.llm.base import AsyncChatBackend, ChatMessage, Completion, completion_from_cache, store_completion
 from zsgen.llm.models import LoadedModel, load_causal_lm, render_chat
 from zsgen.types import Usage
 
 log = logging.getLogger(__name__)
 
 
-class LocalChatBackend(Closing):
+class LocalChatBackend(AsyncChatBackend):
     """Greedy chat completions from a local Hugging Face model folder (default: SmolLM2-135M-Instruct).
 
     ``json_schema`` and ``choices`` are accepted for interface compatibility and ignored: a plain ``generate`` cannot
@@ -58,7 +57,7 @@ class LocalChatBackend(Closing):
         """Prompt tokens of ``messages`` as this backend would send them (chat template included)."""
         return len(render_chat(self._loaded.tokenizer, messages))
 
-    def chat(
+    async def achat(
         self,
         messages: list[ChatMessage],
         *,
@@ -66,6 +65,10 @@ class LocalChatBackend(Closing):
         json_schema: dict[str, Any] | None = None,
         choices: Sequence[str] | None = None,
     ) -> Completion:
+        """Generation in a worker thread, so an event loop driving several users stays responsive."""
+        return await asyncio.to_thread(self._answer, messages, max_tokens)
+
+    def _answer(self, messages: list[ChatMessage], max_tokens: int) -> Completion:
         limit = min(max_tokens, self.max_new_tokens)
         if limit < 1:
             raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
@@ -77,19 +80,6 @@ class LocalChatBackend(Closing):
             completion = self._generate(messages, limit)
         store_completion(self.cache, key, completion)
         return completion
-
-    async def achat(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int = 256,
-        json_schema: dict[str, Any] | None = None,
-        choices: Sequence[str] | None = None,
-    ) -> Completion:
-        """Generation in a worker thread, so an event loop driving several users stays responsive."""
-        return await asyncio.to_thread(
-            self.chat, messages, max_tokens=max_tokens, json_schema=json_schema, choices=choices
-        )
 
     def _generate(self, messages: list[ChatMessage], limit: int) -> Completion:
         import torch

@@ -27,8 +27,8 @@ import openai
 from zsgen._sync import arun_on_portal, run_sync
 from zsgen.cache import ResponseCache, request_key
 from zsgen.errors import BackendError, ConfigError
-from zsgen.lifecycle import Closing
-from zsgen.llm.base import ChatMessage, Completion, completion_from_cache, store_completion
+from zsgen.llm.base import AsyncChatBackend, ChatMessage, Completion, completion_from_cache, store_completion
+from zsgen.llm.chat_request import ChatRequest, StructuredMode, read_completion, response_format_for
 from zsgen.llm.openai_client import (
     PLACEHOLDER_API_KEY,
     RetryPolicy,
@@ -39,13 +39,11 @@ from zsgen.llm.openai_client import (
     resolve_api_key,
 )
 from zsgen.redact import redact_url
-from zsgen.types import Usage
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-StructuredMode = Literal["json_schema", "json_object", "none"]
 #: What the backend does once a server rejected a structured-output constraint (see ``OpenAIChatBackend``).
 RejectedSchemaPolicy = Literal["fallback", "unconstrained"]
 
@@ -59,21 +57,6 @@ __all__ = [
     "parse_retry_after",
     "response_format_for",
 ]
-
-
-def response_format_for(mode: StructuredMode, schema: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The ``response_format`` body for a structured-output mode, or None to send none.
-
-    ``json_object`` carries the schema in the form llama.cpp-style servers read (``{"type": "json_object",
-    "schema": ...}``); servers that only know plain JSON mode ignore the extra key.
-    """
-    if schema is None or mode == "none":
-        return None
-    if mode == "json_object":
-        return {"type": "json_object", "schema": schema}
-    title = str(schema.get("title") or "response")
-    name = re.sub(r"[^A-Za-z0-9_-]", "_", title)[:64]
-    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 #: Where the SDK sends requests when no ``base_url`` is given.
@@ -132,12 +115,7 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return " ".join(str(said).split())[:300]
 
 
-def _count(value: Any) -> int:
-    """A token count from a usage block; servers that omit or garble it count as 0 rather than failing."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-class OpenAIChatBackend(Closing):
+class OpenAIChatBackend(AsyncChatBackend):
     """Greedy chat completions from an OpenAI-compatible server, with bounded concurrency, retries and caching.
 
     The API key comes from ``api_key`` or ``OPENAI_API_KEY``; it is never logged, cached or shown in ``repr``.
@@ -335,14 +313,17 @@ class OpenAIChatBackend(Closing):
             raise ConfigError(f"max_tokens must be positive, got {max_tokens}")
         return await self._portal(self._chat_on_portal(messages, max_tokens, json_schema, choices))
 
+    @property
+    def chat_request(self) -> ChatRequest:
+        """How this server is asked (:class:`~zsgen.llm.chat_request.ChatRequest`): the one body builder that batch
+        export and Ray's HTTP stage use too."""
+        return ChatRequest(self.structured, self.structured_choice, self.extra_body)
+
     def constraint_fields(
         self, json_schema: dict[str, Any] | None, choices: Sequence[str] | None = None
     ) -> dict[str, Any]:
         """The request-body fields that ask this server to constrain an answer (empty when nothing is asked)."""
-        if choices and self.structured_choice:
-            return {"structured_outputs": {"choice": [str(c) for c in choices]}}
-        response_format = response_format_for(self.structured, json_schema)
-        return {"response_format": response_format} if response_format is not None else {}
+        return self.chat_request.constraint(json_schema, choices)
 
     async def _chat_on_portal(
         self,
@@ -430,22 +411,7 @@ class OpenAIChatBackend(Closing):
         return completion
 
     def _body_extras(self, constraint: dict[str, Any]) -> dict[str, Any]:
-        """What the body carries besides model, messages, limits and ``response_format``: the configured extra body
-        and a ``structured_outputs`` constraint (both decide the answer, so both are in the cache key)."""
-        extras = dict(self.extra_body or {})
-        if "structured_outputs" in constraint:
-            extras["structured_outputs"] = constraint["structured_outputs"]
-        return extras
-
-    def chat(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int = 256,
-        json_schema: dict[str, Any] | None = None,
-        choices: Sequence[str] | None = None,
-    ) -> Completion:
-        return self._sync(lambda: self.achat(messages, max_tokens=max_tokens, json_schema=json_schema, choices=choices))
+        return self.chat_request.extras(constraint)
 
     async def achat_many(
         self,
@@ -493,59 +459,14 @@ class OpenAIChatBackend(Closing):
         reading the JSON ourselves lets every malformed answer map to one precise reason.
         """
         client, semaphore = self._open()
-        body: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
-        if self.extra_body:
-            body.update(self.extra_body)
-        body.update(constraint)
+        body = self.chat_request.body(model, messages, max_tokens, constraint)
         async with semaphore:
             raw = await client.post("/chat/completions", body=body, cast_to=bytes)
         return raw
 
     def _read(self, raw: bytes, model: str) -> Completion:
         """Turn a server answer into a Completion, or say precisely why it cannot be used."""
-        try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # not JSON (an HTML page, a cut-off body), or nested too deep
-            raise BackendError(
-                f"{self._shown_url}: response is not JSON ({type(exc).__name__}: {exc}): {raw[:80]!r}",
-                reason="malformed_response",
-            ) from exc
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not isinstance(choices, list):
-            raise BackendError(f"{self._shown_url}: response has no 'choices' list", reason="malformed_response")
-        if not choices:
-            raise BackendError(f"model {model} returned no choices", reason="empty")
-        choice = choices[0]
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if not isinstance(message, dict):
-            raise BackendError(f"{self._shown_url}: first choice has no message", reason="malformed_response")
-        finish_reason = choice.get("finish_reason")
-        content, refusal = message.get("content"), message.get("refusal")
-        if finish_reason is not None and not isinstance(finish_reason, str):
-            raise BackendError(f"{self._shown_url}: finish_reason is not a string", reason="malformed_response")
-        if refusal:
-            raise BackendError(f"model {model} refused: {str(refusal)[:200]}", reason="refusal")
-        if content is not None and not isinstance(content, str):
-            raise BackendError(f"model {model} returned non-text content", reason="malformed_response")
-        if not content or not content.strip():
-            if finish_reason == "content_filter":
-                raise BackendError(f"model {model} answer was withheld by a content filter", reason="refusal")
-            if finish_reason == "length":
-                raise BackendError(f"model {model} hit max_tokens before writing any text", reason="truncated")
-            raise BackendError(f"model {model} returned an empty answer", reason="empty")
-        usage = data.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        served = data.get("model")
-        return Completion(
-            text=content,
-            finish_reason=finish_reason,
-            usage=Usage(
-                prompt_tokens=_count(usage.get("prompt_tokens")),
-                completion_tokens=_count(usage.get("completion_tokens")),
-                calls=1,
-            ),
-            model=served if isinstance(served, str) and served else model,
-        )
+        return read_completion(raw, model, self._shown_url)
 
     def _error(self, what: str, *, constrained: bool = False) -> Callable[[openai.OpenAIError, int], BackendError]:
         """How a fault that outlived the retries is reported (the key never appears: the SDK omits it).

@@ -51,7 +51,8 @@ from zsgen._sync import arun_on_portal, on_portal, run_sync
 from zsgen.cache import request_key
 from zsgen.errors import BackendError, ConfigError, LabelTokenError, LogprobsUnavailableError
 from zsgen.llm.base import ChatMessage
-from zsgen.llm.openai_chat import _SCHEMA_COMPLAINT, OpenAIChatBackend, _count, _server_message
+from zsgen.llm.chat_request import _count
+from zsgen.llm.openai_chat import _SCHEMA_COMPLAINT, OpenAIChatBackend, _server_message
 
 log = logging.getLogger(__name__)
 

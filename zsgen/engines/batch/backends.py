@@ -20,8 +20,7 @@ from typing import Any
 from zsgen.engines.batch.files import BatchResult, RequestWriter
 from zsgen.engines.batch.ids import RequestId, body_digest
 from zsgen.errors import BackendError, ConfigError, DataError
-from zsgen.lifecycle import Closing
-from zsgen.llm.base import ChatMessage, Completion
+from zsgen.llm.base import AsyncChatBackend, ChatMessage, Completion
 from zsgen.llm.openai_chat import OpenAIChatBackend
 from zsgen.rerank.config import RerankConfig
 from zsgen.rerank.methods import ChatMethod, method_class
@@ -86,18 +85,14 @@ def request_body(
     json_schema: dict[str, Any] | None,
     choices: Sequence[str] | None,
 ) -> dict[str, Any]:
-    """The body ``client`` would POST for this call (its ``_create``: model, messages, limits, extra body, then the
-    constraint fields of :meth:`~zsgen.llm.OpenAIChatBackend.constraint_fields`). ``tests/test_batch.py`` checks it
-    against what the online backend actually sends."""
-    body: dict[str, Any] = {"model": client.model, "messages": messages, "max_tokens": max_tokens, "temperature": 0.0}
-    if client.extra_body:
-        body.update(client.extra_body)
-    body.update(client.constraint_fields(json_schema, choices))
-    return body
+    """The body ``client`` would POST for this call, built by its own request builder
+    (:class:`~zsgen.llm.chat_request.ChatRequest`, the one the online backend sends through)."""
+    request = client.chat_request
+    return request.body(client.model, messages, max_tokens, request.constraint(json_schema, choices))
 
 
 @dataclass
-class StandInBackend(Closing):
+class StandInBackend(AsyncChatBackend):
     """What every stand-in shares: the client that builds bodies, and how a call's ``custom_id`` is made.
 
     Subclasses answer :meth:`achat`: record the request somewhere and fail the call (``batch_exported``), or
@@ -137,26 +132,6 @@ class StandInBackend(Closing):
 
     async def aclose(self) -> None:
         """Nothing to release: the stand-ins never connect."""
-
-    def chat(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int = 256,
-        json_schema: dict[str, Any] | None = None,
-        choices: Sequence[str] | None = None,
-    ) -> Completion:
-        raise ConfigError("batch-file backends answer inside the reranker's event loop only (achat)")
-
-    async def achat(
-        self,
-        messages: list[ChatMessage],
-        *,
-        max_tokens: int = 256,
-        json_schema: dict[str, Any] | None = None,
-        choices: Sequence[str] | None = None,
-    ) -> Completion:
-        raise NotImplementedError
 
 
 @dataclass

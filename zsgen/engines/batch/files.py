@@ -114,6 +114,8 @@ class BatchResult:
     #: Answered by a live HTTP stage (Ray Data), not a batch job: failures take the online backend's reasons
     #: (``server_error``, ``http_400``...), so a fault is flagged as the local engine flags it.
     live: bool = False
+    #: A live failure's reason as the online backend gives it (``server_error``, ``connection``, ``timeout``...).
+    reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,12 +125,10 @@ class BatchResult:
     def failure(self) -> tuple[str, str]:
         """Why this request has no usable answer: a fallback reason and the batch's own words."""
         if self.error is not None:
-            return "batch_error", self.error
+            return self.reason or "batch_error", self.error
         if self.live and self.status is not None and self.status != 200:
-            from zsgen.llm.openai_client import status_reason
-
             said = _error_text(self.body.get("error")) if isinstance(self.body, dict) else None
-            return status_reason(self.status), said or f"HTTP {self.status}"
+            return self.reason or f"http_{self.status}", said or f"HTTP {self.status}"
         if self.status is None or not isinstance(self.body, dict):
             return "batch_error", "the result line has no response body"
         said = _error_text(self.body.get("error")) or f"HTTP {self.status}"

@@ -22,8 +22,9 @@ It is the batch-file mechanism (:mod:`zsgen.engines.batch`) with Ray Data in pla
    (:func:`~zsgen.evaluate.runner.finish_run`).
 
 What differs from the local engine: LLM latency is recorded as 0 s (the HTTP stage's timings are not per user);
-the response cache (``llm_cache.sqlite``) is neither read nor written; a run interrupted before step 5 keeps
-nothing of steps 3-4 (a rerun asks again), and one interrupted in step 5 keeps the users already logged. Either
+the response cache (``llm_cache.sqlite``) is neither read nor written; the LLM answers of step 4 are kept in
+the folder as they arrive (``.ray_answers.jsonl``, removed once the run is finished), so a run interrupted before
+step 5 asks only for the answers it lacks, and one interrupted in step 5 keeps the users already logged. Either
 engine may resume the other's folder: the run fingerprint does not depend on the engine. Every worker prepares the
 run again (split, candidates, baselines; not the tuning), and reads the dataset at the path the config names, so
 on a cluster of several machines the dataset must be at that path on each. Only single-call chat
@@ -66,6 +67,9 @@ from zsgen.rerank import RerankConfig, Reranker
 logger = logging.getLogger(__name__)
 
 __all__ = ["check_sendable", "evaluate_ray"]
+
+#: The LLM answers a Ray evaluation received, kept in its folder until the run is finished (see ``AnswerLog``).
+ANSWERS_NAME = ".ray_answers.jsonl"
 
 #: Collected ``(custom_id, body)`` pairs by the server they go to.
 Collected = dict[str, list[tuple[str, dict[str, Any]]]]
@@ -186,7 +190,7 @@ def evaluate_ray(
 
     from zsgen.embed.cache import EmbeddingCache, default_cache_path
     from zsgen.engines.ray.embed import embed_catalog_ray
-    from zsgen.engines.ray.http import ask_http, requests_dataset
+    from zsgen.engines.ray.http import AnswerLog, ask_http
 
     if not ray.is_initialized():
         raise ConfigError("connect to a Ray cluster first (ray.init)")
@@ -222,9 +226,9 @@ def evaluate_ray(
             collected: Collected = {}
             for row in requests.iter_rows():
                 collected.setdefault(str(row["url"]), []).append((str(row["custom_id"]), json.loads(row["body"])))
+            answers = AnswerLog(out / ANSWERS_NAME)  # kept until the run is finished: a rerun asks only what is missing
             for url, pairs in collected.items():
-                blocks = max(workers, -(-len(pairs) // batch_size))
-                results.update(ask_http(requests_dataset(pairs, blocks), url, workers=workers, batch_size=batch_size))
+                results.update(ask_http(pairs, url, workers=workers, batch_size=batch_size, answers=answers))
         answered = shards.map_batches(
             _ShardStage,
             fn_constructor_kwargs={
@@ -237,4 +241,6 @@ def evaluate_ray(
             compute=pool,
         )
         _append_in_order(out, todo, answered.iter_rows())
-    return finish_run(run)
+    summary = finish_run(run)
+    (out / ANSWERS_NAME).unlink(missing_ok=True)  # every user is logged: the answers are in per_user.jsonl now
+    return summary

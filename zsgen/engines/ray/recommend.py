@@ -7,17 +7,18 @@ batch files (:mod:`zsgen.engines.batch`):
    loads the catalog, encoder and catalog embeddings once). Each actor runs the online pipeline with a stand-in
    backend that records the exact body :class:`~zsgen.llm.OpenAIChatBackend` would POST (same messages, limits and
    ``constraint_fields``) under the batch ``custom_id``, and lets the call fall back.
-2. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: ``ray.data.llm``'s HTTP processor
-   (``HttpRequestProcessorConfig``) posts every body to the OpenAI-compatible server's ``/chat/completions`` (retrying
-   429/5xx gateway statuses and dropped connections). A server's error answer (e.g. HTTP 500) is a failed request, its
-   user a fallback flagged with the online backend's reason (``server_error``). A request that still has no answer after
-   its retries (server unreachable) aborts the run before anything is written, and a rerun starts over.
-3. **Answers.** The actors run the pipeline again with :class:`~zsgen.engines.batch.backends.ReplayBackend` answering
-   from those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's line equals
-   the local engine's for the same answers, and a failed request is a fallback flagged as the local engine flags it.
+2. **LLM calls.** :func:`zsgen.engines.ray.http.ask_http`: a ``map_batches`` stage posts every body to the
+   OpenAI-compatible server's ``/chat/completions`` (retrying 429/5xx gateway statuses, dropped connections and
+   timeouts). A request that still fails (an HTTP 500, a server that is down) is an error row, its user a fallback
+   flagged with the online backend's reason (``server_error``, ``connection``). Answers are kept beside ``out`` as
+   they arrive (``.NAME.answers.jsonl``), so a killed run loses none and a rerun asks only for the missing ones.
+3. **Answers.** The actors run the pipeline again with :class:`~zsgen.engines.batch.backends.ReplayBackend`
+   answering from those responses: parsing, repair, aggregation and fallback are the online path's own, so a user's
+   line equals the local engine's for the same answers, and a failed request is a fallback flagged as the local
+   engine flags it.
 
-The CLI embeds the catalog before stage 1 (:func:`zsgen.engines.ray.embed.embed_catalog_ray`, a ``map_batches``
-stage writing the embedding cache the actors' encoders then read), so no actor encodes it.
+The CLI embeds the catalog before stage 1 (:func:`zsgen.engines.ray.embed.embed_catalog_ray`, a ``map_batches`` stage
+writing the embedding cache the actors' encoders then read), so no actor encodes it.
 
 Only single-call chat methods (listwise, recency, in_context) go through the HTTP processor, as with batch files
 (:func:`~zsgen.engines.batch.backends.check_batchable`); without a reranker only stage 3 runs. The answers of stage 2
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,7 @@ from zsgen.engines.batch.backends import ResultTable, check_batchable
 from zsgen.engines.batch.files import BatchResult
 from zsgen.engines.batch.run import USERS_RANKER, collecting_rerankers, quiet_exports, replay_rerankers
 from zsgen.engines.bulk import UserLine, check_settings, recommendation_record
-from zsgen.engines.ray.http import ask_http
+from zsgen.engines.ray.http import AnswerLog, ask_http
 from zsgen.errors import ConfigError, DataError
 from zsgen.jsonlog import LogWriter, read_log
 from zsgen.recommender import Recommender
@@ -47,7 +49,7 @@ from zsgen.retrieval import Request
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RAY_RUN", "Build", "recommend_users_ray"]
+__all__ = ["RAY_RUN", "Build", "PipelineSpec", "answers_path", "recommend_users_ray"]
 
 #: The run name in the ``custom_id``s of a Ray run (they never leave it).
 RAY_RUN = "ray"
@@ -55,6 +57,39 @@ RAY_RUN = "ray"
 #: Makes the pipeline around a reranker built for its catalog (or none); pickled to every Ray worker, so it must be
 #: a module-level function or a ``functools.partial`` of one.
 Build = Callable[[Callable[[Catalog], Reranker] | None], Recommender]
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """What a Ray worker needs to build the pipeline, as plain values (nothing from argparse crosses into workers):
+    the dataset (``catalog`` None: the demo one), the encoder folder and its embedding cache, and the
+    :class:`~zsgen.Recommender` keyword arguments (``first_stage``, ``index``, ``threshold``...). It is a
+    :data:`Build`: called with the reranker maker (or None), it loads the dataset and returns the pipeline."""
+
+    catalog: Path | None = None
+    data_format: str | None = None
+    interactions: Path | None = None
+    encoder: Path | None = None
+    embedding_cache: Path | None = None
+    no_embedding_cache: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, make: Callable[[Catalog], Reranker] | None) -> Recommender:
+        from zsgen.embed import CachedEncoder, EmbeddingCache, TransformersEncoder
+        from zsgen.loaders import load_dataset, load_demo
+        from zsgen.paths import cache_dir
+
+        if self.catalog is None:
+            dataset = load_demo()
+        else:
+            dataset = load_dataset(self.catalog, format=self.data_format, interactions=self.interactions)
+        encoder: Any = TransformersEncoder(self.encoder) if self.encoder else TransformersEncoder()
+        if not self.no_embedding_cache:
+            encoder = CachedEncoder(encoder, EmbeddingCache(self.embedding_cache or cache_dir() / "embeddings.sqlite"))
+        reranker = None if make is None else make(dataset.catalog)
+        return Recommender(
+            dataset.catalog, encoder=encoder, reranker=reranker, interactions=dataset.interactions, **self.options
+        )
 
 
 def _chunks(batch: dict[str, Any]) -> list[list[dict[str, Any]]]:
@@ -114,12 +149,18 @@ class _AnswerStage:
         return {"user_id": keys, "line": lines}
 
 
+def answers_path(out: Path) -> Path:
+    """Where a Ray run keeps the LLM answers it received for ``out`` (``.NAME.answers.jsonl``), so that a run killed
+    after asking loses nothing and its rerun asks only for what is missing."""
+    return out.parent / f".{out.name}.answers.jsonl"
+
+
 def _user_rows(users: Sequence[UserLine], batch_size: int) -> list[dict[str, str]]:
     """One row per chunk of ``batch_size`` consecutive users — the chunks :func:`zsgen.engines.bulk.recommend_users`
     ranks together, so retrieval sees the same batches as on the local engine. First-stage (cosine) scores still agree
     with the local engine's only to float rounding: Ray gives each actor's torch one thread (``OMP_NUM_THREADS=1``), and
-    the encoder's sums round differently with another thread count. Reranked items, whose scores come from the LLM's
-    order, are identical."""
+    the encoder's sums round differently with another thread count. Reranked items, whose scores come from the
+    LLM's order, are identical."""
     rows = []
     for start in range(0, len(users), batch_size):
         chunk = [
@@ -172,7 +213,9 @@ def recommend_users_ray(
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
         )
-        results = ask_http(requests, config.base_url, workers=workers, batch_size=batch_size)
+        collected = [(str(row["custom_id"]), json.loads(row["body"])) for row in requests.iter_rows()]
+        answers = AnswerLog(answers_path(out))
+        results = ask_http(collected, config.base_url, workers=workers, batch_size=batch_size, answers=answers)
     answered = shards.map_batches(
         _AnswerStage,
         fn_constructor_kwargs={"build": build, "config": config, "k": k, "results": results},
