@@ -108,9 +108,9 @@ $(VLLM_STAMP):
 
 # The packaged SmolLM2 as vLLM's OpenAI server on 127.0.0.1:$(VLLM_PORT), as the vllm-*.toml evaluation configs expect.
 vllm-serve: $(VLLM_STAMP) $(DEMO_STAMP)
-	cd tests && HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 ../$(PY) -c "import os, servers; \
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(PY) -c "import os; from zsgen.testing import servers; \
 	from zsgen.llm.models import default_local_model_dir as d; \
-	c = servers.vllm_command('../$(VLLM_PY)', d(), $(VLLM_PORT)); os.execv(c[0], c)"
+	c = servers.vllm_command('$(VLLM_PY)', d(), $(VLLM_PORT)); os.execv(c[0], c)"
 
 clean:
 	rm -rf $(VENV) $(MIN_VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

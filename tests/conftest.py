@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub access here; fail fast instead of hanging on the network
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import servers` whatever pytest's import mode
 
-from servers import ScriptedServer, transformers_serve, vllm_serve
+from zsgen.testing.servers import ScriptedServer, transformers_serve, vllm_serve
 
 #: MovieLens 100K as RecBole atomic files, checked out beside the repository (never committed: GroupLens terms).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

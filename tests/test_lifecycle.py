@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
-from servers import Reply, ScriptedServer, completion_body
 
 from zsgen._sync import arun_on_portal, portal_loop, run_sync
 from zsgen.catalog import Catalog
@@ -19,6 +18,7 @@ from zsgen.loaders import load_demo, load_demo_user
 from zsgen.recommender import Recommender, Request
 from zsgen.rerank import RerankConfig
 from zsgen.retrieval import Retriever
+from zsgen.testing.servers import Reply, ScriptedServer, completion_body
 
 CALLS = 1000
 CONCURRENCY = 4

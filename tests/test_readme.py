@@ -3,7 +3,8 @@
 The Python block of "Using it from Python" runs whole in a subprocess; the commands of "Command line" run one by one,
 except those that need what a test machine lacks or that take minutes: an OpenAI-compatible server (``--backend
 openai``, ``serve``, ``batch``), a whole evaluation or tuning run (``evaluate``, ``tune``: the committed runs have
-their own test, tests/test_committed_results.py), a tuned file that only ``tune`` writes (``--fusion``), and the
+their own test, tests/evaluate/test_committed_results.py),
+a tuned file that only ``tune`` writes (``--fusion``), and the
 prompts line, which lists alternatives (``list | show NAME | ...``) rather than one command.
 """
 

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import Reply, ScriptedServer, completion_body
 
 from zsgen.paths import data_dir
 from zsgen.redact import redact, redact_url
+from zsgen.testing.servers import Reply, ScriptedServer, completion_body
 
 SECRET = "S3cretPassw0rd"
 

@@ -1,7 +1,7 @@
 """Per-user latency of logit scoring over HTTP (verbalizer, pointwise) against a vLLM server, and what prefix caching
 saved for pointwise.
 
-    make vllm-serve VLLM_PORT=8791 &   # vLLM's CPU build with the packaged SmolLM2 (tests/servers.py's flags)
+    make vllm-serve VLLM_PORT=8791 &   # vLLM's CPU build with the packaged SmolLM2 (zsgen/testing/servers.py's flags)
     HF_HUB_OFFLINE=1 python evaluation/perf/bench_http_scoring.py --base-url http://127.0.0.1:8791/v1 [--users 5]
 
 The users are bench_rerank_latency.py's (MovieLens-100K, history 5, 20 candidates, packaged templates). For each

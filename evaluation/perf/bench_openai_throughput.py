@@ -2,7 +2,7 @@
 
     python evaluation/perf/bench_openai_throughput.py [--requests 256] [--latency 0.05] [--levels 1,8,32]
 
-The server (tests/servers.py's ScriptedServer, in its own process so it does not share the client's GIL) stands in
+The server (zsgen.testing.servers' ScriptedServer, in its own process so it does not share the client's GIL) stands in
 for a remote model whose latency, not our client, is the bottleneck. For each concurrency level the same number of
 requests go through ``achat_many``; requests/s and the speed-up over concurrency 1 are printed, with the most
 requests the server saw in flight at once (it must equal the level: the semaphore is the only bound).
@@ -19,14 +19,11 @@ import platform
 import sys
 import time
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 
 def serve(conn: multiprocessing.connection.Connection, latency: float) -> None:
     """Server process: answer every chat request after ``latency`` s; report stats on request."""
-    from servers import Reply, ScriptedServer, completion_body
+    from zsgen.testing.servers import Reply, ScriptedServer, completion_body
 
     with ScriptedServer(default=Reply(delay=latency, body=completion_body("A, B, C"))) as server:
         conn.send(server.base_url)
