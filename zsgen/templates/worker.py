@@ -22,12 +22,14 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import resource
 import selectors
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 from zsgen.errors import TemplateError
@@ -41,7 +43,7 @@ WALL_SECONDS = 10.0
 #: Address space a child may use: a template building a huge value fails with MemoryError, not the machine.
 MEMORY_BYTES = 2 << 30
 #: CPU seconds a child may spend past what it had used when a render started.
-CPU_SECONDS = 4
+CPU_SECONDS = 2
 #: Children kept at most; more concurrent renders wait for one.
 MAX_WORKERS = 4
 
@@ -134,12 +136,14 @@ def render_isolated(
 
     Raises the :class:`~zsgen.errors.TemplateError` the render raised, or one with ``limit="time"`` when the child was
     stopped at ``timeout``."""
+    start = time.monotonic()
     answer = _POOL.render({"name": name, "source": source, "path": path, "context": context}, timeout)
     if answer is None:
-        logger.warning("template %s: render stopped after %.3g s (its worker process was killed)", where, timeout)
+        elapsed = time.monotonic() - start
+        logger.warning("template %s: render stopped after %.3g s (its worker process was killed)", where, elapsed)
         raise TemplateError(
-            f"template limit exceeded: time (at most {timeout:g} s per render): the render was still running and "
-            "was stopped",
+            f"template limit exceeded: time (at most {CPU_SECONDS} s of CPU or {timeout:g} s per render): the render "
+            "was still running and was stopped",
             template=where,
             limit="time",
         )
@@ -159,7 +163,7 @@ def _serve() -> None:
     for line in sys.stdin.buffer:
         request = json.loads(line)
         used = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = int(used.ru_utime + used.ru_stime) + CPU_SECONDS
+        cpu = math.ceil(used.ru_utime + used.ru_stime) + CPU_SECONDS
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         key = (request["name"], request["source"], request["path"])
         answer: dict[str, Any]
