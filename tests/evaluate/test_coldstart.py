@@ -324,6 +324,24 @@ def test_cold_item_shortlist_lists_only_cold_items(toy: tuple[Path, Catalog, Int
         assert set(record["rankers"]["cosine"]["top"]) <= cold_ids  # the shortlist holds cold items only
 
 
+def test_cold_item_shortlist_by_the_fused_first_stage(toy: tuple[Path, Catalog, Interactions], tmp_path: Path) -> None:
+    """The fused generator (tuned on the warm validation cold split, cold items imputed) shortlists cold items only,
+    as the LLM's cold-items run uses it."""
+    folder, catalog, _ = toy
+    config = _run_config(folder, "cold_items", {"fraction": 0.25})
+    fused = next(r for r in config["rankers"] if r["kind"] == "fused")
+    config["candidates"] = {"generator": "fused", "fusion": fused["fusion"], "n": 3, "tune_metric": "recall@5"}
+    out = tmp_path / "fused-shortlist"
+    evaluate(config, out, progress=False)
+    full = cold_item_split(load_dataset(folder).interactions, catalog, fraction=0.25, seed=1)  # type: ignore[arg-type]
+    assert full.candidate_items is not None
+    cold_ids = {catalog[int(i)].id for i in full.candidate_items}
+    for record in _records(out):
+        assert record["n_candidates"] == 3
+        assert set(record["rankers"]["cosine"]["top"]) <= cold_ids  # ranked within the shortlist
+    assert (out / "fusion-candidates.toml").is_file()  # the generator's weights were tuned and written
+
+
 def test_cold_protocol_config_errors(toy: tuple[Path, Catalog, Interactions]) -> None:
     from zsgen.errors import ConfigError
     from zsgen.evaluate.config import config_from_dict

@@ -300,7 +300,7 @@ class EvalConfig(StrictConfig):
             raise ValueError("protocol mixed_items ranks the full catalog (candidates.generator = full_catalog)")
         if self.protocol == "cold_users" and self.candidates.generator != "full_catalog":
             raise ValueError("protocol cold_users ranks the full catalog (candidates.generator = full_catalog)")
-        if self.protocol == "cold_items" and self.candidates.generator in ("random", "fused"):
+        if self.protocol == "cold_items" and self.candidates.generator == "random":
             raise ValueError(
                 "protocol cold_items lists every cold item (full_catalog) or a score-based shortlist of them"
             )

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import COLD_PROTOCOLS, EvalConfig, _FusionOptions, relative_path
+from zsgen.evaluate.config import COLD_PROTOCOLS, CandidateConfig, EvalConfig, _FusionOptions, relative_path
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
@@ -153,15 +153,20 @@ def cold_tuning_task(
     """What a fused ranker of a cold-start run is tuned on: the protocol's validation split, built from warm data only
     (a second cold set carved out of the warm items or users, :mod:`zsgen.evaluate.coldstart`), each case's
     candidates listed as the run lists them (every cold item of that split, every item outside the history, or the
-    run's generator fitted on that split's training data and restricted to its cold items)."""
+    run's generator fitted on that split's training data and restricted to its cold items; a fused generator, the one
+    tuned, lists every cold item of the split)."""
     from zsgen.evaluate.coldstart import cold_split
 
     split = cold_split(config, catalog, interactions, "validation")
 
     def lists(split: Split) -> list[CandidateList]:
-        generator = build_generator(
-            config.candidates, factory.with_train(split.train), seed=config.seed, items=split.candidate_items
-        )
+        if config.candidates.generator == "fused":  # the fused generator is what is being tuned: all its cold items
+            whole = CandidateConfig(generator="full_catalog")
+            generator = build_generator(whole, factory, seed=config.seed, items=split.candidate_items)
+        else:
+            generator = build_generator(
+                config.candidates, factory.with_train(split.train), seed=config.seed, items=split.candidate_items
+            )
         return generator.generate(split.cases)
 
     return {"split": split, "candidates": lists}
