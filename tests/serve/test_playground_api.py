@@ -1,5 +1,6 @@
-"""The prompt playground's HTTP API, against a real uvicorn, the packaged MiniLM first stage and a scripted LLM
-server on loopback (zsgen/testing/playground.py). The browser tests (test_playground_browser.py) drive the page."""
+"""The prompt playground's HTTP API, through the app ``zsgen serve`` builds from a real serve config (the demo catalog
+and a small log written to files, the packaged MiniLM cosine first stage, a scripted LLM server on loopback), on a
+real uvicorn (zsgen/testing/playground.py). The browser tests (test_playground_browser.py) drive the page."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def retriever() -> Retriever:
 
 
 @pytest.fixture(scope="module")
-def app(retriever: Retriever, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
-    with serve_playground(tmp_path_factory.mktemp("templates"), retriever=retriever, token=TOKEN) as live:
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    with serve_playground(tmp_path_factory.mktemp("playground"), token=TOKEN) as live:
         yield live
 
 
@@ -309,9 +310,10 @@ def test_save_name_may_leave_out_the_suffix(app: LiveApp, listwise: str) -> None
 
 # -- without an LLM -------------------------------------------------------------------------------------------------
 def test_without_rerank_settings_render_and_check_work_and_run_says_why_not(
-    retriever: Retriever, tmp_path: Path, listwise: str
+    app: LiveApp, tmp_path: Path, listwise: str
 ) -> None:
-    with serve_playground(tmp_path, retriever=retriever, with_llm=False) as bare:
+    cache = Path(app.config.embedding_cache or "")  # the catalog is already encoded there
+    with serve_playground(tmp_path, with_llm=False, embedding_cache=cache) as bare:
         info = call(bare, "/info", token=None)[1]
         assert not info["can_run"] and info["method"] is None and info["start_template"] == "listwise"
         assert call(bare, "/render", {"template": listwise, "user": {"user_id": "u01"}}, token=None)[0] == 200

@@ -1,6 +1,6 @@
-"""The prompt playground in a real browser: Playwright drives Debian's headless Chromium against the playground on
-a real uvicorn, with a scripted LLM on loopback that ranks the candidates by what the prompt asks
-(zsgen/testing/playground.py).
+"""The prompt playground in a real browser: Playwright drives Debian's headless Chromium against the app ``zsgen
+serve`` builds from a real serve config, on a real uvicorn, with a scripted LLM on loopback that ranks the candidates
+by what the prompt asks (zsgen/testing/playground.py).
 
 Waiting is on the page's own state, never on time: every finished action bumps ``#status``'s ``data-seq``.
 """
@@ -14,8 +14,6 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from tests.conftest import CHROMIUM_ARGS
-from zsgen.loaders import load_demo
-from zsgen.retrieval import Retriever
 from zsgen.testing.playground import ALPHABETICAL, LiveApp, serve_playground
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -26,10 +24,7 @@ TOKEN_KEY = "zsgen-playground-token"
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
-    from zsgen.embed import default_encoder
-
-    retriever = Retriever(load_demo().catalog, default_encoder(cache=False))
-    with serve_playground(tmp_path_factory.mktemp("templates"), retriever=retriever, token=TOKEN) as live:
+    with serve_playground(tmp_path_factory.mktemp("playground"), token=TOKEN) as live:
         yield live
 
 

@@ -1,13 +1,14 @@
-"""A real playground app for the playground tests: the demo catalog with a small invented interaction log, the
-packaged MiniLM cosine first stage, a scripted LLM on loopback that ranks by what the prompt asks, and the playground
-routers mounted on a FastAPI app served by a real uvicorn on 127.0.0.1 (ephemeral port) in a thread."""
+"""The playground tests' service: the app ``zsgen serve`` builds, from a real serve config (the demo catalog with a
+small invented interaction log, written to files; the packaged MiniLM cosine first stage; a ``[rerank]`` table naming
+a scripted LLM on loopback that ranks by what the prompt asks; a ``[playground]`` table), served by a real uvicorn on
+127.0.0.1 (ephemeral port) in a thread."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
-import socket
-import threading
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,10 +18,8 @@ from typing import Any
 import numpy as np
 
 from zsgen.interactions import Dataset, Interactions
-from zsgen.loaders import load_demo
-from zsgen.recommender import Recommender
-from zsgen.rerank import RerankConfig
-from zsgen.retrieval import Retriever
+from zsgen.loaders import demo_catalog_path, load_demo
+from zsgen.serve.config import ServeConfig, config_from_dict
 from zsgen.testing.servers import Reply, ScriptedServer, completion_body
 
 #: Put this word in a template's instructions and the scripted LLM ranks the candidates by title, A to Z; otherwise
@@ -89,62 +88,99 @@ class LiveApp:
     template_dir: Path
     llm: ScriptedServer
     dataset: Dataset
+    config: ServeConfig
+
+
+#: The environment variable the playground service reads its bearer token from (set, or unset, around the service).
+TOKEN_ENV = "ZSGEN_TEST_PLAYGROUND_TOKEN"
+
+
+def write_dataset(dataset: Dataset, folder: Path) -> tuple[Path, Path]:
+    """``dataset`` as the files ``zsgen serve`` reads: the catalog as JSON Lines (the packaged demo catalog, copied)
+    and the log as JSON Lines of ``user_id``, ``item_id``, ``timestamp``; returns (catalog, interactions)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    catalog_path = folder / "catalog.jsonl"
+    shutil.copyfile(demo_catalog_path(), catalog_path)
+    log = dataset.interactions
+    if log is None:
+        raise ValueError("the dataset has no interaction log to write")
+    lines = [
+        json.dumps(
+            {
+                "user_id": log.user_ids[int(user)],
+                "item_id": dataset.catalog[int(item)].id,
+                "timestamp": float(stamp),
+            }
+        )
+        for user, item, stamp in zip(log.user_index, log.item_index, log.timestamp, strict=True)
+    ]
+    interactions_path = folder / "interactions.jsonl"
+    interactions_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return catalog_path, interactions_path
+
+
+def playground_config(
+    folder: Path, *, llm_url: str | None, embedding_cache: Path | None = None, resamples: int = 200
+) -> ServeConfig:
+    """The serve config of the playground tests: :func:`demo_dataset` written under ``folder / "data"``, the cosine
+    first stage over the packaged MiniLM, the scripted LLM at ``llm_url`` (none: no ``[rerank]`` table) and the
+    playground saving into ``folder / "playground" / "templates"`` (a folder of its own, so a test can check that
+    nothing is written beside it). The token is read from :data:`TOKEN_ENV`."""
+    catalog_path, interactions_path = write_dataset(demo_dataset(), folder / "data")
+    table: dict[str, Any] = {
+        "dataset": {"path": str(catalog_path), "interactions": str(interactions_path)},
+        "first_stage": "cosine",
+        "embedding_cache": str(embedding_cache or folder / "data" / "embeddings.sqlite"),
+        "token_env": TOKEN_ENV,
+        "playground": {"template_dir": str(folder / "playground" / "templates"), "resamples": resamples},
+    }
+    if llm_url is not None:
+        table["rerank"] = {
+            "backend": "openai",
+            "base_url": llm_url,
+            "model": "scripted-model",
+            "candidates": 12,
+            "concurrency": 4,
+        }
+    return config_from_dict(table, source="playground test config")
+
+
+@contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """``$name`` set to ``value`` (None: unset) for the ``with`` block, then as it was."""
+    before = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 @contextmanager
 def serve_playground(
-    template_dir: Path, *, retriever: Retriever, token: str | None = None, with_llm: bool = True
+    folder: Path, *, token: str | None = None, with_llm: bool = True, embedding_cache: Path | None = None
 ) -> Iterator[LiveApp]:
-    """The playground on a real uvicorn; with ``token``, the API router sits behind a bearer check as the service
-    mounts it (the page stays public)."""
-    import uvicorn
-    from fastapi import Depends, FastAPI, HTTPException
-    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-    from zsgen.serve.playground import PlaygroundContext, build_playground_routers
+    """The service ``zsgen serve`` builds (:func:`zsgen.serve.app.create_app`) for :func:`playground_config`, on a
+    real uvicorn on 127.0.0.1, with the scripted LLM; with ``token`` its API (the playground's included) needs it,
+    without, the token variable is unset and the service is open on loopback. The page is public either way."""
+    from zsgen.serve.app import create_app
+    from zsgen.testing.serve_app import running
 
     dataset = demo_dataset()
-    with ScriptedServer(responder=responder) as llm:
-        config = (
-            RerankConfig(backend="openai", base_url=llm.base_url, model="scripted-model", candidates=12, concurrency=4)
-            if with_llm
-            else None
-        )
-        recommender = Recommender(dataset.catalog, retriever=retriever)
-        ctx = PlaygroundContext(
-            dataset=dataset,
-            recommender=recommender,
-            rerank_config=config,
-            template_dir=template_dir,
-            api_key="sk-test-not-a-real-key",
-            resamples=200,
-        )
-        page, api = build_playground_routers(ctx)
-        app = FastAPI()
-        app.include_router(page)
-        if token is None:
-            app.include_router(api)
-        else:
-            bearer = HTTPBearer(auto_error=False)
-
-            def auth(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:  # noqa: B008
-                if credentials is None or credentials.credentials != token:
-                    raise HTTPException(status_code=401, detail="missing or wrong bearer token")
-
-            app.include_router(api, dependencies=[Depends(auth)])
-        # The socket is bound and listening before uvicorn runs: a client connecting early waits in the backlog
-        # until uvicorn accepts, so nothing has to poll for "started".
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        port = int(sock.getsockname()[1])
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="playground-uvicorn", daemon=True)
-        thread.start()
-        try:
-            yield LiveApp(base_url=f"http://127.0.0.1:{port}", template_dir=template_dir, llm=llm, dataset=dataset)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
-            sock.close()
-            ctx.close()
+    with ScriptedServer(responder=responder) as llm, _environment(TOKEN_ENV, token):
+        config = playground_config(folder, llm_url=llm.base_url if with_llm else None, embedding_cache=embedding_cache)
+        assert config.playground is not None and config.playground.template_dir is not None
+        with running(create_app(config)) as base_url:
+            yield LiveApp(
+                base_url=base_url,
+                template_dir=Path(config.playground.template_dir),
+                llm=llm,
+                dataset=dataset,
+                config=config,
+            )
