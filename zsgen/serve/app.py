@@ -183,7 +183,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
         except ValueError as exc:
             raise ApiError(422, "invalid_input", f"invalid item: {exc}") from None
         try:
-            created = await asyncio.to_thread(state.live.put, item)
+            created = await state.live.aput(item)
         except ZsgenError as exc:  # an item whose text renders empty, say
             raise from_zsgen(exc) from None
         response.status_code = 201 if created else 200
@@ -205,7 +205,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
     async def retire_item(item_id: ItemId, request: Request, state: State) -> ItemResult:
         """Retire an item: it stays in the catalog (histories may name it) but is never recommended again."""
         try:
-            await asyncio.to_thread(state.live.retire, item_id)
+            await state.live.aretire(item_id)
         except UnknownItemError as exc:
             raise ApiError(404, "unknown_item", str(exc), suggestions=exc.suggestions) from None
         return ItemResult(
