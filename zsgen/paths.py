@@ -21,6 +21,16 @@ def cache_dir() -> Path:
     return path
 
 
+#: The embedding cache's file name inside :func:`cache_dir`.
+EMBEDDING_CACHE = "embeddings.sqlite"
+
+
+def embedding_cache_path(given: str | Path | None = None) -> Path:
+    """The one rule for where encoded texts are cached: ``given`` (a config's or ``--embedding-cache``'s path), else
+    ``embeddings.sqlite`` in :func:`cache_dir`, shared by every command and the service."""
+    return Path(given) if given else cache_dir() / EMBEDDING_CACHE
+
+
 def package_dir(name: str) -> Path:
     """The folder of an installed package, found without importing it.
 

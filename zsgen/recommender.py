@@ -1,16 +1,27 @@
 """The pipeline users call: resolve the user, retrieve candidates, optionally rerank, return a Ranking.
 
+Async first: :meth:`Recommender.arecommend_batch` is the one implementation of the online pipeline (candidate pool,
+first stage, rerank under an optional deadline, fallback, timings); :meth:`~Recommender.arecommend` is it for one
+user, and the synchronous :meth:`~Recommender.recommend` / :meth:`~Recommender.recommend_batch` run it on zsgen's
+portal loop. The HTTP service, its prompt playground and the bulk engines all call these, so a user gets the same
+ranking whichever door they come through.
+
 ``recommend`` raises only for the caller's mistakes (unknown items, no history and no profile, bad k). Anything the
 language model does wrong ends as a cosine-order ranking flagged ``fallback=True``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import logging
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
 from zsgen.embed import Encoder
 from zsgen.errors import ConfigError, EmptyHistoryError, InvalidKError
@@ -18,6 +29,7 @@ from zsgen.itemtext import ItemTextTemplate
 from zsgen.lifecycle import Closing
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import FirstStage, Request, Retriever, UserVector
+from zsgen.retrieval.base import aretrieve_batch, available, check_requests, per_request_k
 from zsgen.retrieval.choice import FirstStageName, build_first_stage
 from zsgen.types import Candidate, History, Interaction, Profile, RankedItem, Ranking
 
@@ -29,6 +41,11 @@ HistoryInput = History | Sequence[str] | None
 ProfileInput = Profile | str | None
 
 __all__ = ["FirstStage", "FirstStageName", "HistoryInput", "ProfileInput", "Recommender", "Request"]
+
+logger = logging.getLogger(__name__)
+
+#: Rerankers whose backend is built and checked: building one may load a model, which is done once, off the loop.
+_READY: weakref.WeakSet[Reranker] = weakref.WeakSet()
 
 
 class Recommender(Closing):
@@ -55,6 +72,9 @@ class Recommender(Closing):
     Without a reranker the ranking is the first stage's order itself (items carry ``source="cosine"``, or
     ``"fusion"`` from a fused first stage; the ranking's ``first_stage`` and ``fusion_weights`` say which stage and
     which weights). With one, ``candidates`` items are retrieved and reranked, and the first ``k`` returned.
+
+    From async code await :meth:`arecommend` / :meth:`arecommend_batch` (and ``async with`` / :meth:`aclose`); the
+    synchronous methods block the calling thread until the pipeline, run on zsgen's portal loop, is done.
     """
 
     def __init__(
@@ -107,6 +127,7 @@ class Recommender(Closing):
             reranker = Reranker(reranker, catalog=catalog)
         self.reranker = reranker
         self.threshold = threshold
+        self._given_candidates = candidates
         self.candidates = candidates if candidates is not None else (reranker.config.candidates if reranker else None)
 
     @property
@@ -121,6 +142,10 @@ class Recommender(Closing):
         if self.reranker is not None:
             self.reranker.close()
 
+    async def aclose(self) -> None:
+        if self.reranker is not None:
+            await self.reranker.aclose()
+
     def resolve_history(self, history: HistoryInput) -> History:
         """Accept a History, or ids / titles as a user would type them (titles resolved with suggestions)."""
         if history is None:
@@ -131,44 +156,93 @@ class Recommender(Closing):
             return history
         return History(interactions=[Interaction(item_id=self.catalog.resolve(key)) for key in history])
 
-    def recommend(self, history: HistoryInput = None, *, profile: ProfileInput = None, k: int = 10) -> Ranking:
-        """Rank the items this user most likely wants next (see class docstring for the two stages)."""
-        resolved, user_profile = self.prepare(history, profile, k)
-        start = time.perf_counter()
-        pool = max(k, self.candidates or k) if self.reranker else k
-        pool = min(pool, self._rankable(resolved))
-        candidates = self.retriever.retrieve(resolved, user_profile, k=pool, threshold=self.threshold)
-        retrieve_s = time.perf_counter() - start
-        if self.reranker is None:
-            ranking = self.first_stage_ranking(candidates)
-        else:
-            ranking = self.reranker.rerank(resolved, candidates, profile=user_profile)
-        return self.finish(ranking, k, retrieve_s)
+    def recommend(
+        self, history: HistoryInput = None, *, profile: ProfileInput = None, k: int = 10, timeout: float | None = None
+    ) -> Ranking:
+        """Rank the items this user most likely wants next: :meth:`arecommend` run to its end from synchronous code
+        (on zsgen's portal loop, :mod:`zsgen._sync`)."""
+        return run_sync(self.arecommend(history, profile=profile, k=k, timeout=timeout))
 
     def recommend_batch(
         self, requests: Sequence[Request], *, k: int = 10, keys: Sequence[str] | None = None
     ) -> list[Ranking]:
-        """Many users at once: retrieval in one matrix pass, reranking concurrently where the backend allows.
+        """Many users at once (:meth:`arecommend_batch` from synchronous code): retrieval in one matrix pass,
+        reranking concurrently where the backend allows.
 
         A request's history may hold ids or titles, as for :meth:`recommend`. ``keys`` name the users for backends
         that label their requests (batch files, :mod:`zsgen.rerank.scope`)."""
-        prepared = [self.prepare(r.history, r.profile, k) for r in requests]
-        start = time.perf_counter()
+        return run_sync(self.arecommend_batch(requests, k=k, keys=keys))
+
+    async def arecommend(
+        self, history: HistoryInput = None, *, profile: ProfileInput = None, k: int = 10, timeout: float | None = None
+    ) -> Ranking:
+        """:meth:`recommend` for async code (FastAPI, notebooks): the one implementation of the pipeline.
+
+        ``timeout`` (seconds from this call) bounds the reranker: past it, the model's calls are cancelled and the
+        ranking is the first stage's order flagged ``fallback`` with reason ``deadline`` (its ``rerank_s`` the time
+        it was given). Retrieval is never cut short: without candidates there is nothing to return."""
+        [ranking] = await self.arecommend_batch([Request(history, profile)], k=k, timeout=timeout)
+        return ranking
+
+    async def arecommend_batch(
+        self,
+        requests: Sequence[Request],
+        *,
+        k: int | Sequence[int] = 10,
+        keys: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[Ranking]:
+        """The pipeline (class docstring) for many users: every user checked first (the caller's mistakes raise
+        before any work), one first-stage pass for all of them (in a worker thread, or through the stage's own
+        ``aretrieve_batch``), then the reranker, a few users at a time (twice its ``concurrency``).
+
+        ``k`` is one value for all users or one each; ``keys`` and ``timeout`` as for :meth:`recommend_batch` and
+        :meth:`arecommend`. An LLM fault never raises: the user's ranking is the flagged first-stage order."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        batch = check_requests(requests)
+        ks = per_request_k(k, len(batch))
+        if keys is not None and len(keys) != len(batch):
+            raise ConfigError(f"recommend_batch: {len(keys)} keys for {len(batch)} requests")
+        prepared = [self.prepare(r.history, r.profile, want) for r, want in zip(batch, ks, strict=True)]
+        reranker = self.reranker
         pools = []
-        for resolved, _ in prepared:
-            pool = max(k, self.candidates or k) if self.reranker else k
-            pools.append(min(pool, self._rankable(resolved)))
-        candidate_lists = self.retriever.retrieve_batch(
-            [Request(h, p) for h, p in prepared], k=pools, threshold=self.threshold
+        for (resolved, _), want in zip(prepared, ks, strict=True):
+            pool = max(want, self.candidates or want) if reranker is not None else want
+            pools.append(min(pool, self._available(resolved)))
+        start = time.perf_counter()
+        candidate_lists = await aretrieve_batch(
+            self.retriever, [Request(h, p) for h, p in prepared], k=pools, threshold=self.threshold
         )
-        retrieve_s = (time.perf_counter() - start) / max(len(requests), 1)
-        if self.reranker is None:
+        retrieve_s = (time.perf_counter() - start) / max(len(batch), 1)
+        if reranker is None:
             rankings = [self.first_stage_ranking(cands) for cands in candidate_lists]
         else:
-            rankings = self.reranker.rerank_many(
-                [(h, c, p) for (h, p), c in zip(prepared, candidate_lists, strict=True)], keys=keys
+            await _ready(reranker)
+            gate = asyncio.Semaphore(2 * reranker.config.concurrency) if len(batch) > 1 else None
+            names: Sequence[str | None] = keys if keys is not None else [None] * len(batch)
+            rankings = list(
+                await asyncio.gather(
+                    *(
+                        _rerank(reranker, h, c, p, key=key, deadline=deadline, gate=gate)
+                        for (h, p), c, key in zip(prepared, candidate_lists, names, strict=True)
+                    )
+                )
             )
-        return [self.finish(r, k, retrieve_s) for r in rankings]
+        return [self.finish(r, want, retrieve_s) for r, want in zip(rankings, ks, strict=True)]
+
+    def with_reranker(self, reranker: Reranker | None) -> Recommender:
+        """This recommender (same catalog, same first stage) with ``reranker`` instead of its own, or none.
+
+        Cheap (nothing is built): the HTTP service makes one per request option set, the playground one per edited
+        template. The candidate pool follows the new reranker's ``candidates`` unless this recommender was given its
+        own. Closing the copy closes the reranker it was given."""
+        clone = copy.copy(self)
+        clone.reranker = reranker
+        clone.candidates = self._given_candidates
+        if clone.candidates is None and reranker is not None:
+            clone.candidates = reranker.config.candidates
+        return clone
 
     def first_stage_ranking(self, candidates: Sequence[Candidate]) -> Ranking:
         """The first stage's order as a Ranking (what :meth:`recommend` returns without a reranker)."""
@@ -182,9 +256,7 @@ class Recommender(Closing):
     def finish(self, ranking: Ranking, k: int, retrieve_s: float) -> Ranking:
         """Cut to ``k``, with the retrieval time and which first stage (and weights) produced the candidates.
 
-        Public, with :meth:`prepare` and :meth:`first_stage_ranking`, so that a caller who runs the stages itself
-        (the HTTP service micro-batches retrieval and awaits the reranker under a deadline) builds the very same
-        Ranking as :meth:`recommend`."""
+        Every ranking :meth:`arecommend_batch` returns ends here."""
         timings = {"retrieve_s": retrieve_s, **ranking.timings}
         return ranking.model_copy(
             update={
@@ -212,13 +284,57 @@ class Recommender(Closing):
             raise EmptyHistoryError(f"give a history (item ids or titles) or a profile text{given}")
         if k < 1:
             raise InvalidKError(f"k must be at least 1, got {k}")
-        rankable = self._rankable(resolved)
+        rankable = self._available(resolved)
         if k > rankable:
-            raise InvalidKError(f"k={k} is larger than the {rankable} items this user has not seen")
+            raise InvalidKError(f"k={k} is larger than the {rankable} items this user can be recommended")
         return resolved, user_profile
 
-    def _rankable(self, history: History) -> int:
-        return len(self.catalog) - len(set(history.item_ids))
+    def _available(self, history: History) -> int:
+        """Items neither seen nor excluded by the first stage (retired: `retrieval.base.available`)."""
+        return available(self.retriever, len(self.catalog), history.item_ids)
+
+
+async def _ready(reranker: Reranker) -> None:
+    """Build (a local model loads) and check the reranker's backend in a worker thread, once: a configuration error
+    (labels the model cannot produce) raises here, before any user is ranked, and the event loop never waits on it."""
+    if reranker not in _READY:
+        await asyncio.to_thread(lambda: reranker.backend)
+        _READY.add(reranker)
+
+
+async def _rerank(
+    reranker: Reranker,
+    history: History,
+    candidates: list[Candidate],
+    profile: Profile | None,
+    *,
+    key: str | None,
+    deadline: float | None,
+    gate: asyncio.Semaphore | None,
+) -> Ranking:
+    """One user's rerank, bounded by ``deadline`` (the running loop's clock); any fault is a flagged fallback."""
+    start = time.perf_counter()
+
+    async def gated() -> Ranking:
+        if gate is None:
+            return await reranker.arerank(history, candidates, profile=profile, key=key)
+        async with gate:
+            return await reranker.arerank(history, candidates, profile=profile, key=key)
+
+    try:
+        if deadline is None:
+            return await gated()
+        return await asyncio.wait_for(gated(), max(deadline - asyncio.get_running_loop().time(), 0.0))
+    except TimeoutError:
+        logger.info("rerank passed its deadline: first-stage order")
+        ranking = reranker.fallback_ranking(candidates, "deadline")
+        timings = {**ranking.timings, "rerank_s": time.perf_counter() - start}  # the time it was given
+        return ranking.model_copy(update={"timings": timings})
+    except ConfigError:  # the caller's mistake (a template that does not render), not the model's fault
+        raise
+    except Exception as exc:  # the reranker turns LLM faults into fallbacks; anything left must become one too
+        logger.error("rerank failed: %s: %s", type(exc).__name__, exc, exc_info=True)
+        return reranker.fallback_ranking(candidates, "backend_exception")
 
 
 def _refuse_choice(**choice: object) -> None:

@@ -180,11 +180,6 @@ def load_dataset_from(args: argparse.Namespace) -> Any:
 
 def encoder_from(args: argparse.Namespace) -> Any:
     """The encoder of ``--encoder``, behind the embedding cache unless ``--no-embedding-cache``."""
-    from zsgen.embed import CachedEncoder, EmbeddingCache, TransformersEncoder
+    from zsgen.embed import build_encoder
 
-    encoder = TransformersEncoder(args.encoder) if args.encoder else TransformersEncoder()
-    if args.no_embedding_cache:
-        return encoder
-    from zsgen.paths import cache_dir
-
-    return CachedEncoder(encoder, EmbeddingCache(args.embedding_cache or cache_dir() / "embeddings.sqlite"))
+    return build_encoder(args.encoder, cache=False if args.no_embedding_cache else args.embedding_cache)

@@ -26,6 +26,7 @@ __all__ = [
     "FloatMatrix",
     "OpenAIEmbeddingEncoder",
     "TransformersEncoder",
+    "build_encoder",
     "default_cache_path",
     "default_encoder",
     "l2_normalise",
@@ -44,12 +45,22 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def default_encoder(*, cache: bool | str | Path = True) -> Encoder:
-    """The packaged all-MiniLM-L6-v2, cached on disk unless ``cache=False`` (a path picks the cache file)."""
-    from zsgen.embed.local import TransformersEncoder
+def build_encoder(model: str | Path | None = None, *, cache: bool | str | Path | None = True) -> Encoder:
+    """The one way zsgen builds its local text encoder (library, CLI and service alike).
 
-    encoder = TransformersEncoder()
+    ``model`` is a sentence-transformers folder (default: the packaged all-MiniLM-L6-v2). The encoder sits behind the
+    on-disk :class:`EmbeddingCache` unless ``cache=False``; a path picks the cache file, ``True`` or ``None`` the
+    default one (:func:`zsgen.paths.embedding_cache_path`)."""
+    from zsgen.embed.local import TransformersEncoder
+    from zsgen.paths import embedding_cache_path
+
+    encoder = TransformersEncoder(model) if model else TransformersEncoder()
     if cache is False:
         return encoder
-    path = default_cache_path() if cache is True else Path(cache)
+    path = embedding_cache_path(None if cache is True else cache)
     return CachedEncoder(encoder, EmbeddingCache(path))
+
+
+def default_encoder(*, cache: bool | str | Path = True) -> Encoder:
+    """The packaged all-MiniLM-L6-v2, cached on disk unless ``cache=False`` (a path picks the cache file)."""
+    return build_encoder(cache=cache)

@@ -19,7 +19,7 @@ import numpy as np
 
 from zsgen.embed.base import Encoder, FloatMatrix, empty_matrix
 from zsgen.errors import EncoderError
-from zsgen.paths import cache_dir
+from zsgen.paths import embedding_cache_path
 from zsgen.sqlitedb import SqliteFile
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ _LOOKUP_CHUNK = 500  # stays under SQLite's bound-parameter limit on old builds 
 
 
 def default_cache_path() -> Path:
-    return cache_dir() / "embeddings.sqlite"
+    """The default embedding cache file (:func:`zsgen.paths.embedding_cache_path`)."""
+    return embedding_cache_path()
 
 
 def text_key(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -77,6 +78,36 @@ class FirstStage(Protocol):
         k: int | Sequence[int] = 20,
         threshold: float | None = None,
     ) -> list[list[Candidate]]: ...
+
+
+async def aretrieve_batch(
+    stage: FirstStage,
+    requests: Sequence[Request],
+    *,
+    k: int | Sequence[int] = 20,
+    threshold: float | None = None,
+) -> list[list[Candidate]]:
+    """``stage.retrieve_batch`` for async code, without blocking the event loop.
+
+    A stage that has its own ``aretrieve_batch`` (the service's micro-batching wrapper,
+    :class:`~zsgen.serve.batching.MicroBatched`) is awaited; any other runs in a worker thread, since scoring is a
+    matrix operation (and may encode text) that would hold the loop for milliseconds. ``aretrieve_batch`` is not part
+    of :class:`FirstStage`, so a third-party stage needs only the two synchronous methods."""
+    native = getattr(stage, "aretrieve_batch", None)
+    if native is not None:
+        found: list[list[Candidate]] = await native(requests, k=k, threshold=threshold)
+        return found
+    return await asyncio.to_thread(stage.retrieve_batch, requests, k=k, threshold=threshold)
+
+
+def available(stage: FirstStage, catalog_size: int, seen: Sequence[str]) -> int:
+    """How many items a user who has seen ``seen`` can be recommended by ``stage``: the catalog less the items seen,
+    and less those the stage never returns when it says so (``available``, as a
+    :class:`~zsgen.retrieval.retire.RetiredFilter` does for retired items)."""
+    own = getattr(stage, "available", None)
+    if own is not None:
+        return int(own(seen))
+    return catalog_size - len(set(seen))
 
 
 def check_requests(requests: Sequence[Request]) -> list[Request]:

@@ -10,14 +10,22 @@ items stay in the catalog (histories keep naming them) and are excluded by a
 
 Edits are serialised (one at a time); each is built first, then written to the :class:`~zsgen.serve.items.ItemStore`
 when there is one, then swapped in, so an edit that fails (an item whose text is empty) changes nothing.
+
+From async code, edits go through :meth:`LiveCatalog.aput` / :meth:`LiveCatalog.aretire`, which queue them on one
+thread of the catalog's own. Handing each edit to the event loop's default executor instead let 16 concurrent PUTs
+take every worker thread there, all but one waiting for the edit lock, and recommendations, whose work also needs a
+thread, waited behind them (7.3 s instead of 11 ms). Queued edits now wait in that queue, holding no thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from zsgen.catalog import Catalog
 from zsgen.errors import UnknownItemError
@@ -29,16 +37,20 @@ from zsgen.types import Item
 
 __all__ = ["LiveCatalog", "Snapshot", "apply_edits"]
 
+_T = TypeVar("_T")
+
 logger = logging.getLogger(__name__)
 
 #: Builds a first stage over a catalog (the config's choice, encoder and index); called once per item edit.
 StageBuilder = Callable[[Catalog], FirstStage]
+#: Wraps a snapshot's (retired-filtered) first stage for its recommender: the service's micro-batching.
+StageWrapper = Callable[[FirstStage], FirstStage]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One consistent state: the catalog, its first stage (retired items filtered), and a recommender over them
-    whose public helpers (``prepare``, ``first_stage_ranking``, ``finish``) build the rankings.
+    """One consistent state: the catalog, its first stage (retired items filtered), and the recommender over them
+    that answers requests (its first stage is ``stage``, wrapped as the service wraps it: micro-batched).
 
     ``version`` counts edits; rerankers built for a catalog are cached per version."""
 
@@ -73,10 +85,20 @@ def apply_edits(items: list[Item], retired: set[str], edits: Iterable[Edit]) -> 
 class LiveCatalog:
     """The base catalog plus the store's edits; :attr:`snapshot` is the state requests use (module docstring)."""
 
-    def __init__(self, base: Catalog, build_stage: StageBuilder, store: ItemStore | None = None) -> None:
+    def __init__(
+        self,
+        base: Catalog,
+        build_stage: StageBuilder,
+        store: ItemStore | None = None,
+        *,
+        wrap: StageWrapper | None = None,
+    ) -> None:
         self._build_stage = build_stage
+        self._wrap = wrap
         self.store = store
         self._lock = threading.Lock()
+        # The one thread async edits run on (module docstring); it starts with the first edit.
+        self._edits = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zsgen-item-edits")
         items, retired = list(base), set[str]()
         if store is not None:
             edits = list(store.replay(known=base.ids))
@@ -91,7 +113,23 @@ class LiveCatalog:
         if stage is None:
             stage = self._build_stage(catalog)
         filtered = RetiredFilter(stage, catalog, retired)
-        return Snapshot(catalog, filtered, Recommender(catalog, retriever=filtered), version)
+        served = self._wrap(filtered) if self._wrap is not None else filtered
+        return Snapshot(catalog, filtered, Recommender(catalog, retriever=served), version)
+
+    async def aput(self, item: Item) -> bool:
+        """:meth:`put` for async code, queued on the catalog's edit thread (module docstring)."""
+        return await self._run_edit(self.put, item)
+
+    async def aretire(self, item_id: str) -> bool:
+        """:meth:`retire` for async code, queued on the catalog's edit thread (module docstring)."""
+        return await self._run_edit(self.retire, item_id)
+
+    async def _run_edit(self, edit: Callable[[_T], bool], arg: _T) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._edits, edit, arg)
+
+    def close(self) -> None:
+        """Stop the edit thread once the edits queued on it are done (the service calls it on shutdown)."""
+        self._edits.shutdown(wait=True)
 
     def put(self, item: Item) -> bool:
         """Add ``item``, or replace the item with its id (and put it back if it was retired); True if it is new.

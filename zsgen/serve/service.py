@@ -1,15 +1,15 @@
-"""What the service does for a request, apart from HTTP: the loaded pipeline (:class:`ServiceState`) and the steps
-of one recommendation, the same steps as :meth:`zsgen.recommender.Recommender.recommend` run asynchronously.
+"""What the service does for a request, apart from HTTP: the loaded pipeline (:class:`ServiceState`), and a request
+checked and handed to the library's own pipeline, :meth:`zsgen.recommender.Recommender.arecommend`.
 
 1. Read the user (:meth:`ServiceState.prepare`): ids or titles resolved, k checked against the config's bounds and
-   what this user can still be shown; every mistake is a 422 raised before any work.
-2. Retrieve through the :class:`~zsgen.serve.batching.MicroBatcher`, so concurrent requests share one first-stage
-   pass.
-3. Rerank on the event loop (the backend's calls run on zsgen's portal loop, bounded by the rerank config's
-   ``concurrency``) under the request's deadline: past it, the call is cancelled and the first-stage order returned
-   flagged ``fallback`` with reason ``deadline``. An LLM fault is already a flagged fallback inside the reranker.
-4. Finish as the recommender does (cut to k, timings, first-stage provenance), so the JSON equals
-   ``zsgen recommend --json``'s.
+   what this user can still be shown, the request's rerank options turned into a reranker from the
+   :class:`~zsgen.serve.rerankers.RerankerPool`; every mistake is a 422 raised before any work.
+2. Await the snapshot's recommender (with that reranker, :meth:`~zsgen.recommender.Recommender.with_reranker`) under
+   the request's deadline (``timeout``): its first stage is the snapshot's wrapped in
+   :class:`~zsgen.serve.batching.MicroBatched`, so concurrent requests share one first-stage pass; past the deadline
+   the rerank is cancelled and the first-stage order returned flagged ``fallback`` with reason ``deadline``.
+
+So the JSON equals ``zsgen recommend --json``'s: both are the same code.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from zsgen.catalog import Catalog
 from zsgen.errors import InvalidKError, ZsgenError
-from zsgen.retrieval.base import Request
 from zsgen.serve.auth import Token
-from zsgen.serve.batching import MicroBatcher
+from zsgen.serve.batching import MicroBatched, MicroBatcher
 from zsgen.serve.config import ServeConfig
 from zsgen.serve.errors import ApiError, from_zsgen
 from zsgen.serve.live import LiveCatalog, Snapshot
@@ -35,8 +34,8 @@ from zsgen.serve.schemas import RecommendRequest
 from zsgen.types import History, Item, Profile, Ranking
 
 if TYPE_CHECKING:
-    from zsgen.embed.base import Encoder
     from zsgen.interactions import Interactions
+    from zsgen.recommender import Recommender
     from zsgen.rerank import Reranker
 
 __all__ = ["Prepared", "ServiceState", "build_state"]
@@ -49,11 +48,10 @@ class Prepared:
     """A checked request, bound to the snapshot it was read against."""
 
     snapshot: Snapshot
+    recommender: Recommender
     history: History
     profile: Profile | None
     k: int
-    pool: int
-    reranker: Reranker | None
 
 
 @dataclass
@@ -94,9 +92,6 @@ class ServiceState:
                     422, "history_too_long", f"history has {len(body.history)} items; at most {config.max_history}"
                 )
             history, profile = snapshot.recommender.prepare(body.keys or None, body.profile, k)
-            available = snapshot.stage.available(history.item_ids)
-            if k > available:
-                raise InvalidKError(f"k={k} is larger than the {available} items this user can be recommended")
             reranker = self._reranker(snapshot, body)
         except ZsgenError as exc:
             raise from_zsgen(exc, where=where) from None
@@ -110,7 +105,7 @@ class ServiceState:
                 "invalid_rerank_option",
                 f"{where}candidates={candidates} is more than this service reranks ({config.max_candidates})",
             )
-        return Prepared(snapshot, history, profile, k, min(max(k, candidates), available), reranker)
+        return Prepared(snapshot, snapshot.recommender.with_reranker(reranker), history, profile, k)
 
     def _reranker(self, snapshot: Snapshot, body: RecommendRequest) -> Reranker | None:
         options = body.rerank.given() if body.rerank is not None else {}
@@ -122,32 +117,14 @@ class ServiceState:
         return self.rerankers.get(snapshot.catalog, snapshot.version, options)
 
     async def recommend(self, prepared: Prepared, deadline: float) -> Ranking:
-        """Steps 2-4 for one prepared request; ``deadline`` is on the running loop's clock."""
-        snapshot = prepared.snapshot
-        start = time.perf_counter()
-        candidates = await self.batcher.retrieve(
-            snapshot.stage, Request(prepared.history, prepared.profile), prepared.pool
-        )
-        retrieve_s = time.perf_counter() - start
-        reranker = prepared.reranker
-        if reranker is None:
-            ranking = snapshot.recommender.first_stage_ranking(candidates)
-        else:
-            remaining = deadline - asyncio.get_running_loop().time()
-            rerank_start = time.perf_counter()
-            try:
-                ranking = await asyncio.wait_for(
-                    reranker.arerank(prepared.history, candidates, profile=prepared.profile), max(remaining, 0.0)
-                )
-            except TimeoutError:
-                logger.info("rerank passed the %.3g s deadline: first-stage order", self.config.deadline_s)
-                ranking = reranker.fallback_ranking(candidates, "deadline")
-                timings = {**ranking.timings, "rerank_s": time.perf_counter() - rerank_start}  # the time it was given
-                ranking = ranking.model_copy(update={"timings": timings})
-            except Exception as exc:  # the reranker turns LLM faults into fallbacks; anything left must too
-                logger.error("rerank failed: %s: %s", type(exc).__name__, exc, exc_info=True)
-                ranking = reranker.fallback_ranking(candidates, "backend_exception")
-        return snapshot.recommender.finish(ranking, prepared.k, retrieve_s)
+        """Step 2 of the module docstring for one prepared request; ``deadline`` is on the running loop's clock."""
+        timeout = max(deadline - asyncio.get_running_loop().time(), 0.0)
+        try:
+            return await prepared.recommender.arecommend(
+                prepared.history, profile=prepared.profile, k=prepared.k, timeout=timeout
+            )
+        except ZsgenError as exc:  # a template the reranker cannot render, say: the caller's mistake
+            raise from_zsgen(exc) from None
 
     def editor(self) -> ThreadPoolExecutor:
         if self._editor is None:
@@ -166,31 +143,25 @@ class ServiceState:
         if self._editor is not None:
             self._editor.shutdown(wait=False, cancel_futures=True)
             self._editor = None
+        await asyncio.to_thread(self.live.close)  # edits already queued finish first
         await self.batcher.aclose()
         if self.rerankers is not None:
             await self.rerankers.aclose()
-
-
-def _encoder(config: ServeConfig) -> Encoder:
-    from zsgen.embed import CachedEncoder, EmbeddingCache, TransformersEncoder
-    from zsgen.paths import cache_dir
-
-    encoder = TransformersEncoder(config.encoder) if config.encoder else TransformersEncoder()
-    cache = Path(config.embedding_cache) if config.embedding_cache else cache_dir() / "embeddings.sqlite"
-    # Always cached: an item edit rebuilds the first stage, and only the edited item's text is then encoded.
-    return CachedEncoder(encoder, EmbeddingCache(cache))
 
 
 def build_state(config: ServeConfig) -> ServiceState:
     """Load the dataset, the encoder, the first stage (with the store's edits replayed) and the reranker's backend.
 
     Blocking (models load): run it in a worker thread from async code."""
+    from zsgen.embed import build_encoder
     from zsgen.loaders import load_dataset
     from zsgen.retrieval.choice import build_first_stage
     from zsgen.serve.items import ItemStore
 
     dataset = load_dataset(config.dataset.path, format=config.dataset.format, interactions=config.dataset.interactions)
-    encoder = _encoder(config)
+    # Always cached: an item edit rebuilds the first stage, and only the edited item's text is then encoded.
+    encoder = build_encoder(config.encoder, cache=config.embedding_cache)
+    batcher = MicroBatcher(max_batch=config.max_batch, max_wait_ms=config.max_wait_ms)
 
     def build_stage(catalog: Any) -> Any:
         return build_first_stage(
@@ -205,7 +176,7 @@ def build_state(config: ServeConfig) -> ServiceState:
     if config.playground is not None and config.playground.enabled and config.playground.template_dir is not None:
         Path(config.playground.template_dir).mkdir(parents=True, exist_ok=True)  # where the playground saves
     store = ItemStore(config.store) if config.store else None
-    live = LiveCatalog(dataset.catalog, build_stage, store)
+    live = LiveCatalog(dataset.catalog, build_stage, store, wrap=lambda stage: MicroBatched(stage, batcher))
     rerankers = (
         RerankerPool(config.rerank, live.snapshot.catalog, allowed=config.per_request)
         if config.rerank is not None
@@ -215,7 +186,7 @@ def build_state(config: ServeConfig) -> ServiceState:
         config=config,
         live=live,
         rerankers=rerankers,
-        batcher=MicroBatcher(max_batch=config.max_batch, max_wait_ms=config.max_wait_ms),
+        batcher=batcher,
         token=Token.from_env(config.token_env),
         interactions=dataset.interactions,
     )
