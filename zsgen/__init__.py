@@ -33,11 +33,11 @@ if _typing.TYPE_CHECKING:
     from zsgen.interactions import Dataset, Interactions
     from zsgen.itemtext import ItemTextTemplate
     from zsgen.loaders import ColumnMapping, InteractionMapping, load_dataset, load_demo
-    from zsgen.prompts import PromptLibrary
     from zsgen.recommender import Recommender
     from zsgen.rerank import RerankConfig, Reranker
     from zsgen.retrieval import FirstStage, FusedRetriever, Request, Retriever
     from zsgen.score.config import FusionConfig
+    from zsgen.templates import PromptLibrary
     from zsgen.types import Candidate, History, Interaction, Item, Profile, RankedItem, Ranking, Usage
 
     __version__: str
@@ -53,7 +53,7 @@ _HOMES: dict[str, str] = {
     "FusionConfig": "zsgen.score.config",
     "RerankConfig": "zsgen.rerank",
     "Reranker": "zsgen.rerank",
-    "PromptLibrary": "zsgen.prompts",
+    "PromptLibrary": "zsgen.templates",
     # data
     "load_dataset": "zsgen.loaders",
     "load_demo": "zsgen.loaders",

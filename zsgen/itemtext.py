@@ -4,7 +4,8 @@ Retrieval quality depends on which fields go into the text and in what words, so
 template rather than string concatenation scattered over the code. Its :attr:`ItemTextTemplate.hash` lets embedding
 caches tell vectors built from different texts apart.
 
-Templates are user input: they render in a sandbox, and a name the template does not know is an error (with the
+Templates are user input: they render in the prompt templates' limited sandbox (:mod:`zsgen.templates.sandbox`:
+immutable, bounded in CPU time, output and value sizes), and a name the template does not know is an error (with the
 template line) instead of silently rendering as nothing.
 """
 
@@ -19,9 +20,10 @@ from typing import Any
 
 import jinja2
 from jinja2 import meta, nodes
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from zsgen.errors import EmptyTextError, TemplateError, ZsgenError
+from zsgen.templates.sandbox import TemplateLimitError, make_environment, render_limited
 from zsgen.types import Item
 
 #: The variables an item-text template can use; each is the :class:`~zsgen.types.Item` field of the same name.
@@ -69,11 +71,10 @@ def _sentence(text: object) -> str:
     return value + "."
 
 
-def _make_environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
-    env.filters["display_title"] = display_title
-    env.filters["sentence"] = _sentence
-    return env
+def _make_environment() -> ImmutableSandboxedEnvironment:
+    """The prompt templates' limited sandbox (:mod:`zsgen.templates.sandbox`), with Jinja's default whitespace
+    handling (the rendered text is embedded, so it must stay as it always was) and the item-text filters."""
+    return make_environment(trim_blocks=False, filters={"display_title": display_title, "sentence": _sentence})
 
 
 def _template_line(tb: TracebackType | None) -> int | None:
@@ -146,9 +147,16 @@ class ItemTextTemplate:
             "attributes": dict(item.attributes),
         }
         try:
-            text = self._template.render(context)
+            text = render_limited(self._template, context)
         except ZsgenError:
             raise
+        except TemplateLimitError as exc:
+            raise TemplateError(
+                f"{exc} (item {item.id!r})",
+                template=self.name,
+                line=_template_line(exc.__traceback__),
+                limit=exc.limit,
+            ) from None
         except jinja2.UndefinedError as exc:
             raise TemplateError(
                 f"undefined value while rendering item {item.id!r}: {exc.message}",

@@ -20,11 +20,11 @@ import numpy as np
 
 from zsgen.evaluate.coldstart import cold_item_split
 from zsgen.evaluate.generators import FullCatalogGenerator
-from zsgen.evaluate.metrics import metric_values
 from zsgen.evaluate.protocol import RankingTask
-from zsgen.evaluate.ranks import multi_target_ranks
 from zsgen.evaluate.tuning import tune_weights
 from zsgen.loaders import load_dataset
+from zsgen.metrics.metrics import metric_values
+from zsgen.metrics.ranks import multi_target_ranks
 from zsgen.score import TextCosineScorer
 from zsgen.score.config import SearchSpace
 from zsgen.score.transfer import (

@@ -35,10 +35,10 @@ import numpy as np
 
 from zsgen.catalog import Catalog
 from zsgen.evaluate.experiment import Experiment, mean_metric, per_user, summarise
-from zsgen.evaluate.metrics import bootstrap_indices, paired_difference
 from zsgen.evaluate.protocol import Protocol
-from zsgen.evaluate.split import IndexArray
 from zsgen.evaluate.tuning import tune_on_validation, tune_weights
+from zsgen.metrics.metrics import bootstrap_indices, paired_difference
+from zsgen.metrics.split import IndexArray
 from zsgen.score import UserQuery
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig

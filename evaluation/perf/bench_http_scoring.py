@@ -62,8 +62,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from zsgen.llm import OpenAIScoringBackend
-    from zsgen.prompts import PromptLibrary
     from zsgen.rerank import make_labels
+    from zsgen.templates import PromptLibrary
 
     library = PromptLibrary()
     verbalizer, pointwise = library.get("verbalizer_listwise"), library.get("pointwise")

@@ -76,7 +76,7 @@ def load_users(n_users: int, seed: int = 0) -> list[dict[str, Any]]:
 def token_table(variables: dict[str, Any], tokenizer: Any) -> list[tuple[str, str, int]]:
     from zsgen.llm.models import render_chat
     from zsgen.llm.verbalizer import common_prefix_length
-    from zsgen.prompts import PromptLibrary
+    from zsgen.templates import PromptLibrary
 
     library = PromptLibrary()
     rows = []
@@ -141,7 +141,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     from zsgen.llm import LocalChatBackend, VerbalizerBackend
-    from zsgen.prompts import PromptLibrary
+    from zsgen.templates import PromptLibrary
 
     users = load_users(args.users + 1)
     dtypes = [{"bf16": "bfloat16", "fp32": "float32"}.get(d, d) for d in args.dtypes.split(",")]

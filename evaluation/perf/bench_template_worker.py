@@ -19,8 +19,7 @@ from pathlib import Path
 
 from zsgen.errors import TemplateError
 from zsgen.paths import prompts_dir
-from zsgen.prompts import PromptTemplate, sample_variables
-from zsgen.templates import worker
+from zsgen.templates import PromptTemplate, sample_variables, worker
 
 
 def main() -> None:

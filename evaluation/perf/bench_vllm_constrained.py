@@ -23,9 +23,9 @@ from typing import Any
 
 from zsgen.llm import OpenAIChatBackend
 from zsgen.loaders import load_dataset
-from zsgen.prompts import PromptLibrary
 from zsgen.rerank import build_messages, make_labels, parse_ranking, ranking_schema
 from zsgen.rerank.prompt import item_view
+from zsgen.templates import PromptLibrary
 from zsgen.types import History
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-100k"

@@ -15,11 +15,11 @@ from zsgen.catalog import Catalog
 from zsgen.errors import DataError
 from zsgen.evaluate import evaluate
 from zsgen.evaluate.coldstart import cold_item_split, cold_user_split, profile_text, seeded_subset
-from zsgen.evaluate.metrics import rank_metrics
 from zsgen.evaluate.summary import record_ranks
 from zsgen.interactions import Interactions
 from zsgen.loaders import load_dataset
 from zsgen.loaders.users import load_user_attributes
+from zsgen.metrics.metrics import rank_metrics
 from zsgen.score import GroupPopularityScorer, TrainData, UserQuery
 from zsgen.score.base import Scorer
 from zsgen.types import Item

@@ -12,7 +12,7 @@ import pytest
 
 from zsgen.errors import ConfigError
 from zsgen.evaluate import evaluate, load_config
-from zsgen.evaluate.ranks import target_ranks
+from zsgen.metrics.ranks import target_ranks
 from zsgen.paths import data_dir
 
 FUSION = """

@@ -15,8 +15,8 @@ from zsgen.evaluate.generators import (
     ScorerFactory,
     build_generator,
 )
-from zsgen.evaluate.split import UserCase, leave_one_out
 from zsgen.interactions import Interactions
+from zsgen.metrics.split import UserCase, leave_one_out
 from zsgen.score import TrainData
 from zsgen.types import Item
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from zsgen.errors import ConfigError
-from zsgen.evaluate.metrics import metric_names, metric_values, parse_metric, rank_metrics
+from zsgen.metrics.metrics import metric_names, metric_values, parse_metric, rank_metrics
 
 
 def _log_gain(rank: int) -> float:

@@ -17,8 +17,8 @@ import pytest
 
 from zsgen.errors import ConfigError, DataError, TemplateError
 from zsgen.evaluate import evaluate, load_config
-from zsgen.evaluate.metrics import rank_metrics
 from zsgen.evaluate.runner import read_log
+from zsgen.metrics.metrics import rank_metrics
 from zsgen.paths import data_dir
 
 USERS = 6

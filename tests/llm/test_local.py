@@ -158,8 +158,8 @@ def test_role_tokens_in_item_text_open_no_turns(local_model_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     from zsgen.catalog import Catalog
-    from zsgen.prompts import PromptLibrary
     from zsgen.rerank import build_messages
+    from zsgen.templates import PromptLibrary
     from zsgen.types import History, Item, Profile
 
     tokenizer = AutoTokenizer.from_pretrained(local_model_dir)

@@ -15,8 +15,8 @@ from zsgen.catalog import Catalog
 from zsgen.errors import LabelTokenError
 from zsgen.llm import OpenAIScoringBackend, VerbalizerBackend
 from zsgen.loaders import load_demo
-from zsgen.prompts import PromptLibrary
 from zsgen.rerank import RerankConfig, Reranker, build_messages, make_labels
+from zsgen.templates import PromptLibrary
 from zsgen.testing.servers import VLLM_MODEL, kill_group, vllm_process, vllm_requests
 from zsgen.types import Candidate, History
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from zsgen.cli import main
-from zsgen.datasets import DownloadError, dataset_path, default_data_dir, download_dataset
 from zsgen.errors import ConfigError
 from zsgen.evaluate.config import load_config
 from zsgen.loaders import load_dataset
+from zsgen.loaders.datasets import DownloadError, dataset_path, default_data_dir, download_dataset
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "loaders"
 

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from zsgen.evaluate.generators import CandidateList
-from zsgen.evaluate.metrics import (
+from zsgen.evaluate.rankers import RandomRanker
+from zsgen.metrics.metrics import (
     bootstrap_indices,
     bootstrap_interval,
     metric_names,
     paired_difference,
     rank_metrics,
 )
-from zsgen.evaluate.rankers import RandomRanker
-from zsgen.evaluate.split import UserCase
+from zsgen.metrics.split import UserCase
 
 KS = [1, 5, 10, 20]
 

@@ -7,7 +7,8 @@ import pytest
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
-from zsgen.evaluate.split import (
+from zsgen.interactions import Interactions
+from zsgen.metrics.split import (
     derive_seed,
     holdout_events,
     leave_one_out,
@@ -16,7 +17,6 @@ from zsgen.evaluate.split import (
     user_rng,
     validation_split,
 )
-from zsgen.interactions import Interactions
 from zsgen.types import Item
 
 NAN = float("nan")

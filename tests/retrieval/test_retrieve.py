@@ -349,7 +349,7 @@ def test_fusion_text_signal_builds_the_same_queries(
     vector_retriever: Retriever, catalog: Catalog, minilm: TransformersEncoder, name: str
 ) -> None:
     """Text cosine means one thing: the fusion's text signal and the cosine first stage score every item alike
-    (both build their queries in zsgen.retrieval.user_vectors), with and without a profile."""
+    (both build their queries in zsgen.user_vectors), with and without a profile."""
     from zsgen.score import TextCosineScorer, UserQuery
 
     user_vector = cast(UserVector, name)

@@ -14,10 +14,10 @@ import pytest
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
 from zsgen.evaluate.protocol import ranking_task
-from zsgen.evaluate.ranks import target_ranks
-from zsgen.evaluate.split import validation_split
 from zsgen.evaluate.tuning import tune_on_validation, tune_weights
 from zsgen.interactions import Interactions
+from zsgen.metrics.ranks import target_ranks
+from zsgen.metrics.split import validation_split
 from zsgen.score import PopularityScorer, TrainData, UserQuery, history_mask, mask_history, top_k
 from zsgen.score.config import FusionConfig, SearchSpace, SignalConfig
 from zsgen.score.cooccurrence import CooccurrenceScorer
@@ -307,8 +307,8 @@ def test_tuned_value_is_the_metric_the_rankers_report_when_float_noise_ties() ->
     """0.2 + 0.01 is 0.21000000000000002 (and more than 0.21 in float32 too): a tuner comparing raw sums ranks such an
     item above a target scored 0.21 and listed earlier, while the reported ordering (tie-safe scores, earlier item
     first) ranks the target first. The tuned value must be the reported one."""
-    from zsgen.evaluate.metrics import rank_metrics
     from zsgen.evaluate.rankers import order_by_scores
+    from zsgen.metrics.metrics import rank_metrics
 
     a = np.array([[0.21, 0.2, 0.0, 0.05], [0.0, 0.21, 0.2, 0.0], [0.2, 0.0, 0.21, 0.2]])
     b = np.array([[0.0, 0.01, 0.0, 0.05], [0.0, 0.0, 0.01, 0.0], [0.01, 0.0, 0.0, 0.0]])
@@ -339,7 +339,7 @@ def test_tune_on_validation_starts_from_the_configured_weights() -> None:
         split = validation_split(inter, n_items=N_ITEMS)
         task = ranking_task(split, N_ITEMS, protocol, n=8)  # type: ignore[arg-type]
         scores = FusedScorer(config).fit(catalog(), split.train).score(split.queries)
-        from zsgen.evaluate.metrics import metric_values
+        from zsgen.metrics.metrics import metric_values
 
         value = float(metric_values(task.ranks(scores), "ndcg@10").mean())
         assert started[0].value == value

@@ -19,9 +19,9 @@ from zsgen.errors import ConfigError
 from zsgen.itemtext import display_title
 from zsgen.loaders import load_demo
 from zsgen.paths import prompts_dir
-from zsgen.prompts import PromptTemplate
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import Retriever
+from zsgen.templates import PromptTemplate
 from zsgen.testing.playground import ALPHABETICAL, GARBLE, STUTTER, LiveApp, answer_for, serve_playground
 
 TOKEN = "s3cret-playground-token"

@@ -16,8 +16,7 @@ import pytest
 
 from zsgen.errors import TemplateError
 from zsgen.paths import prompts_dir
-from zsgen.prompts import PromptTemplate, sample_variables
-from zsgen.templates import worker
+from zsgen.templates import PromptTemplate, sample_variables, worker
 
 #: One filter call over 50,000 strings of 400,000 characters: past the 1 s budget, but nothing checks it meanwhile.
 HOSTILE = "{% set _b = (['a' * 400000] * 50000)|max %}"

@@ -113,6 +113,40 @@ def test_sandbox_blocks_unsafe_attribute_access() -> None:
         template.render(Item(id="1", title="x"))
 
 
+@pytest.mark.parametrize(
+    ("source", "limit"),
+    [
+        # Nested loops: 1,000 x 1,000 iterations, far past the loop budget.
+        ("{% for a in range(1000) %}{% for b in range(1000) %}{% endfor %}{% endfor %}{{ title }}", "loop iterations"),
+        # A padding that would allocate gigabytes is refused before it runs.
+        ("{{ title * 100000000 }}", "value size"),
+        ("{{ 10 ** 100000 }}", "integer size"),
+    ],
+)
+def test_item_text_renders_in_the_limited_sandbox(source: str, limit: str) -> None:
+    """Item-text templates are user input like prompt templates, so they get the same render budget."""
+    template = ItemTextTemplate(source)
+    with pytest.raises(TemplateError) as caught:
+        template.render(Item(id="m7", title="x"))
+    assert caught.value.limit == limit
+    assert "m7" in str(caught.value)
+    assert "template limit exceeded" in str(caught.value)
+
+
+def test_item_text_sandbox_is_immutable() -> None:
+    """The immutable sandbox, as for prompt templates: a template cannot change the values it is given."""
+    template = ItemTextTemplate("{{ genres.append('Horror') }}{{ genres | join(' ') }}")
+    with pytest.raises(TemplateError):
+        template.render(Item(id="1", title="x", genres=("Drama",)))
+
+
+def test_item_text_keeps_its_whitespace_rules() -> None:
+    """Block tags do not trim the newline after them in item text (unlike prompt templates): the embedded text of
+    existing templates stays exactly what it was."""
+    template = ItemTextTemplate("{{ title }}{% if year %}\n({{ year }}){% endif %}")
+    assert template.render(Item(id="1", title="Heat", year=1995)) == "Heat (1995)"
+
+
 def test_blank_text_names_the_item() -> None:
     template = ItemTextTemplate("{{ description }}")
     with pytest.raises(EmptyTextError) as caught:

@@ -16,9 +16,9 @@ import pytest
 from zsgen.cli import main as cli_main
 from zsgen.errors import ConfigError, InvalidKError, TemplateError
 from zsgen.paths import prompts_dir
-from zsgen.prompts import KNOWN_VARIABLES, PromptLibrary, PromptTemplate, check_dir, sample_variables
 from zsgen.rerank.labels import make_labels
 from zsgen.rerank.parse import parse_ranking
+from zsgen.templates import KNOWN_VARIABLES, PromptLibrary, PromptTemplate, check_dir, sample_variables
 
 PACKAGED = [
     "in_context",
@@ -451,7 +451,7 @@ def test_chat_template_tokens_in_item_text_are_defused(name: str) -> None:
 
 
 def test_defuse_keeps_ordinary_text() -> None:
-    from zsgen.prompts import CHAT_TOKEN
+    from zsgen.templates import CHAT_TOKEN
 
     for text in ("a <b>bold</b> move", "x | y", "[Instrumental] score", "<<<", "I <3 it", "5 < 6 > 4"):
         assert CHAT_TOKEN.search(text) is None, text

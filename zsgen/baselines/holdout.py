@@ -14,7 +14,8 @@ import numpy as np
 import numpy.typing as npt
 
 from zsgen.errors import DataError
-from zsgen.evaluate.ranks import NOT_RANKED, target_ranks
+from zsgen.metrics.metrics import metric_values
+from zsgen.metrics.ranks import target_ranks
 from zsgen.score.base import IndexArray, ScoreMatrix, TrainData, UserQuery, history_mask
 
 
@@ -56,7 +57,7 @@ def last_event_holdout(train: TrainData, *, min_history: int = 1) -> Holdout:
 
 def validation_ndcg(scores: ScoreMatrix, holdout: Holdout, k: int = 10) -> float:
     """Mean NDCG@k of the held-out events over the full catalog with each user's history removed (the tie rule of
-    the evaluation)."""
+    the evaluation), by the evaluation's own metric (:func:`zsgen.metrics.metric_values`), so early stopping and the
+    report agree on what NDCG is."""
     ranks = target_ranks(scores, holdout.targets, exclude=history_mask(holdout.queries, scores.shape[1]))
-    gains = np.where((ranks != NOT_RANKED) & (ranks < k), 1.0 / np.log2(ranks + 2.0), 0.0)
-    return float(gains.mean())
+    return float(metric_values(ranks, f"ndcg@{k}").mean())

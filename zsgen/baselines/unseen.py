@@ -3,7 +3,7 @@
 An embedding row or an EASE column of an item absent from training is only its initial value (random for SASRec,
 zero for EASE), and ranking by it would be ranking by noise. Putting such items last, below the row's lowest learned
 score, is what the count-based signals do in effect (they give them nothing) and keeps the score finite, since
-``-inf`` means "not ranked at all" to the evaluation (:func:`zsgen.evaluate.ranks.target_ranks`).
+``-inf`` means "not ranked at all" to the evaluation (:func:`zsgen.metrics.ranks.target_ranks`).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``zsgen data download NAME [--dir DIR]`` and ``zsgen data list``: fetch the GroupLens MovieLens archives.
 
 Downloads are verified (pinned sha256 and GroupLens's published MD5) and unpacked where ``[dataset] name = "..."`` in
-an evaluation config, and ``--catalog DIR/NAME``, find them; see :mod:`zsgen.datasets` for the data directory.
+an evaluation config, and ``--catalog DIR/NAME``, find them; see :mod:`zsgen.loaders.datasets` for the data directory.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zsgen.datasets import DATA_DIR_ENV, KNOWN_DATASETS, MIRROR_ENV, data_dir, download_dataset
+from zsgen.loaders.datasets import DATA_DIR_ENV, KNOWN_DATASETS, MIRROR_ENV, data_dir, download_dataset
 
 if TYPE_CHECKING:
     from zsgen.cli.common import Subparsers

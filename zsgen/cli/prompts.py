@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from zsgen.catalog import Catalog
 from zsgen.cli.common import print_json, printable
 from zsgen.errors import ConfigError, ZsgenError
-from zsgen.prompts import PromptLibrary, check_dir
+from zsgen.templates import PromptLibrary, check_dir
 
 if TYPE_CHECKING:
     from zsgen.cli.common import Subparsers

@@ -21,7 +21,7 @@ from zsgen.cli.common import (
 from zsgen.errors import ConfigError
 from zsgen.rerank.methods import METHODS
 from zsgen.retrieval.choice import FIRST_STAGES
-from zsgen.retrieval.user_vectors import USER_VECTORS
+from zsgen.user_vectors import USER_VECTORS
 
 if TYPE_CHECKING:
     from zsgen.catalog import Catalog

@@ -9,9 +9,9 @@ The same as ``zsgen evaluate --config evaluation/configs/nir.toml --out runs/nir
 This package is the one implementation of the protocol; everything that measures (``zsgen evaluate``, weight tuning,
 the scripts in ``evaluation/experiments/``) uses it:
 
-- :mod:`~zsgen.evaluate.split`: leave-one-out by time (test and validation), seeded user samples and per-user seeds;
+- :mod:`~zsgen.metrics.split`: leave-one-out by time (test and validation), seeded user samples and per-user seeds;
 - :mod:`~zsgen.evaluate.generators`: candidate lists (score-based top N, LLMRank's random lists, the full catalog);
-- :mod:`~zsgen.evaluate.ranks`: the tie rule and the target's rank; :mod:`~zsgen.evaluate.metrics`: HR, NDCG, MRR,
+- :mod:`~zsgen.metrics.ranks`: the tie rule and the target's rank; :mod:`~zsgen.metrics.metrics`: HR, NDCG, MRR,
   bootstrap intervals;
 - :mod:`~zsgen.evaluate.protocol`: a split and its candidates as one task over score matrices;
 - :mod:`~zsgen.evaluate.tuning`: fusion weights searched on the validation split by the reported metric;
@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.evaluate.config import EvalConfig, config_from_dict, load_config
-from zsgen.evaluate.metrics import Interval, rank_metrics
-from zsgen.evaluate.split import Split, UserCase, leave_one_out, make_split, validation_split
 from zsgen.evaluate.summary import Summary
+from zsgen.metrics.metrics import Interval, rank_metrics
+from zsgen.metrics.split import Split, UserCase, leave_one_out, make_split, validation_split
 
 
 def evaluate(

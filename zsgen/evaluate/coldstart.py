@@ -17,7 +17,7 @@ the log-based signals would need and measure what is left:
 The fused ranker's weights are tuned on a validation split built the same way from warm data only: a second seeded
 cold split carved out of the warm items (the test's cold items removed entirely) or out of the warm users (the
 test's cold users removed entirely). No test target, and no test cold item or cold user, reaches a fitted signal.
-Splits are seeded by hashing (seed, id), as :func:`zsgen.evaluate.split.sample_users` is, so the choice does not
+Splits are seeded by hashing (seed, id), as :func:`zsgen.metrics.split.sample_users` is, so the choice does not
 depend on file order.
 """
 
@@ -33,8 +33,8 @@ import numpy.typing as npt
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.config import COLD_PROTOCOLS, EvalConfig
-from zsgen.evaluate.split import Holdout, IndexArray, Split, UserCase, derive_seed
 from zsgen.interactions import Interactions
+from zsgen.metrics.split import Holdout, IndexArray, Split, UserCase, derive_seed
 from zsgen.score.base import TrainData
 
 logger = logging.getLogger(__name__)

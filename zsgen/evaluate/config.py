@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -39,7 +38,8 @@ from pydantic import (
 
 from zsgen.configbase import StrictConfig, validate_config
 from zsgen.errors import ConfigError
-from zsgen.evaluate.metrics import DEFAULT_KS
+from zsgen.loaders.spec import DatasetConfig, resolve_path
+from zsgen.metrics.metrics import DEFAULT_KS
 from zsgen.tomlio import read_toml, write_toml
 
 GeneratorName = Literal[
@@ -74,43 +74,6 @@ IMPUTING: tuple[str, ...] = ("cold_items", "mixed_items")
 
 #: LLM rankers are for short lists; a longer one is almost surely a config mistake (e.g. full catalog).
 MAX_LLM_CANDIDATES = 100
-
-
-_PATH_OR_NAME = (
-    "give exactly one of `dataset.path` (a folder or file) and `dataset.name` (a folder in the data directory)"
-)
-
-
-class DatasetConfig(StrictConfig):
-    """The dataset, loaded with :func:`zsgen.loaders.load_dataset`: a ``path`` (folder or file) or the ``name`` of a
-    folder in the data directory (``name = "ml-100k"``, or just ``dataset = "ml-100k"``; see :mod:`zsgen.datasets`),
-    exactly one of the two.
-
-    A name is resolved to a path when the config is loaded, so the rest of the run (and the resolved config it
-    writes) only ever sees ``path``.
-    """
-
-    path: str = ""
-    name: str | None = Field(default=None, description="a dataset folder in the data directory, e.g. ml-100k")
-    format: str | None = None
-    interactions: str | None = Field(default=None, description="separate log for a JSONL/CSV catalog")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _bare_name(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            return {"name": data}  # `dataset = "ml-100k"` reads as the name
-        if isinstance(data, dict) and not data.get("path") and not data.get("name"):
-            # Checked before the fields, so a misspelt key (`file = ...`) is named next to what was expected.
-            found = f"; found {', '.join(f'`{key}`' for key in data)}" if data else ""
-            raise ValueError(f"{_PATH_OR_NAME}{found}")
-        return data
-
-    @model_validator(mode="after")
-    def _path_or_name(self) -> DatasetConfig:
-        if bool(self.path) == bool(self.name):
-            raise ValueError(_PATH_OR_NAME)
-        return self
 
 
 class _FusionOptions(StrictConfig):
@@ -360,24 +323,6 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
-    """``value`` as an absolute path: against ``base_dir`` (the config's folder) if it exists there, else the cwd."""
-    path = Path(value).expanduser()
-    if path.is_absolute():
-        return path
-    if base_dir is not None:
-        beside = (base_dir / path).resolve()
-        if beside.exists() or not (Path.cwd() / path).exists():
-            return beside
-    return (Path.cwd() / path).resolve()
-
-
-def relative_path(value: str | Path, base_dir: Path) -> str:
-    """``value`` relative to ``base_dir`` (the inverse of :func:`resolve_path`): how a file written in ``base_dir``
-    names it without a machine path, so that file still resolves when read from anywhere."""
-    return Path(os.path.relpath(Path(value).resolve(), base_dir.resolve())).as_posix()
-
-
 def rewrite_paths(config: EvalConfig, rewrite: Callable[[str], str]) -> EvalConfig:
     """A copy of ``config`` with every file setting (dataset, interaction log, fusion configs, rerank template folder
     and cache) passed through ``rewrite``."""
@@ -414,7 +359,7 @@ def config_from_dict(
         raise ConfigError(f"{source}: {exc}") from None
     _check_rerank_tables(config, source)
     if config.dataset.name is not None:
-        from zsgen.datasets import dataset_path
+        from zsgen.loaders.datasets import dataset_path
 
         try:
             config.dataset.path = str(dataset_path(config.dataset.name, data_dir).resolve())

@@ -3,8 +3,8 @@ ranking tasks, signal scores computed once per split, and metric summaries.
 
 Scripts that ask "does this signal or this weight search help?" score all users at once rather than running
 ``zsgen evaluate`` per variant. They must still rank exactly as a run does, or their numbers describe another
-protocol; so this module only wires the protocol's own parts together (:func:`~zsgen.evaluate.split.make_split`,
-:func:`~zsgen.evaluate.protocol.ranking_task`, :func:`~zsgen.evaluate.metrics.rank_metrics`) and a script keeps only
+protocol; so this module only wires the protocol's own parts together (:func:`~zsgen.metrics.split.make_split`,
+:func:`~zsgen.evaluate.protocol.ranking_task`, :func:`~zsgen.metrics.metrics.rank_metrics`) and a script keeps only
 its question. With the same seed, the sampled task's test lists are those of ``zsgen evaluate`` with
 ``evaluation/configs/llmrank-all.toml``, and its validation lists those the run tunes on.
 """
@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from zsgen.errors import DataError
-from zsgen.evaluate.metrics import DEFAULT_KS, bootstrap_interval, metric_values, rank_metrics
 from zsgen.evaluate.protocol import Protocol, RankingTask, ranking_task
-from zsgen.evaluate.split import Holdout, IndexArray, Split, make_split
+from zsgen.metrics.metrics import DEFAULT_KS, bootstrap_interval, metric_values, rank_metrics
+from zsgen.metrics.split import Holdout, IndexArray, Split, make_split
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, SignalConfig
 from zsgen.score.registry import signal_kind

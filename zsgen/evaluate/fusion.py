@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import COLD_PROTOCOLS, CandidateConfig, EvalConfig, _FusionOptions, relative_path
+from zsgen.evaluate.config import COLD_PROTOCOLS, CandidateConfig, EvalConfig, _FusionOptions
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
-from zsgen.evaluate.split import Split
 from zsgen.interactions import Interactions
+from zsgen.loaders.spec import relative_path
+from zsgen.metrics.split import Split
 from zsgen.score.config import FusionConfig
 from zsgen.score.registry import signal_kind
 

@@ -19,8 +19,8 @@ import numpy.typing as npt
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
 from zsgen.evaluate.config import CandidateConfig
-from zsgen.evaluate.ranks import tie_safe
-from zsgen.evaluate.split import IndexArray, UserCase, queries_for, user_rng
+from zsgen.metrics.ranks import tie_safe
+from zsgen.metrics.split import IndexArray, UserCase, queries_for, user_rng
 
 if TYPE_CHECKING:  # the scorers import lazily at run time; these names are for the type checker
     from zsgen.embed.base import Encoder

@@ -21,8 +21,8 @@ import numpy as np
 from zsgen.catalog import Catalog
 from zsgen.errors import DataError
 from zsgen.evaluate.coldstart import seeded_subset, train_without
-from zsgen.evaluate.split import Holdout, Split, UserCase
 from zsgen.interactions import Interactions
+from zsgen.metrics.split import Holdout, Split, UserCase
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 ``zsgen evaluate`` ranks user by user through generators and rankers; code that scores all users at once (weight
 tuning, ablations in ``evaluation/experiments/``) needs the same task in matrix form. A :class:`RankingTask` is built
 from the protocol's own parts — the split's cases, the run's :class:`~zsgen.evaluate.generators.RandomGenerator`
-lists, the history rule and :func:`~zsgen.evaluate.ranks.target_ranks` — so its ranks are the ranks a run with the
+lists, the history rule and :func:`~zsgen.metrics.ranks.target_ranks` — so its ranks are the ranks a run with the
 same split and seed reports.
 """
 
@@ -18,8 +18,8 @@ import numpy.typing as npt
 
 from zsgen.errors import ConfigError
 from zsgen.evaluate.generators import CandidateList, RandomGenerator
-from zsgen.evaluate.ranks import NOT_RANKED, target_ranks
-from zsgen.evaluate.split import IndexArray, Split
+from zsgen.metrics.ranks import NOT_RANKED, target_ranks
+from zsgen.metrics.split import IndexArray, Split
 
 #: ``full_catalog``: every item outside the history is ranked; ``sampled``: LLMRank's target + n - 1 random items.
 Protocol = Literal["full_catalog", "sampled"]

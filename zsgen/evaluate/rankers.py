@@ -19,9 +19,9 @@ import numpy as np
 from zsgen._sync import run_sync
 from zsgen.catalog import Catalog
 from zsgen.evaluate.generators import CandidateList
-from zsgen.evaluate.ranks import tie_safe
-from zsgen.evaluate.split import IndexArray, UserCase, derive_seed, queries_for, user_rng
 from zsgen.interactions import Interactions
+from zsgen.metrics.ranks import tie_safe
+from zsgen.metrics.split import IndexArray, UserCase, derive_seed, queries_for, user_rng
 from zsgen.score.base import Scorer
 from zsgen.types import Candidate, History, Ranking
 

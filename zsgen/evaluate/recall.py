@@ -14,8 +14,8 @@ import numpy as np
 from zsgen.evaluate.config import EvalConfig
 from zsgen.evaluate.fusion import RunFusion
 from zsgen.evaluate.generators import ScorerFactory
-from zsgen.evaluate.ranks import target_ranks
-from zsgen.evaluate.split import UserCase, queries_for
+from zsgen.metrics.ranks import target_ranks
+from zsgen.metrics.split import UserCase, queries_for
 
 #: Users scored at once (a users × items score matrix per chunk).
 CHUNK_USERS = 256

@@ -12,8 +12,8 @@ import math
 from importlib.util import find_spec
 from pathlib import Path
 
-from zsgen.evaluate.metrics import Interval
 from zsgen.evaluate.summary import RankerSummary, Summary
+from zsgen.metrics.metrics import Interval
 
 METRICS_PLOT = "metrics.png"
 POSITION_PLOT = "position.png"

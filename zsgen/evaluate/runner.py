@@ -35,7 +35,6 @@ from zsgen.evaluate.config import (
     TRAINED_KINDS,
     EvalConfig,
     RankerConfig,
-    relative_path,
     rewrite_paths,
     write_resolved,
 )
@@ -48,10 +47,11 @@ from zsgen.evaluate.rankers import (
     ScorerRanker,
 )
 from zsgen.evaluate.recall import generator_recall
-from zsgen.evaluate.split import UserCase, holdout_events, leave_one_out, sample_users
 from zsgen.evaluate.summary import Summary, summarize
 from zsgen.interactions import Dataset, Interactions
 from zsgen.jsonlog import LogWriter, read_log
+from zsgen.loaders.spec import relative_path
+from zsgen.metrics.split import UserCase, holdout_events, leave_one_out, sample_users
 
 logger = logging.getLogger(__name__)
 

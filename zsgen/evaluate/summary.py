@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from zsgen.evaluate.config import EvalConfig
-from zsgen.evaluate.metrics import (
+from zsgen.metrics.metrics import (
     Interval,
     bootstrap_indices,
     bootstrap_interval,
@@ -24,7 +24,7 @@ from zsgen.evaluate.metrics import (
     paired_difference,
     rank_metrics,
 )
-from zsgen.evaluate.split import derive_seed
+from zsgen.metrics.split import derive_seed
 
 #: Lists up to this long get one position-bias bucket per position; longer ones get ``POSITION_BUCKETS`` buckets.
 MAX_EXACT_POSITIONS = 20

@@ -1,6 +1,6 @@
 """Choosing fusion weights on the validation split — never on the test — by the metric ``zsgen evaluate`` reports.
 
-The validation split (:func:`zsgen.evaluate.split.validation_split`) is leave-one-out shifted by one: each user's
+The validation split (:func:`zsgen.metrics.split.validation_split`) is leave-one-out shifted by one: each user's
 *second-to-last* event is the target, the events before it are the visible history, and signals are fitted on every
 user's events minus the last two; the test event is cut off before anything else is read.
 
@@ -8,7 +8,7 @@ Tuning is an evaluation run on that split, repeated for many weight vectors, so 
 own parts: the same cases and candidate lists (:func:`zsgen.evaluate.protocol.ranking_task`: for the sampled protocol
 the run's own :class:`~zsgen.evaluate.generators.RandomGenerator` lists), the same fused sum
 (:func:`zsgen.score.fusion.weighted_sum`, float64, in config order), the same tie rule
-(:func:`zsgen.evaluate.ranks.target_ranks`) and the same metric formulas (:func:`zsgen.evaluate.metrics.metric_values`).
+(:func:`zsgen.metrics.ranks.target_ranks`) and the same metric formulas (:func:`zsgen.metrics.metrics.metric_values`).
 The value a search reports for a weight vector is therefore exactly what ``zsgen evaluate`` reports for those weights
 on the validation split.
 
@@ -32,11 +32,11 @@ import numpy.typing as npt
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate.generators import CandidateList
-from zsgen.evaluate.metrics import metric_values, parse_metric
 from zsgen.evaluate.protocol import Protocol, RankingTask, ranking_task
-from zsgen.evaluate.ranks import NOT_RANKED, multi_target_ranks, target_ranks
-from zsgen.evaluate.split import IndexArray, Split, validation_split
 from zsgen.interactions import Interactions
+from zsgen.metrics.metrics import metric_values, parse_metric
+from zsgen.metrics.ranks import NOT_RANKED, multi_target_ranks, target_ranks
+from zsgen.metrics.split import IndexArray, Split, validation_split
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, Method, Normalisation, SearchSpace, TuningRecord
 from zsgen.score.fusion import FusedScorer, transform, weighted_sum
@@ -164,7 +164,7 @@ def tune_weights(
     validation than the ones it started from. ``max_rank``: ranks from there on are misses (the run ranks only the
     top ``max_rank`` items of the fused score itself). ``target_sets``: several target columns per row (cold-start
     protocols; -1 for a target not among the columns), ranked by
-    :func:`~zsgen.evaluate.ranks.multi_target_ranks` and scored by the multi-target metric formulas; ``targets``
+    :func:`~zsgen.metrics.ranks.multi_target_ranks` and scored by the multi-target metric formulas; ``targets``
     is then only checked for shape.
     """
     parse_metric(metric)  # a typo fails before any trial

@@ -203,10 +203,10 @@ def neutralise_special_tokens(tokenizer: Any, messages: list[dict[str, str]]) ->
 
     The chat template adds the role and control tokens itself; the same strings inside a message (a catalog
     description holding ``<|im_start|>system ...``, a profile, a model's earlier answer) would otherwise be tokenized
-    as the real tokens and open turns of their own. Templates render variables through zsgen.prompts, which already
+    as the real tokens and open turns of their own. Templates render variables through zsgen.templates, which already
     defuses the common families generically; this catches the model's own exact set, whatever its spelling.
     """
-    from zsgen.prompts import defuse_chat_token
+    from zsgen.templates.defuse import defuse_chat_token
 
     pattern = _special_pattern(tokenizer)
     if pattern is None:

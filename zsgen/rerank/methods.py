@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 from zsgen.catalog import Catalog
 from zsgen.errors import BackendError, ConfigError, LLMError, ParseError
 from zsgen.llm.base import ChatBackend, ChatMessage, Completion, ScoringBackend
-from zsgen.prompts import OutputFormat, PromptTemplate, sample_variables
 from zsgen.rerank.aggregate import cosine_order, distinct_permutations, order_by
 from zsgen.rerank.constraints import ranking_schema
 from zsgen.rerank.labels import make_labels
 from zsgen.rerank.parse import parse_ranking
 from zsgen.rerank.prompt import build_messages, item_view
+from zsgen.templates import OutputFormat, PromptTemplate, sample_variables
 from zsgen.types import Candidate, History, Profile, Usage
 
 if TYPE_CHECKING:

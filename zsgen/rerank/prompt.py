@@ -13,8 +13,8 @@ from typing import Any
 from zsgen.catalog import Catalog
 from zsgen.itemtext import display_title
 from zsgen.llm.base import ChatMessage
-from zsgen.prompts import PromptTemplate
 from zsgen.rerank.labels import LabelStyle, make_labels
+from zsgen.templates import PromptTemplate
 from zsgen.types import History, Item, Profile
 
 __all__ = ["build_messages", "item_view", "prompt_variables"]
@@ -43,7 +43,7 @@ def prompt_variables(
     n: int | None = None,
     chain: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Every variable a template may declare (see :data:`zsgen.prompts.KNOWN_VARIABLES`).
+    """Every variable a template may declare (see :data:`zsgen.templates.KNOWN_VARIABLES`).
 
     ``shown`` lists positions into ``candidate_ids`` in the order the model sees them (default: as given); the
     labels A, B, ... follow that order. ``candidate`` (pointwise templates) is the first shown candidate. ``n``, the

@@ -27,11 +27,11 @@ from zsgen.catalog import Catalog
 from zsgen.errors import BackendError, ConfigError, LLMError, ParseError, TemplateError
 from zsgen.lifecycle import Closing
 from zsgen.llm.base import ChatBackend, ScoringBackend
-from zsgen.prompts import PromptLibrary, PromptTemplate
 from zsgen.rerank.aggregate import borda, cosine_order, order_by, weighted_rrf
 from zsgen.rerank.config import RerankConfig
 from zsgen.rerank.methods import ChatMethod, RerankMethod, RerankRequest, RoundFailure, RoundResult, method_class
 from zsgen.rerank.scope import call_scope
+from zsgen.templates import PromptLibrary, PromptTemplate
 from zsgen.types import Candidate, History, Profile, RankedItem, Ranking, Source, Usage
 
 logger = logging.getLogger(__name__)

@@ -2,9 +2,9 @@
 
 - :mod:`~zsgen.retrieval.base`: the one request type, :class:`Request` (a history and/or a profile text), and the
   one :class:`FirstStage` protocol (``source``, ``retrieve``, ``retrieve_batch``) the recommender relies on.
-- :mod:`~zsgen.retrieval.user_vectors`: how a history (and a profile) becomes query vectors (``mean``, ``recency``,
-  ``last``, ``maxsim``; the blend with a profile). The cosine retriever and the fusion's text signal
-  (:class:`~zsgen.score.text.TextCosineScorer`) both build their queries there.
+- :mod:`~zsgen.user_vectors` (also importable as ``zsgen.retrieval.user_vectors``): how a history (and a profile)
+  becomes query vectors (``mean``, ``recency``, ``last``, ``maxsim``; the blend with a profile). The cosine
+  retriever and the fusion's text signal (:class:`~zsgen.score.text.TextCosineScorer`) both build their queries there.
 - :mod:`~zsgen.retrieval.index`: exact top-k inner-product search in bounded memory (:class:`ItemIndex`), or faiss.
 - :mod:`~zsgen.retrieval.ann`: approximate search for catalogs of millions (:class:`~zsgen.retrieval.ann.AnnIndex`, a
   faiss factory-string index whose candidates are re-scored exactly; saved once and memory-mapped), opt-in with
@@ -23,8 +23,8 @@ have to ignore; :class:`~zsgen.recommender.Recommender`, which builds a cosine r
 ``user_vector`` / ``history_length`` when given no first stage, raises :class:`~zsgen.errors.ConfigError` naming the
 option and the stage when they come with a first stage it did not build.
 
-:class:`FusedRetriever` is imported on first use: it needs :mod:`zsgen.score`, whose text signal imports
-:mod:`~zsgen.retrieval.user_vectors` from this package.
+:class:`FusedRetriever` is imported on first use: it needs :mod:`zsgen.score`, which is heavier to load. The user
+vectors live outside both packages (:mod:`zsgen.user_vectors`), so :mod:`zsgen.score` never imports this one.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from zsgen.retrieval.base import FirstStage, Request
 from zsgen.retrieval.cosine import Retriever
 from zsgen.retrieval.index import FaissIndex, IndexBackend, ItemIndex, SearchIndex, make_index
-from zsgen.retrieval.user_vectors import (
+from zsgen.user_vectors import (
     DEFAULT_HALF_LIFE,
     DEFAULT_PROFILE_WEIGHT,
     USER_VECTORS,

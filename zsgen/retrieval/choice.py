@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from zsgen.embed.base import Encoder
     from zsgen.interactions import Interactions
     from zsgen.itemtext import ItemTextTemplate
-    from zsgen.retrieval.user_vectors import UserVector
     from zsgen.score.config import FusionConfig
+    from zsgen.user_vectors import UserVector
 
 logger = logging.getLogger(__name__)
 

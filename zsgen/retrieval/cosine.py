@@ -1,4 +1,4 @@
-"""The cosine first stage: a user's query (:mod:`zsgen.retrieval.user_vectors`) against the catalog's item vectors,
+"""The cosine first stage: a user's query (:mod:`zsgen.user_vectors`) against the catalog's item vectors,
 exact top-k through an index (:mod:`zsgen.retrieval.index`), the user's seen items left out.
 
 How a history becomes a query (``user_vector``, ``history_length``, ``half_life``, ``profile_weight``) and whether
@@ -23,7 +23,8 @@ from zsgen.errors import ConfigError, DataError, EmptyHistoryError, EmptyTextErr
 from zsgen.itemtext import ItemTextTemplate
 from zsgen.retrieval.base import Request, check_requests, per_request_k
 from zsgen.retrieval.index import FloatMatrix, IndexBackend, SearchIndex, make_index
-from zsgen.retrieval.user_vectors import (
+from zsgen.types import Candidate, History, Item, Profile, Source
+from zsgen.user_vectors import (
     DEFAULT_HALF_LIFE,
     DEFAULT_PROFILE_WEIGHT,
     UserVector,
@@ -32,7 +33,6 @@ from zsgen.retrieval.user_vectors import (
     maxsim_scores,
     single_query,
 )
-from zsgen.types import Candidate, History, Item, Profile, Source
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Retriever:
 
     Item vectors are built once from the item texts (:class:`~zsgen.itemtext.ItemTextTemplate`) with ``encoder``
     (wrap it in a :class:`~zsgen.embed.CachedEncoder` to make rebuilding free), or taken from ``item_vectors``.
-    ``user_vector`` and the options after it say how a user becomes a query (:mod:`zsgen.retrieval.user_vectors`);
+    ``user_vector`` and the options after it say how a user becomes a query (:mod:`zsgen.user_vectors`);
     ``history_length`` limits the query to the most recent items, while ``exclude_seen`` always covers the whole
     history.
     """

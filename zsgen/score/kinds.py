@@ -5,7 +5,6 @@ old spellings that still load)."""
 from __future__ import annotations
 
 from zsgen.errors import ConfigError
-from zsgen.retrieval.user_vectors import DEFAULT_HALF_LIFE, DEFAULT_PROFILE_WEIGHT, UserVector
 from zsgen.score.base import Scorer
 from zsgen.score.cooccurrence import CooccurrenceScorer, ItemFilteringScorer, Normalise
 from zsgen.score.grouppop import GroupPopularityScorer
@@ -14,6 +13,7 @@ from zsgen.score.popularity import PopularityScorer
 from zsgen.score.registry import SignalParams, SignalResources, register_signal
 from zsgen.score.text import TextCosineScorer
 from zsgen.score.userfilter import UserFilteringScorer
+from zsgen.user_vectors import DEFAULT_HALF_LIFE, DEFAULT_PROFILE_WEIGHT, UserVector
 
 #: A number as the file wrote it (an int stays an int when written back).
 Number = int | float

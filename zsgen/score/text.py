@@ -3,7 +3,7 @@
 The only signal that works on a catalog with no interaction log, and the one that covers brand-new items. Item
 vectors are unit rows (the :class:`~zsgen.embed.base.Encoder` contract), so dot products are cosines.
 
-The queries are built by the same code as first-stage retrieval's (:mod:`zsgen.retrieval.user_vectors`: user vectors
+The queries are built by the same code as first-stage retrieval's (:mod:`zsgen.user_vectors`: user vectors
 ``mean`` / ``recency`` / ``last`` / ``maxsim`` over the last ``history_length`` items, the same blend with a
 profile), so "text cosine" means one thing whether it retrieves candidates or is one signal in a fusion. This scorer
 adds batch scoring of many users over precomputed item vectors.
@@ -19,7 +19,8 @@ import numpy.typing as npt
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError, EmptyHistoryError
-from zsgen.retrieval.user_vectors import (
+from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, not_fitted
+from zsgen.user_vectors import (
     DEFAULT_HALF_LIFE,
     DEFAULT_PROFILE_WEIGHT,
     UserVector,
@@ -28,7 +29,6 @@ from zsgen.retrieval.user_vectors import (
     maxsim_scores,
     single_query,
 )
-from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, not_fitted
 
 if TYPE_CHECKING:  # the encoder package is only needed when vectors are not given
     from zsgen.embed.base import Encoder

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from zsgen.configbase import StrictConfig
 from zsgen.errors import ConfigError
-from zsgen.evaluate.config import DatasetConfig, resolve_path
+from zsgen.loaders.spec import DatasetConfig, resolve_path
 from zsgen.rerank import RerankConfig
 from zsgen.tomlio import read_toml
 
@@ -152,7 +152,7 @@ def config_from_dict(
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     if config.dataset.name is not None:
-        from zsgen.datasets import dataset_path
+        from zsgen.loaders.datasets import dataset_path
 
         try:
             config.dataset.path = str(dataset_path(config.dataset.name, data_dir).resolve())

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.prompts import TEMPLATE_SUFFIX
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.serve.errors import ApiError
+from zsgen.templates import TEMPLATE_SUFFIX
 
 __all__ = ["RerankerPool"]
 

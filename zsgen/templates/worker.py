@@ -1,11 +1,11 @@
 """User-edited prompt templates render in worker processes that are killed at the render limit.
 
-The sandbox's budget (:mod:`zsgen.prompts`) is checked between a template's operations, so one operation that runs
+The sandbox's budget (:mod:`zsgen.templates`) is checked between a template's operations, so one operation that runs
 long — a single filter over a huge list — runs to its end however far past the limit that is; in a thread it cannot
 be stopped at all, and on an event loop it stalls every other request. So a template that did not ship with zsgen
 (a file in the user's folder, a playground draft) renders in a child process:
 
-- the child runs the very same sandboxed render (:meth:`~zsgen.prompts.PromptTemplate.render_text`) and sends back
+- the child runs the very same sandboxed render (:meth:`~zsgen.templates.PromptTemplate.render_text`) and sends back
   the text or the template error; it caps its own memory (``RLIMIT_AS``) and, per render, its CPU time
   (``RLIMIT_CPU`` a few seconds past what it has used: the kernel stops a render the parent no longer waits for);
 - the parent waits at most :data:`WALL_SECONDS` for the answer, then kills the child and raises a
@@ -156,7 +156,7 @@ def _serve() -> None:
     """The child: render requests from stdin until it closes."""
     from pathlib import Path
 
-    from zsgen.prompts import PromptTemplate
+    from zsgen.templates.library import PromptTemplate
 
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
     compiled: dict[tuple[str, str, str | None], PromptTemplate] = {}

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from zsgen.evaluate.experiment import Experiment, FusionProbe, mean_metric, query_times, training_events
-from zsgen.evaluate.split import Split
 from zsgen.evaluate.tuning import tune_weights
+from zsgen.metrics.split import Split
 from zsgen.score.base import ScoreMatrix
 from zsgen.score.config import FusionConfig, SignalConfig
 

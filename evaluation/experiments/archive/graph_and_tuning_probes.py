@@ -39,8 +39,8 @@ from scipy.optimize import minimize
 
 from zsgen.evaluate.experiment import Experiment, FusionProbe, per_user, query_times, training_events
 from zsgen.evaluate.protocol import ranking_task
-from zsgen.evaluate.split import Split, UserCase, holdout_events
 from zsgen.evaluate.tuning import tune_weights
+from zsgen.metrics.split import Split, UserCase, holdout_events
 from zsgen.score.base import ScoreMatrix, TrainData, history_matrix, top_k
 from zsgen.score.config import FusionConfig
 from zsgen.score.fusion import transform

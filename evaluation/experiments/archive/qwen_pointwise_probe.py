@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 
 from zsgen.evaluate.experiment import Experiment, FusionProbe, mean_metric, per_user
-from zsgen.evaluate.ranks import target_ranks
 from zsgen.llm.verbalizer import VerbalizerBackend
-from zsgen.prompts import PromptLibrary
+from zsgen.metrics.ranks import target_ranks
 from zsgen.rerank import item_view
 from zsgen.score.config import FusionConfig
+from zsgen.templates import PromptLibrary
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT.parent / "shared" / "data" / "ml-100k"

@@ -59,9 +59,9 @@ from zsgen.evaluate.runner import (
     prepare_run,
     rank_cases,
 )
-from zsgen.evaluate.split import UserCase
 from zsgen.evaluate.summary import Summary
 from zsgen.jsonlog import LogWriter
+from zsgen.metrics.split import UserCase
 from zsgen.rerank import RerankConfig, Reranker
 
 logger = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ and calls ``ctx.close()`` on shutdown (it closes a reranker the playground built
 :func:`build_playground_router` returns both as one router, for a service without auth (with auth on it, the page
 itself would need the header, which a browser's address bar cannot send).
 
-Templates are user input and are only ever compiled and rendered in zsgen's sandbox (:mod:`zsgen.prompts`). Running
+Templates are user input and are only ever compiled and rendered in zsgen's sandbox (:mod:`zsgen.templates`). Running
 one uses :meth:`zsgen.rerank.Reranker.with_template`, a copy of the service's reranker that shares its backend.
 """
 

@@ -9,7 +9,7 @@ backend is wrapped in a recorder, so the messages shown are the ones actually se
 "Try on N users" is a small paired comparison on the held-out events of the loaded dataset: the same N users (a
 seeded sample of the leave-one-out cases), the same first-stage candidates, NDCG@10 of the reranked order against
 NDCG@10 of the first-stage order, with the percentile bootstrap interval of the per-user differences. The metric
-and the interval are the evaluation harness's own (:mod:`zsgen.evaluate.metrics`). Ranks are positions in the
+and the interval are the evaluation harness's own (:mod:`zsgen.metrics.metrics`). Ranks are positions in the
 candidate list: a target the first stage did not retrieve is a miss for both orders. The first stage is the
 service's as loaded; if it was fitted on the whole log it has seen the held-out events, which flatters both orders
 alike but not their difference, the number this button is for.
@@ -25,22 +25,22 @@ from pydantic import BaseModel, Field
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
-from zsgen.evaluate.metrics import (
+from zsgen.llm.base import ChatBackend, ChatMessage, Completion
+from zsgen.metrics.metrics import (
     Interval,
     bootstrap_indices,
     bootstrap_interval,
     metric_values,
     paired_difference,
 )
-from zsgen.evaluate.split import sample_users
-from zsgen.llm.base import ChatBackend, ChatMessage, Completion
-from zsgen.prompts import PromptLibrary, PromptTemplate
+from zsgen.metrics.split import sample_users
 from zsgen.rerank import RerankConfig, Reranker, RerankMethod, RerankRequest, method_class
 from zsgen.rerank.methods import ChatMethod
 from zsgen.retrieval import Request
 from zsgen.serve.playground.context import LiveView, PlaygroundContext
 from zsgen.serve.playground.templates import compile_source
 from zsgen.serve.playground.users import PickedUser, UserBook
+from zsgen.templates import PromptLibrary, PromptTemplate
 from zsgen.types import Candidate, Ranking
 
 __all__ = [

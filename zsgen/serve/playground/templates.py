@@ -1,8 +1,8 @@
 """The template being edited: compiled in the sandbox, checked with line numbers, listed, loaded and saved.
 
-The page sends template *text*; it is compiled as a :class:`~zsgen.prompts.PromptTemplate` in memory (the same
+The page sends template *text*; it is compiled as a :class:`~zsgen.templates.PromptTemplate` in memory (the same
 immutable sandbox with ``StrictUndefined`` and render limits every template gets) and never written anywhere except by
-"save". Checking reuses :func:`zsgen.prompts.check_template_file`, the checks of ``zsgen prompts check``, on a copy
+"save". Checking reuses :func:`zsgen.templates.check_template_file`, the checks of ``zsgen prompts check``, on a copy
 in a private temporary folder, and adds the one thing only the playground knows: whether the method being run can
 read the template's ``output:``.
 
@@ -24,8 +24,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from zsgen.errors import ConfigError, TemplateError
-from zsgen.prompts import TEMPLATE_SUFFIX, PromptLibrary, PromptTemplate, check_template_file
 from zsgen.rerank import RerankConfig, method_class
+from zsgen.templates import TEMPLATE_SUFFIX, PromptLibrary, PromptTemplate, check_template_file
 
 __all__ = [
     "EDIT_NAME",

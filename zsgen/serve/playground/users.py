@@ -1,6 +1,6 @@
 """The user a template is tried on: one of the dataset's users (with their held-out event) or one typed in.
 
-A dataset user is shown as leave-one-out evaluation sees them (:func:`zsgen.evaluate.split.leave_one_out`): every
+A dataset user is shown as leave-one-out evaluation sees them (:func:`zsgen.metrics.split.leave_one_out`): every
 event but the last is the history, the last is the held-out target, so the page can say where the item the user
 really chose next lands in the first-stage and in the reranked order. A typed user is item ids or titles (resolved
 by the catalog, with suggestions on a typo) and/or a profile text, and has no target.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from zsgen.errors import ConfigError, EmptyHistoryError
-from zsgen.evaluate.split import UserCase, leave_one_out
 from zsgen.interactions import Dataset
+from zsgen.metrics.split import UserCase, leave_one_out
 from zsgen.recommender import Recommender
 from zsgen.types import History, Profile
 

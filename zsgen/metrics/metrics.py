@@ -67,7 +67,7 @@ MultiRanks = Sequence[Sequence[int | None] | npt.NDArray[np.integer[Any]]]
 
 
 def _rank_array(ranks: Ranks) -> FloatArray:
-    """Ranks as floats with ``inf`` for "not ranked" (``None``, or :data:`zsgen.evaluate.ranks.NOT_RANKED`)."""
+    """Ranks as floats with ``inf`` for "not ranked" (``None``, or :data:`zsgen.metrics.ranks.NOT_RANKED`)."""
     if isinstance(ranks, np.ndarray):
         rank = ranks.astype(np.float64)
     else:
