@@ -7,7 +7,7 @@ language model does wrong ends as a cosine-order ranking flagged ``fallback=True
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ from zsgen.lifecycle import Closing
 from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import FirstStage, Request, Retriever, UserVector
 from zsgen.retrieval.choice import FirstStageName, build_first_stage
-from zsgen.types import Candidate, History, Interaction, Profile, RankedItem, Ranking
+from zsgen.types import Candidate, History, Interaction, Item, Profile, RankedItem, Ranking
 
 if TYPE_CHECKING:
     from zsgen.interactions import Interactions
@@ -115,6 +115,25 @@ class Recommender(Closing):
         any other first stage."""
         origin = getattr(self.retriever, "weights_origin", None) if self.retriever.source == "fusion" else None
         return str(origin) if origin is not None else None
+
+    def add_items(self, items: Iterable[Item]) -> list[str]:
+        """Add new items (no interactions yet) to the catalog; the first stage ranks them at once, with nothing
+        refitted: the cosine stage encodes their text, the fused stage also imputes their log-signal scores from
+        their warm text neighbours (:meth:`zsgen.retrieval.fused.FusedRetriever.with_items`; a fusion with transfer
+        or LLM signals is refitted instead). Returns the new items' ids. Raises
+        :class:`~zsgen.errors.DuplicateItemError` for an id the catalog has, :class:`~zsgen.errors.ConfigError` for
+        a first stage that cannot add items."""
+        new = list(items)
+        add = getattr(self.retriever, "add_items", None)
+        if not callable(add):
+            raise ConfigError(f"the first stage {type(self.retriever).__name__} cannot add items")
+        catalog = self.catalog.with_items(new)  # raises DuplicateItemError before the stage changes
+        add(new)
+        self.catalog = catalog
+        if self.reranker is not None:
+            self.reranker.catalog = catalog
+            self.reranker.method.catalog = catalog
+        return [item.id for item in new]
 
     def close(self) -> None:
         """Release the reranker's backend (its HTTP connections); using the recommender again reopens them."""
