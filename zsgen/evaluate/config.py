@@ -300,9 +300,15 @@ class EvalConfig(StrictConfig):
             raise ValueError("protocol mixed_items ranks the full catalog (candidates.generator = full_catalog)")
         if self.protocol == "cold_users" and self.candidates.generator != "full_catalog":
             raise ValueError("protocol cold_users ranks the full catalog (candidates.generator = full_catalog)")
-        if self.protocol == "cold_items" and self.candidates.generator in ("random", "fused"):
+        if self.protocol == "cold_items" and self.candidates.generator == "random":
             raise ValueError(
                 "protocol cold_items lists every cold item (full_catalog) or a score-based shortlist of them"
+            )
+        if self.protocol == "cold_items" and self.candidates.generator == "fused" and self.candidates.tune:
+            # Tuning a generator needs its validation lists, which the cold split does not make for the generator
+            # itself: a fused shortlist of cold items uses weights tuned elsewhere (e.g. the cold-items run's file).
+            raise ValueError(
+                "protocol cold_items: the fused generator takes a tuned fusion file (candidates.tune = false)"
             )
         if self.protocol in COLD_PROTOCOLS and self.split != "test":
             raise ValueError(f"protocol {self.protocol} evaluates the test split; its validation split tunes")

@@ -100,7 +100,7 @@ def resolve_fusions(
             encoder=factory.encoder,
             item_vectors=factory.item_vectors() if uses_text else None,
             **(
-                cold_tuning_task(config, catalog, interactions, factory)
+                cold_tuning_task(config, catalog, interactions, factory, resolved)
                 if config.protocol in COLD_PROTOCOLS
                 else tuning_task(config, key, factory, resolved)
             ),
@@ -148,7 +148,11 @@ def tuning_task(
 
 
 def cold_tuning_task(
-    config: EvalConfig, catalog: Catalog, interactions: Interactions, factory: ScorerFactory
+    config: EvalConfig,
+    catalog: Catalog,
+    interactions: Interactions,
+    factory: ScorerFactory,
+    resolved: Mapping[str, RunFusion] | None = None,
 ) -> dict[str, Any]:
     """What a fused ranker of a cold-start run is tuned on: the protocol's validation split, built from warm data only
     (a second cold set carved out of the warm items or users, :mod:`zsgen.evaluate.coldstart`), each case's
@@ -157,10 +161,15 @@ def cold_tuning_task(
     from zsgen.evaluate.coldstart import cold_split
 
     split = cold_split(config, catalog, interactions, "validation")
+    fusion = resolved["candidates"].config if resolved and "candidates" in resolved else None
 
     def lists(split: Split) -> list[CandidateList]:
         generator = build_generator(
-            config.candidates, factory.with_train(split.train), seed=config.seed, items=split.candidate_items
+            config.candidates,
+            factory.with_train(split.train),
+            seed=config.seed,
+            fusion=fusion,
+            items=split.candidate_items,
         )
         return generator.generate(split.cases)
 
