@@ -17,7 +17,7 @@ import copy
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,7 @@ from zsgen.rerank import RerankConfig, Reranker
 from zsgen.retrieval import FirstStage, Request, Retriever, UserVector
 from zsgen.retrieval.base import aretrieve_batch, available, check_requests, per_request_k
 from zsgen.retrieval.choice import FirstStageName, build_first_stage
-from zsgen.types import Candidate, History, Interaction, Profile, RankedItem, Ranking
+from zsgen.types import Candidate, History, Interaction, Item, Profile, RankedItem, Ranking
 
 if TYPE_CHECKING:
     from zsgen.interactions import Interactions
@@ -136,6 +136,25 @@ class Recommender(Closing):
         any other first stage."""
         origin = getattr(self.retriever, "weights_origin", None) if self.retriever.source == "fusion" else None
         return str(origin) if origin is not None else None
+
+    def add_items(self, items: Iterable[Item]) -> list[str]:
+        """Add new items (no interactions yet) to the catalog; the first stage ranks them at once, with nothing
+        refitted: the cosine stage encodes their text, the fused stage also imputes their log-signal scores from
+        their warm text neighbours (:meth:`zsgen.retrieval.fused.FusedRetriever.with_items`; a fusion with transfer
+        or LLM signals is refitted instead). Returns the new items' ids. Raises
+        :class:`~zsgen.errors.DuplicateItemError` for an id the catalog has, :class:`~zsgen.errors.ConfigError` for
+        a first stage that cannot add items."""
+        new = list(items)
+        add = getattr(self.retriever, "add_items", None)
+        if not callable(add):
+            raise ConfigError(f"the first stage {type(self.retriever).__name__} cannot add items")
+        catalog = self.catalog.with_items(new)  # raises DuplicateItemError before the stage changes
+        add(new)
+        self.catalog = catalog
+        if self.reranker is not None:
+            self.reranker.catalog = catalog
+            self.reranker.method.catalog = catalog
+        return [item.id for item in new]
 
     def close(self) -> None:
         """Release the reranker's backend (its HTTP connections); using the recommender again reopens them."""

@@ -354,3 +354,18 @@ def test_cold_protocol_config_errors(toy: tuple[Path, Catalog, Interactions]) ->
     config = _run_config(folder, "cold_items", {"fraction": 1.5})
     with pytest.raises(ConfigError, match="fraction"):
         config_from_dict(config)
+
+
+def test_cold_items_take_a_fused_shortlist_with_fixed_weights(toy: tuple[Path, Catalog, Interactions]) -> None:
+    """The fused generator lists cold items with weights tuned elsewhere (cold-items-llm uses the cold-items run's
+    file) or tuned by the run itself; a random list is refused, as it says nothing about the cold items."""
+    from zsgen.errors import ConfigError
+    from zsgen.evaluate.config import config_from_dict
+
+    folder, _, _ = toy
+    config = _run_config(folder, "cold_items", {})
+    config["candidates"] = {"generator": "fused", "fusion": str(folder / "fusion.toml"), "n": 5, "tune": False}
+    assert config_from_dict(config).candidates.generator == "fused"
+    config["candidates"] = {"generator": "random", "n": 5}
+    with pytest.raises(ConfigError, match="score-based shortlist"):
+        config_from_dict(config)

@@ -101,7 +101,7 @@ def resolve_fusions(
             encoder=factory.encoder,
             item_vectors=factory.item_vectors() if uses_text else None,
             **(
-                cold_tuning_task(config, catalog, interactions, factory)
+                cold_tuning_task(config, catalog, interactions, factory, resolved)
                 if config.protocol in COLD_PROTOCOLS
                 else tuning_task(config, key, factory, resolved)
             ),
@@ -149,7 +149,11 @@ def tuning_task(
 
 
 def cold_tuning_task(
-    config: EvalConfig, catalog: Catalog, interactions: Interactions, factory: ScorerFactory
+    config: EvalConfig,
+    catalog: Catalog,
+    interactions: Interactions,
+    factory: ScorerFactory,
+    resolved: Mapping[str, RunFusion] | None = None,
 ) -> dict[str, Any]:
     """What a fused ranker of a cold-start run is tuned on: the protocol's validation split, built from warm data only
     (a second cold set carved out of the warm items or users, :mod:`zsgen.evaluate.coldstart`), each case's
@@ -159,14 +163,19 @@ def cold_tuning_task(
     from zsgen.evaluate.coldstart import cold_split
 
     split = cold_split(config, catalog, interactions, "validation")
+    fusion = resolved["candidates"].config if resolved and "candidates" in resolved else None
 
     def lists(split: Split) -> list[CandidateList]:
-        if config.candidates.generator == "fused":  # the fused generator is what is being tuned: all its cold items
-            whole = CandidateConfig(generator="full_catalog")
+        if config.candidates.generator == "fused" and fusion is None:  # the fused generator itself is being tuned:
+            whole = CandidateConfig(generator="full_catalog")  # on every cold item of the split
             generator = build_generator(whole, factory, seed=config.seed, items=split.candidate_items)
         else:
             generator = build_generator(
-                config.candidates, factory.with_train(split.train), seed=config.seed, items=split.candidate_items
+                config.candidates,
+                factory.with_train(split.train),
+                seed=config.seed,
+                fusion=fusion,
+                items=split.candidate_items,
             )
         return generator.generate(split.cases)
 

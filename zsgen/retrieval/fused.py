@@ -14,7 +14,8 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from zsgen.score.base import TrainData, UserQuery, mask_history, top_k
 from zsgen.score.config import FusionConfig
 from zsgen.score.fusion import FusedScorer
 from zsgen.score.llm import CandidateScoreFn
-from zsgen.types import Candidate, History, Profile, Source
+from zsgen.types import Candidate, History, Item, Profile, Source
 
 #: ``weights_origin`` of the fusion zsgen ships, and of a config built in code.
 PACKAGED = "packaged"
@@ -70,6 +71,8 @@ class FusedRetriever:
         )
         # Items without interactions (none in the log, or added since) are scored through their warm text
         # neighbours on the warm items' scale (zsgen.score.transfer.impute), so a new item competes at once.
+        self._train = train
+        self._options: dict[str, Any] = {"encoder": encoder, "item_vectors": item_vectors, "llm": llm}
         self.scorer = FusedScorer(config, encoder=encoder, item_vectors=item_vectors, llm=llm, impute_cold=True).fit(
             catalog, train
         )
@@ -85,6 +88,50 @@ class FusedRetriever:
     def packaged(cls, catalog: Catalog, interactions: Interactions | None = None, **kw: Any) -> FusedRetriever:
         """The fusion zsgen ships (:meth:`~zsgen.score.config.FusionConfig.packaged`), fitted on ``interactions``."""
         return cls(catalog, FusionConfig.packaged(), interactions, weights_origin=PACKAGED, **kw)
+
+    def with_items(self, items: Iterable[Item]) -> FusedRetriever | None:
+        """This stage with ``items`` (new, without interactions) appended, nothing refitted: their text is encoded
+        and their log-signal scores imputed from their warm text neighbours (:meth:`FusedScorer.with_items`), so
+        they compete with the warm items on the fused scale at once. ``self`` is unchanged (a live catalog swaps
+        stages under concurrent readers). ``None`` when the fusion has signals that cannot take items this way
+        (transfer or LLM signals): rebuild the stage then. Raises :class:`~zsgen.errors.DuplicateItemError` for an
+        id the catalog has."""
+        new = list(items)
+        catalog = self.catalog.with_items(new)  # raises DuplicateItemError before anything is encoded
+        if not new:
+            return self
+        scorer = self.scorer.with_items(catalog, self._encode(new))
+        if scorer is None:
+            return None
+        out = copy.copy(self)
+        out.catalog, out.scorer = catalog, scorer
+        return out
+
+    def add_items(self, items: Iterable[Item]) -> None:
+        """Add new items in place (as :meth:`zsgen.retrieval.cosine.Retriever.add_items` does): by
+        :meth:`with_items` where the fusion allows it, else by refitting the fusion over the extended catalog on
+        the log it was fitted on."""
+        new = list(items)
+        stage = self.with_items(new)
+        if stage is None:
+            catalog = self.catalog.with_items(new)
+            scorer = FusedScorer(self.config, **{**self._options, "item_vectors": None}, impute_cold=True)
+            self.catalog, self.scorer = catalog, scorer.fit(catalog, self._train)
+            return
+        self.catalog, self.scorer = stage.catalog, stage.scorer
+
+    def _encode(self, items: Sequence[Item]) -> npt.NDArray[np.float32]:
+        """The new items' vectors, as the fitted items' were made (the shared encoder, the default item text)."""
+        from zsgen.itemtext import ItemTextTemplate
+
+        encoder = self.scorer._fitted.get("encoder") or next(
+            (getattr(s, "encoder", None) for s in self.scorer.scorers.values() if getattr(s, "encoder", None)), None
+        )
+        if encoder is None:
+            from zsgen.embed import default_encoder
+
+            encoder = default_encoder()
+        return np.asarray(encoder.encode(ItemTextTemplate().render_all(Catalog(list(items)))), dtype=np.float32)
 
     def retrieve(
         self,

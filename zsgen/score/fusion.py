@@ -9,6 +9,8 @@ non-zero weight ranks exactly as that signal does. Reciprocal-rank fusion is the
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,7 +26,7 @@ from zsgen.score.base import ScoreMatrix, Scorer, TrainData, UserQuery, not_fitt
 from zsgen.score.config import FusionConfig, Method, Normalisation, SignalConfig
 from zsgen.score.llm import CandidateScoreFn
 from zsgen.score.registry import SignalResources, signal_kind
-from zsgen.score.transfer.impute import ColdImputer, cold_imputer
+from zsgen.score.transfer.impute import IMPUTED_KINDS, ColdImputer, cold_imputer
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +184,9 @@ class FusedScorer:
         self.needs_logs = all(self._kind_needs_logs(s) for s in self._wanted)
         self.scorers: dict[str, Scorer] = {}
         self.imputer: ColdImputer | None = None  # items without interactions: log signals imputed (transfer.impute)
+        self.n_items = 0  # the catalog's length: log signals fitted before items were added score fewer columns
+        self._train: TrainData | None = None
+        self._fitted: dict[str, Any] = {}  # the resources the scorers were fitted with (shared encoder, vectors)
 
     def _spec(self, signal: str) -> Any:
         return signal_kind(self.config.signals[signal].kind)
@@ -224,16 +229,69 @@ class FusedScorer:
             self.scorers[signal] = scorer.fit(catalog, train)
         if self.impute_cold:
             self.imputer = cold_imputer(catalog, train, self.scorers, self.config, resources)
+        self.n_items, self._train, self._fitted = len(catalog), train, resources
         return self
+
+    def with_items(self, catalog: Catalog, new_vectors: npt.ArrayLike) -> FusedScorer | None:
+        """This fusion over ``catalog``, which appends items without interactions to the fitted one, with nothing
+        refitted: text signals get the new items' vectors (``new_vectors``, one row per appended item, encoded as
+        the fitted items were), log signals stay the very fitted objects, and the new items' log scores are imputed
+        from their warm text neighbours (:meth:`ColdImputer.for_new_items`), as a fit over ``catalog`` would.
+
+        ``None`` when this fusion cannot add items that way (a signal kind other than text and the imputed log
+        kinds, or log signals without imputation): the caller refits instead. ``self`` is left as it is."""
+        if not self.scorers:
+            raise not_fitted(self.name)
+        added = np.asarray(new_vectors, dtype=np.float32)
+        if added.ndim != 2 or len(catalog) != self.n_items + added.shape[0]:
+            raise DataError(
+                f"{added.shape} new item vectors for {len(catalog) - self.n_items} appended items", field="item_vectors"
+            )
+        kinds = {name: self.config.signals[name].kind for name in self.scorers}
+        if any(kind != "text" and kind not in IMPUTED_KINDS for kind in kinds.values()):
+            return None
+        logged = any(kind in IMPUTED_KINDS for kind in kinds.values())
+        if logged and not self.impute_cold:
+            return None
+        vectors = self._fitted.get("item_vectors")
+        if vectors is None:
+            vectors = next((getattr(s, "item_vectors", None) for s in self.scorers.values()), None)
+        if vectors is None and logged:
+            return None  # the imputer's neighbours need the fitted items' vectors
+        out = copy.copy(self)
+        out.scorers = dict(self.scorers)
+        out._fitted = dict(self._fitted)
+        if self._fitted.get("item_vectors") is not None:
+            out._fitted["item_vectors"] = np.vstack([np.asarray(self._fitted["item_vectors"], np.float32), added])
+        for name, kind in kinds.items():
+            if kind == "text":
+                scorer: Any = copy.copy(self.scorers[name])  # a TextCosineScorer: its fitted vectors extended
+                scorer.item_vectors = np.ascontiguousarray(np.vstack([np.asarray(scorer.item_vectors), added]))
+                out.scorers[name] = scorer
+        if logged and self._train is not None and vectors is not None:
+            out.imputer = ColdImputer.for_new_items(self.imputer, self._train, vectors, added)
+        out.n_items = len(catalog)
+        return out
 
     def score_signals(self, queries: Sequence[UserQuery]) -> dict[str, ScoreMatrix]:
         """Every fitted signal's raw scores (for tuning, ablations and explanations)."""
         if not self.scorers:
             raise not_fitted(self.name)
-        scores = {name: scorer.score(queries) for name, scorer in self.scorers.items()}
+        scores = {name: self._score_one(name, scorer, queries) for name, scorer in self.scorers.items()}
         if self.imputer is not None:
             scores = self.imputer.apply_all(scores, {name: self.config.signals[name].kind for name in scores})
         return scores
+
+    def _score_one(self, name: str, scorer: Scorer, queries: Sequence[UserQuery]) -> ScoreMatrix:
+        """One signal's scores over all :attr:`n_items`. A log signal fitted before items were added
+        (:meth:`with_items`) knows nothing of them: they leave its queries' histories, and its columns for them
+        are zeros until the imputer fills them."""
+        fitted = self._train.n_items if self._train is not None else self.n_items
+        if self.config.signals[name].kind not in IMPUTED_KINDS or fitted >= self.n_items:
+            return scorer.score(queries)
+        known = [dataclasses.replace(q, history=q.history[q.history < fitted]) for q in queries]
+        scores = np.asarray(scorer.score(known), dtype=np.float64)
+        return np.hstack([scores, np.zeros((scores.shape[0], self.n_items - scores.shape[1]))])
 
     def score(self, queries: Sequence[UserQuery]) -> ScoreMatrix:
         return combine(self.score_signals(queries), self.config)

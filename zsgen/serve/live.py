@@ -134,13 +134,19 @@ class LiveCatalog:
     def put(self, item: Item) -> bool:
         """Add ``item``, or replace the item with its id (and put it back if it was retired); True if it is new.
 
-        Blocking (the first stage is rebuilt): call it from a worker thread in async code."""
+        Blocking: a new item joins a stage that can take items without refitting (``with_items``: the fused
+        stage, its log-signal scores imputed from the item's text neighbours), else the first stage is rebuilt;
+        call it from a worker thread in async code."""
         with self._lock:
             current = self.snapshot
             created = item.id not in current.catalog
             items, retired = current.catalog.items, set(current.retired)
             apply_edits(items, retired, [Edit(op="put", item=item)])
-            new = self._build(items, retired, version=current.version + 1, stage=None)
+            stage: FirstStage | None = None
+            with_items = getattr(current.stage.stage, "with_items", None)
+            if created and callable(with_items):
+                stage = with_items([item])  # a new stage object: readers of the current snapshot keep theirs
+            new = self._build(items, retired, version=current.version + 1, stage=stage)
             if self.store is not None:
                 self.store.append(Edit(op="put", item=item))
             self.snapshot = new

@@ -59,6 +59,42 @@ class ColdImputer:
         graph = text_neighbours(matrix, warm, neighbours, power)
         return cls(cold, sp.csr_matrix(graph[cold]))
 
+    @classmethod
+    def for_new_items(
+        cls,
+        previous: ColdImputer | None,
+        train: TrainData,
+        vectors: npt.ArrayLike,
+        new_vectors: npt.ArrayLike,
+        *,
+        neighbours: int = NEIGHBOURS,
+        power: float = 1.0,
+    ) -> ColdImputer | None:
+        """The imputer after appending items without interactions, without refitting anything: ``previous`` (the
+        imputer :meth:`fit` gave for ``train``'s catalog, or ``None``) plus one row per new item, each row its
+        nearest warm items by text. ``vectors`` are the item vectors the log was fitted with (``train.n_items``
+        rows), ``new_vectors`` the appended items'. The rows equal those :meth:`fit` gives over the extended
+        catalog, since a row depends only on its item's vector and the warm items' (the new items are not warm)."""
+        old = np.asarray(vectors, dtype=np.float32)
+        new = np.asarray(new_vectors, dtype=np.float32)
+        counts = np.asarray(train.incidence().sum(axis=0), dtype=np.float64).ravel()
+        warm = np.flatnonzero(counts > 0).astype(np.int64)
+        if warm.size < 2 or new.shape[0] == 0:
+            return previous
+        n_old, n_new = old.shape[0], old.shape[0] + new.shape[0]
+        # The warm items first, then the new ones: the graph's columns index the warm block, mapped back below.
+        local = text_neighbours(np.vstack([old[warm], new]), np.arange(warm.size, dtype=np.int64), neighbours, power)
+        rows = sp.coo_matrix(local[warm.size :])
+        added = sp.csr_matrix((rows.data, (rows.row, warm[rows.col])), shape=(new.shape[0], n_new))
+        if previous is None:
+            return cls(np.arange(n_old, n_new, dtype=np.int64), added)
+        kept = previous.weights.tocoo()
+        padded = sp.csr_matrix((kept.data, (kept.row, kept.col)), shape=(kept.shape[0], n_new))
+        return cls(
+            np.concatenate([previous.cold, np.arange(n_old, n_new, dtype=np.int64)]),
+            sp.csr_matrix(sp.vstack([padded, added])),
+        )
+
     def apply(self, scores: ScoreMatrix) -> ScoreMatrix:
         """``scores`` with the cold items' columns replaced by their neighbours' weighted mean."""
         out = np.array(scores, dtype=np.float64, copy=True)
