@@ -140,8 +140,9 @@ class Recommender(Closing):
     def add_items(self, items: Iterable[Item]) -> list[str]:
         """Add new items (no interactions yet) to the catalog; the first stage ranks them at once, with nothing
         refitted: the cosine stage encodes their text, the fused stage also imputes their log-signal scores from
-        their warm text neighbours (:meth:`zsgen.retrieval.fused.FusedRetriever.with_items`; a fusion with transfer
-        or LLM signals is refitted instead). Returns the new items' ids. Raises
+        their warm text neighbours and scores them through its transfer signals' learnt maps
+        (:meth:`zsgen.retrieval.fused.FusedRetriever.with_items`; a fusion with LLM signals is refitted instead).
+        Returns the new items' ids. Raises
         :class:`~zsgen.errors.DuplicateItemError` for an id the catalog has, :class:`~zsgen.errors.ConfigError` for
         a first stage that cannot add items."""
         new = list(items)

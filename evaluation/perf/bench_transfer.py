@@ -9,8 +9,9 @@ items have no interaction. Timed, median of ``--repeats``:
 
 - ``fit``: each signal's ``fit`` (PureSVD + ridge map, popularity ridge, co-occurrence + text neighbours) and the
   fused scorer's cold imputer;
-- ``new item``: what one item added at run time costs, without refitting: its popularity and factor predicted by the
-  kept ridge maps, its warm text neighbours found, and its scores for one user (factor dot product, neighbour mean).
+- ``new item``: what one item added at run time costs, without refitting: each signal's ``with_items`` (features in
+  the fitted space, popularity and factor from the kept ridge maps, warm text neighbours found, the co-occurrence
+  grown by an empty row and column) and one user's scores over the grown catalog.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import numpy as np
 from zsgen.catalog import Catalog
 from zsgen.score import TrainData, UserQuery
 from zsgen.score.transfer import NeighbourTransferScorer, PredictedPopularityScorer, TextFactorScorer
-from zsgen.score.transfer.features import item_features
 from zsgen.score.transfer.impute import ColdImputer
 from zsgen.types import Item
 
@@ -94,28 +94,22 @@ def main() -> None:
     print(f"fit {'cold imputer':22s} {seconds:7.2f} s")
     print(f"fit all                    {total:7.2f} s")
 
-    factors, popularity = scorers["text_factors"], scorers["predicted_popularity"]
-    assert factors.ridge is not None and popularity.ridge is not None and factors.item_factors is not None
-    features = item_features(catalog, vectors)  # the new item's attribute columns use the catalog's encoding
-    warm = np.flatnonzero(np.asarray(train.incidence().sum(axis=0)).ravel() > 0)
-    user = factors.user_factors([UserQuery(history=train.sequences[0][:20])])[0]
-    new_vector = vectors[:1]
+    # One item added at run time, through each signal's ``with_items`` (what the fused first stage calls): its
+    # features placed in the fitted space, its popularity and factor from the kept ridge maps, its warm text
+    # neighbours found, then one user's scores over the grown catalog.
+    new_item = Item(id="new", title="a new item", year=1999, genres=("Drama",))
+    extended = Catalog([*catalog, new_item])
+    new_vector = vectors[:1] + 0.01  # reads like item 0
+    new_vector /= np.linalg.norm(new_vector)
     query = [UserQuery(history=train.sequences[0][:20])]
-    collaborative = scorers["neighbour_transfer"].similarity.T @ np.asarray(  # type: ignore[union-attr]
-        [1.0 if i in set(query[0].history.tolist()) else 0.0 for i in range(train.n_items)]
-    )
 
-    def new_item() -> None:
-        row = features[:1]
-        factor = factors.ridge.predict(row)[0]  # type: ignore[union-attr]
-        _ = float(factor @ user)
-        sims = vectors[warm] @ new_vector[0]  # the new item's 20 warm text neighbours (text_neighbours' rule)
-        top = np.argpartition(-sims, 19)[:20]
-        weights = np.maximum(sims[top], 0.0)
-        _ = float(weights @ collaborative[warm[top]] / max(float(weights.sum()), 1e-12))
+    def new_item_added() -> None:
+        for scorer in scorers.values():
+            grown = scorer.with_items(extended, new_vector)  # type: ignore[attr-defined]
+            assert grown.score(query).shape == (1, len(extended))
 
-    seconds = median_time(new_item, max(args.repeats, 20))
-    print(f"new item (predict + neighbours + score one user) {seconds * 1000:7.2f} ms")
+    seconds = median_time(new_item_added, max(args.repeats, 20))
+    print(f"new item (with_items on the three signals + score one user) {seconds * 1000:7.2f} ms")
 
 
 if __name__ == "__main__":

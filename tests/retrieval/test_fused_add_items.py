@@ -150,3 +150,43 @@ def test_live_put_adds_a_new_item_without_rebuilding_the_fused_stage(
     replaced = new.model_copy(update={"title": "Star Wars: Special Edition (1997)"})
     assert live.put(replaced) is False
     assert builds == [len(catalog), len(catalog) + 1]  # a changed item's text: the full rebuild, as before
+
+
+def test_a_fusion_with_transfer_signals_takes_new_items_without_a_refit(
+    ml100k: tuple[Catalog, Interactions, FusedRetriever],
+) -> None:
+    """The mixed-items run's tuned fusion (text, the log signals and the transfer signals, weighted for lists where
+    warm and cold items compete): a new item joins it through what each transfer signal learnt and the imputation,
+    nothing is fitted again, the Star Wars twin reaches fans' top 20 and an item that reads like nothing popular
+    stays out of everyone's."""
+    from zsgen.score.config import FusionConfig
+
+    catalog, interactions, packaged = ml100k
+    star_wars, new, dull = _new_items(catalog)
+    config = FusionConfig.load(Path(__file__).parents[2] / "evaluation/configs/fusion/mixed-items-tuned.toml")
+    vectors = packaged.scorer.scorers["text"].item_vectors  # type: ignore[attr-defined]
+    stage = FusedRetriever(catalog, config, interactions, item_vectors=vectors)
+    assert {"text_factors", "neighbour_transfer"} <= {config.signals[name].kind for name in stage.scorer.scorers}
+    fitted = dict(stage.scorer.scorers)
+    logged = {name: s for name, s in fitted.items() if config.signals[name].kind != "text"}
+
+    def refit(*args: object, **kw: object) -> None:
+        raise AssertionError("a fitted signal was refitted")
+
+    for scorer in logged.values():
+        scorer.fit = refit  # type: ignore[method-assign]
+    try:
+        added = stage.with_items([new, dull])
+    finally:
+        for scorer in logged.values():
+            del scorer.fit
+    assert added is not None and added.catalog.ids[-2:] == ["new-star-wars", "new-dull"]
+    assert all(stage.scorer.scorers[name] is scorer for name, scorer in fitted.items())  # the old stage untouched
+    fans, others = _fans(catalog, interactions, star_wars)
+
+    def share(histories: list[list[str]], item: str) -> float:
+        lists = added.retrieve_batch([Request(h, None) for h in histories], k=20)
+        return float(np.mean([any(c.id == item for c in found) for found in lists]))
+
+    assert share(fans, "new-star-wars") >= 0.25
+    assert share(fans + others[:300], "new-dull") == 0.0

@@ -282,3 +282,66 @@ def test_hybrid_yardstick_is_seeded_and_scores_a_cold_twin_from_its_features() -
     np.testing.assert_array_equal(scores, again.score(queries))  # same seed, same thread count: same model
     assert first.training["best_epoch"] >= 1
     assert scores[0, 10] > scores[0, 11] and scores[1, 11] > scores[1, 10]
+
+
+def test_new_items_join_each_transfer_signal_without_a_refit() -> None:
+    """``with_items`` places appended items through what each signal learnt; nothing is fitted again. The old
+    items keep their scores, and the new item scores as a refit over the extended catalog would score it."""
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(12, 16))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    catalog = Catalog(
+        Item(id=str(i), title=f"t{i}", year=1980 + i, genres=("A",) if i % 2 else ("B",)) for i in range(12)
+    )
+    # Items 0-5 are each watched by about half their group, items 6-11 by all of theirs: popularity differs.
+    sequences = [list(rng.permutation(6))[:3] for _ in range(10)] + [list(6 + rng.permutation(6)) for _ in range(10)]
+    train = _train(sequences, 12)
+    twin = base[7] + 0.02 * rng.normal(size=16)
+    new_vectors = (twin / np.linalg.norm(twin))[None, :]
+    extended = Catalog([*catalog, Item(id="new", title="t7 again", year=1987, genres=("A",))])
+    queries = [UserQuery(history=np.array([0, 1])), UserQuery(history=np.array([6, 8]))]
+    for scorer in (
+        PredictedPopularityScorer(item_vectors=base),
+        TextFactorScorer(TextFactorConfig(factors=2), item_vectors=base),
+        NeighbourTransferScorer(NeighbourTransferConfig(neighbours=3), item_vectors=base),
+    ):
+        fitted = scorer.fit(catalog, train)
+        before = fitted.score(queries)
+        fitted.fit = None  # type: ignore[assignment,method-assign]  # anything that fits again fails
+        grown = fitted.with_items(extended, new_vectors)
+        scores = grown.score(queries)
+        name = type(scorer).__name__
+        assert scores.shape == (2, 13), name
+        np.testing.assert_allclose(scores[:, :12], before, rtol=1e-9, err_msg=name)  # old items as they were
+        refit = type(scorer)(scorer.config, item_vectors=np.vstack([base, new_vectors]))  # type: ignore[arg-type]
+        refitted = refit.fit(extended, _train(sequences, 13)).score(queries)
+        # As a refit over the extended catalog scores the new (cold) item: the same numbers for the neighbours (up to
+        # float32 rounding), and
+        # for the maps up to the attribute columns' centring and spread, which a refit takes over 13 items, not 12.
+        exact = isinstance(scorer, NeighbourTransferScorer)
+        np.testing.assert_allclose(scores[:, 12], refitted[:, 12], rtol=1e-6 if exact else 1e-2, err_msg=name)
+        if not isinstance(scorer, PredictedPopularityScorer):  # the twin of a group-B item goes to the B fan
+            assert scores[1, 12] > scores[0, 12], name
+        assert fitted.score(queries).shape == (2, 12), name  # the fitted signal itself is untouched
+    with pytest.raises(DataError, match="item_vectors has shape"):
+        grown.with_items(Catalog([*extended, Item(id="x", title="x")]), np.ones((2, 16)))
+
+
+def test_feature_space_places_new_items_in_the_fitted_columns() -> None:
+    """A new item's attribute row uses the columns chosen on the fitted catalog: an unseen genre adds no column, a
+    missing year reads as missing, and the fitted items' rows equal ``item_features``."""
+    from zsgen.score.transfer.features import item_features
+    from zsgen.score.transfer.space import fit_feature_space
+
+    catalog = Catalog(
+        Item(id=str(i), title="t", year=1950 + 10 * (i % 3), genres=("A",) if i % 2 else ("B",)) for i in range(6)
+    )
+    vectors = np.random.default_rng(0).normal(size=(6, 4))
+    space = fit_feature_space(catalog, vectors)
+    np.testing.assert_array_equal(space.transform(list(catalog), vectors), item_features(catalog, vectors))
+    assert space.attributes is not None
+    assert "genre=A" in space.attributes.names and "genre=Z" not in space.attributes.names
+    [row] = space.transform([Item(id="n", title="n", genres=("Z",))], vectors[:1])
+    attributes = dict(zip(space.attributes.names, row[4:], strict=True))
+    assert attributes["genre=A"] == attributes["genre=B"] == 0.0
+    assert attributes["year"] == 0.0  # no year: the centred value is zero (the fitted catalog has no missing flag)

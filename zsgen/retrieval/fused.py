@@ -90,11 +90,12 @@ class FusedRetriever:
         return cls(catalog, FusionConfig.packaged(), interactions, weights_origin=PACKAGED, **kw)
 
     def with_items(self, items: Iterable[Item]) -> FusedRetriever | None:
-        """This stage with ``items`` (new, without interactions) appended, nothing refitted: their text is encoded
-        and their log-signal scores imputed from their warm text neighbours (:meth:`FusedScorer.with_items`), so
-        they compete with the warm items on the fused scale at once. ``self`` is unchanged (a live catalog swaps
+        """This stage with ``items`` (new, without interactions) appended, nothing refitted: their text is encoded,
+        their log-signal scores imputed from their warm text neighbours, their transfer-signal scores given by the
+        maps those signals learnt (:meth:`FusedScorer.with_items`), so they compete with the warm items on the fused
+        scale at once. ``self`` is unchanged (a live catalog swaps
         stages under concurrent readers). ``None`` when the fusion has signals that cannot take items this way
-        (transfer or LLM signals): rebuild the stage then. Raises :class:`~zsgen.errors.DuplicateItemError` for an
+        (LLM signals): rebuild the stage then. Raises :class:`~zsgen.errors.DuplicateItemError` for an
         id the catalog has."""
         new = list(items)
         catalog = self.catalog.with_items(new)  # raises DuplicateItemError before anything is encoded

@@ -236,10 +236,11 @@ class FusedScorer:
         """This fusion over ``catalog``, which appends items without interactions to the fitted one, with nothing
         refitted: text signals get the new items' vectors (``new_vectors``, one row per appended item, encoded as
         the fitted items were), log signals stay the very fitted objects, and the new items' log scores are imputed
-        from their warm text neighbours (:meth:`ColdImputer.for_new_items`), as a fit over ``catalog`` would.
+        from their warm text neighbours (:meth:`ColdImputer.for_new_items`), as a fit over ``catalog`` would;
+        transfer signals place the new items through the maps they learnt (their own ``with_items``).
 
-        ``None`` when this fusion cannot add items that way (a signal kind other than text and the imputed log
-        kinds, or log signals without imputation): the caller refits instead. ``self`` is left as it is."""
+        ``None`` when this fusion cannot add items that way (an LLM signal, or log signals without imputation):
+        the caller refits instead. ``self`` is left as it is."""
         if not self.scorers:
             raise not_fitted(self.name)
         added = np.asarray(new_vectors, dtype=np.float32)
@@ -248,7 +249,8 @@ class FusedScorer:
                 f"{added.shape} new item vectors for {len(catalog) - self.n_items} appended items", field="item_vectors"
             )
         kinds = {name: self.config.signals[name].kind for name in self.scorers}
-        if any(kind != "text" and kind not in IMPUTED_KINDS for kind in kinds.values()):
+        extends = {name for name, scorer in self.scorers.items() if callable(getattr(scorer, "with_items", None))}
+        if any(kind != "text" and kind not in IMPUTED_KINDS and name not in extends for name, kind in kinds.items()):
             return None
         logged = any(kind in IMPUTED_KINDS for kind in kinds.values())
         if logged and not self.impute_cold:
@@ -268,6 +270,8 @@ class FusedScorer:
                 scorer: Any = copy.copy(self.scorers[name])  # a TextCosineScorer: its fitted vectors extended
                 scorer.item_vectors = np.ascontiguousarray(np.vstack([np.asarray(scorer.item_vectors), added]))
                 out.scorers[name] = scorer
+            elif name in extends:  # a transfer signal: the new items through what it learnt (its ``with_items``)
+                out.scorers[name] = self.scorers[name].with_items(catalog, added)  # type: ignore[attr-defined]
         if logged and self._train is not None and vectors is not None:
             out.imputer = ColdImputer.for_new_items(self.imputer, self._train, vectors, added)
         out.n_items = len(catalog)

@@ -25,6 +25,8 @@ import scipy.sparse as sp
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
+from zsgen.score.transfer.space import fit_attribute_space, fit_feature_space
+from zsgen.types import Item
 
 if TYPE_CHECKING:
     from zsgen.embed.base import Encoder
@@ -69,65 +71,84 @@ def check_has_text(catalog: Catalog, owner: str) -> None:
 
 
 def attribute_features(catalog: Catalog, *, min_items: int = 2) -> tuple[FloatMatrix, list[str]]:
-    """A numeric view of every item's catalog attributes: genre and categorical values one-hot (values shared by at
-    least ``min_items`` items), the year and numeric attributes standardised, plus a "missing" flag for each; each
-    column scaled to unit variance so no attribute outweighs another by its units. Returns the matrix and the column
-    names (empty when the catalog has no attributes)."""
-    n = len(catalog)
-    columns: dict[str, npt.NDArray[np.float64]] = {}
-
-    def one_hot(prefix: str, values: Sequence[Sequence[str]]) -> None:
-        counts: dict[str, int] = {}
-        for row in values:
-            for value in set(row):
-                counts[value] = counts.get(value, 0) + 1
-        for value in sorted(v for v, c in counts.items() if min_items <= c < n):
-            columns[f"{prefix}={value}"] = np.array([value in row for row in values], dtype=np.float64)
-
-    def numeric(name: str, values: Sequence[float | None]) -> None:
-        known = np.array([v is not None and math.isfinite(v) for v in values])
-        if known.sum() < min_items:
-            return
-        raw = np.array([float(v) if k and v is not None else 0.0 for v, k in zip(values, known, strict=True)])
-        mean = raw[known].mean()
-        columns[name] = np.where(known, raw - mean, 0.0)
-        if not known.all():
-            columns[f"{name}:missing"] = (~known).astype(np.float64)
-
-    items = list(catalog)
-    one_hot("genre", [item.genres for item in items])
-    numeric("year", [item.year for item in items])
-    years = [item.year for item in items]
-    if any(y is not None for y in years):  # decades as categories too: popularity is not linear in the year
-        one_hot("decade", [[str(y // 10 * 10)] if y is not None else [] for y in years])
-    names = sorted({key for item in items for key in item.attributes})
-    for name in names:
-        values = [item.attributes.get(name) for item in items]
-        if all(v is None or (isinstance(v, int | float) and not isinstance(v, bool)) for v in values):
-            numeric(f"attr:{name}", [None if v is None else float(v) for v in values])  # type: ignore[arg-type]
-        else:
-            one_hot(
-                f"attr:{name}",
-                [[str(x) for x in v] if isinstance(v, list | tuple) else [] if v is None else [str(v)] for v in values],
-            )
-    if not columns:
-        return np.zeros((n, 0)), []
-    matrix = np.column_stack(list(columns.values()))
-    spread = matrix.std(axis=0)
-    matrix = np.divide(matrix, spread, out=np.zeros_like(matrix), where=spread > 0)
-    return matrix, list(columns)
+    """A numeric view of every item's catalog attributes (:func:`~zsgen.score.transfer.space.fit_attribute_space`:
+    genre and categorical values one-hot, year and numeric attributes centred with a "missing" flag, each column at
+    unit variance so no attribute outweighs another by its units). Returns the matrix and the column names (empty
+    when the catalog has no attributes)."""
+    space = fit_attribute_space(catalog, min_items=min_items)
+    return space.transform(list(catalog)), space.names
 
 
 def item_features(catalog: Catalog, item_vectors: npt.ArrayLike, *, attributes: bool = True) -> FloatMatrix:
     """Text vector and (optionally) attribute columns side by side, each block scaled to unit mean row norm, so the
-    ridge penalty treats the two sources evenly."""
-    text = np.asarray(item_vectors, dtype=np.float64)
-    blocks = [text / max(float(np.linalg.norm(text, axis=1).mean()), 1e-12)]
-    if attributes:
-        attrs, _ = attribute_features(catalog)
-        if attrs.shape[1]:
-            blocks.append(attrs / max(float(np.linalg.norm(attrs, axis=1).mean()), 1e-12))
-    return np.hstack(blocks)
+    ridge penalty treats the two sources evenly. A signal that must place new items in the same columns later keeps
+    the :class:`~zsgen.score.transfer.space.FeatureSpace` instead."""
+    return fit_feature_space(catalog, item_vectors, attributes=attributes).transform(list(catalog), item_vectors)
+
+
+def new_item_neighbours(
+    warm_vectors: npt.ArrayLike,
+    warm: npt.NDArray[np.int64],
+    n_fitted: int,
+    new_vectors: npt.ArrayLike,
+    k: int,
+    power: float = 1.0,
+) -> sp.csr_matrix:
+    """The rows :func:`text_neighbours` gives items appended to a fitted catalog of ``n_fitted`` items (new items ×
+    all items, the new ones included as columns): each new item's ``k`` most text-similar warm items (``warm``, with
+    their vectors ``warm_vectors``). A row depends only on its own vector and the warm items', so these rows are the
+    ones a refit over the extended catalog would compute."""
+    new = np.asarray(new_vectors, dtype=np.float32)
+    k = min(k, max(warm.size - 1, 1))  # as text_neighbours bounds it
+    top, weights = _top_neighbours(np.asarray(new @ np.asarray(warm_vectors).T, dtype=np.float64), k, power)
+    rows = np.repeat(np.arange(new.shape[0], dtype=np.int64), k)
+    shape = (new.shape[0], n_fitted + new.shape[0])
+    return sp.csr_matrix((weights.ravel(), (rows, warm[top].ravel())), shape=shape)
+
+
+def _top_neighbours(
+    sims: npt.NDArray[np.float64], k: int, power: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Each row's ``k`` largest similarities (column positions) and their weights ``max(cos, 0)**power`` summing
+    to one (all zero when no similarity is positive)."""
+    top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    weights = np.maximum(np.take_along_axis(sims, top, axis=1), 0.0) ** power
+    totals = weights.sum(axis=1, keepdims=True)
+    return top, np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+
+
+def appended(catalog: Catalog, n_fitted: int, new_vectors: npt.ArrayLike, owner: str) -> list[Item]:
+    """The items ``catalog`` appends to the ``n_fitted`` a signal was fitted on, checked against their vectors (one
+    row each, with usable text), for a signal's ``with_items``."""
+    new = [catalog[i] for i in range(n_fitted, len(catalog))]
+    check_item_vectors(new_vectors, Catalog(new), f"signal {owner!r}")
+    return new
+
+
+def extend_given(given: npt.ArrayLike | None, new_vectors: npt.ArrayLike) -> npt.NDArray[np.float32] | None:
+    """A signal's given item vectors with the new items' appended (so that a later refit sees the whole catalog)."""
+    if given is None:
+        return None
+    return np.vstack([np.asarray(given, dtype=np.float32), np.asarray(new_vectors, dtype=np.float32)])
+
+
+def pad_square(matrix: sp.spmatrix, n: int) -> sp.csr_matrix:
+    """An items × items matrix grown to ``n`` items, the new rows and columns empty (items with no interactions).
+    The stored entries are shared, not copied: adding one item to a large co-occurrence matrix costs microseconds."""
+    return pad_rows(pad_columns(matrix, n), n)
+
+
+def pad_columns(matrix: sp.spmatrix, n: int) -> sp.csr_matrix:
+    """``matrix`` with empty columns appended up to ``n`` (entries shared)."""
+    m = sp.csr_matrix(matrix)
+    return sp.csr_matrix((m.data, m.indices, m.indptr), shape=(m.shape[0], n))
+
+
+def pad_rows(matrix: sp.spmatrix, n: int) -> sp.csr_matrix:
+    """``matrix`` with empty rows appended up to ``n`` (entries shared)."""
+    m = sp.csr_matrix(matrix)
+    indptr = np.concatenate([m.indptr, np.full(n - m.shape[0], m.indptr[-1], dtype=m.indptr.dtype)])
+    return sp.csr_matrix((m.data, m.indices, indptr), shape=(n, m.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -221,10 +242,7 @@ def text_neighbours(
         own = np.searchsorted(warm, np.arange(start, stop))
         is_warm = (own < warm.size) & (warm[np.minimum(own, warm.size - 1)] == np.arange(start, stop))
         sims[np.flatnonzero(is_warm), own[is_warm]] = -np.inf
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        weights = np.maximum(np.take_along_axis(sims, top, axis=1), 0.0) ** power
-        totals = weights.sum(axis=1, keepdims=True)
-        weights = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+        top, weights = _top_neighbours(sims, k, power)
         rows.append(np.repeat(np.arange(start, stop, dtype=np.int64), k))
         cols.append(warm[top].ravel())
         vals.append(weights.ravel())

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from zsgen.catalog import Catalog
 from zsgen.score.base import ScoreMatrix, TrainData
-from zsgen.score.transfer.features import resolve_vectors, text_neighbours
+from zsgen.score.transfer.features import new_item_neighbours, resolve_vectors, text_neighbours
 
 if TYPE_CHECKING:
     from zsgen.score.base import Scorer
@@ -82,10 +82,7 @@ class ColdImputer:
         if warm.size < 2 or new.shape[0] == 0:
             return previous
         n_old, n_new = old.shape[0], old.shape[0] + new.shape[0]
-        # The warm items first, then the new ones: the graph's columns index the warm block, mapped back below.
-        local = text_neighbours(np.vstack([old[warm], new]), np.arange(warm.size, dtype=np.int64), neighbours, power)
-        rows = sp.coo_matrix(local[warm.size :])
-        added = sp.csr_matrix((rows.data, (rows.row, warm[rows.col])), shape=(new.shape[0], n_new))
+        added = new_item_neighbours(old[warm], warm, n_old, new, neighbours, power)
         if previous is None:
             return cls(np.arange(n_old, n_new, dtype=np.int64), added)
         kept = previous.weights.tocoo()

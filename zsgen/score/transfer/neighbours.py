@@ -14,6 +14,7 @@ Scoring is two sparse products per batch: ``history (queries × items) @ co-occu
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -27,7 +28,16 @@ from zsgen.catalog import Catalog
 from zsgen.configbase import StrictConfig
 from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, history_matrix, not_fitted, require_logs
 from zsgen.score.cooccurrence import normalise_pairs, pair_counts
-from zsgen.score.transfer.features import resolve_vectors, text_neighbours, warm_items
+from zsgen.score.transfer.features import (
+    appended,
+    extend_given,
+    new_item_neighbours,
+    pad_columns,
+    pad_square,
+    resolve_vectors,
+    text_neighbours,
+    warm_items,
+)
 
 if TYPE_CHECKING:
     from zsgen.embed.base import Encoder
@@ -66,6 +76,8 @@ class NeighbourTransferScorer:
         self._given = item_vectors
         self.similarity: sp.csr_matrix | None = None
         self.neighbours: sp.csr_matrix | None = None
+        self._warm: npt.NDArray[np.int64] | None = None
+        self._warm_vectors: npt.NDArray[np.float32] | None = None  # new items are never warm: fixed
 
     def fit(self, catalog: Catalog, train: TrainData | None) -> NeighbourTransferScorer:
         train = require_logs(self.name, train, catalog)
@@ -75,8 +87,26 @@ class NeighbourTransferScorer:
         counts = pair_counts(train, window=None)
         self.similarity = normalise_pairs(counts, support, self.config.normalise, self.config.alpha)
         self.neighbours = text_neighbours(vectors, warm, self.config.neighbours, self.config.power)
+        self._warm, self._warm_vectors = warm, vectors[warm]
         logger.info("%s: %d warm items, %d neighbours each", self.name, warm.size, self.config.neighbours)
         return self
+
+    def with_items(self, catalog: Catalog, new_vectors: npt.ArrayLike) -> NeighbourTransferScorer:
+        """This fitted signal over ``catalog``, which appends items without interactions to the fitted one: each new
+        item inherits from its warm text neighbours, found as :meth:`fit` finds them (the rows a refit would give),
+        and the co-occurrence grows empty rows and columns; nothing refitted."""
+        if self.similarity is None or self.neighbours is None or self._warm is None or self._warm_vectors is None:
+            raise not_fitted(self.name)
+        n_old = self.similarity.shape[0]
+        new = appended(catalog, n_old, new_vectors, self.name)
+        rows = new_item_neighbours(
+            self._warm_vectors, self._warm, n_old, new_vectors, self.config.neighbours, self.config.power
+        )
+        out = copy.copy(self)
+        out.similarity = pad_square(self.similarity, n_old + len(new))
+        out.neighbours = sp.csr_matrix(sp.vstack([pad_columns(self.neighbours, n_old + len(new)), rows]))
+        out._given = extend_given(self._given, new_vectors)
+        return out
 
     def score(self, queries: Sequence[UserQuery]) -> ScoreMatrix:
         if self.similarity is None or self.neighbours is None:

@@ -14,6 +14,7 @@ for the others; both are on the same scale (predicted log counts), so warm and c
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -27,12 +28,15 @@ from zsgen.configbase import StrictConfig
 from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, not_fitted, require_logs
 from zsgen.score.transfer.features import (
     RidgeMap,
+    appended,
+    extend_given,
     fit_ridge,
-    item_features,
+    new_item_neighbours,
     resolve_vectors,
     text_neighbours,
     warm_items,
 )
+from zsgen.score.transfer.space import FeatureSpace, fit_feature_space
 
 if TYPE_CHECKING:
     from zsgen.embed.base import Encoder
@@ -70,17 +74,23 @@ class PredictedPopularityScorer:
         self._scores: npt.NDArray[np.float64] | None = None
         self.observed: npt.NDArray[np.float64] | None = None
         self.predicted: npt.NDArray[np.float64] | None = None
+        self.space: FeatureSpace | None = None
+        self._warm: npt.NDArray[np.int64] | None = None
+        self._warm_vectors: npt.NDArray[np.float32] | None = None  # new items are never warm: fixed
+        self._neighbour_scale: tuple[float, float] = (0.0, 1.0)  # the neighbour feature's mean and spread
 
     def fit(self, catalog: Catalog, train: TrainData | None) -> PredictedPopularityScorer:
         train = require_logs(self.name, train, catalog)
         vectors = resolve_vectors(catalog, self._given, self.encoder, f"signal {self.name!r}")
         counts = np.log1p(np.asarray(train.incidence().sum(axis=0), dtype=np.float64).ravel())
         warm = warm_items(counts, self.name)
-        features = item_features(catalog, vectors, attributes=self.config.attributes)
+        self.space = fit_feature_space(catalog, vectors, attributes=self.config.attributes)
+        features = self.space.transform(list(catalog), vectors)
         if self.config.neighbours > 0:
             neighbour_mean = text_neighbours(vectors, warm, self.config.neighbours) @ counts
-            spread = float(neighbour_mean.std()) or 1.0
-            features = np.hstack([features, ((neighbour_mean - neighbour_mean.mean()) / spread)[:, None]])
+            self._neighbour_scale = (float(neighbour_mean.mean()), float(neighbour_mean.std()) or 1.0)
+            features = np.hstack([features, self._neighbour_feature(neighbour_mean)])
+        self._warm, self._warm_vectors = warm, vectors[warm]
         ridge = fit_ridge(features[warm], counts[warm])
         self.ridge = ridge  # kept: a new item's log count is ridge.predict(its features), no refit
         self.predicted = ridge.predict(features).ravel()
@@ -97,6 +107,33 @@ class PredictedPopularityScorer:
             float(np.sqrt(ridge.loo_error)),
         )
         return self
+
+    def _neighbour_feature(self, neighbour_mean: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        mean, spread = self._neighbour_scale
+        return ((neighbour_mean - mean) / spread)[:, None]
+
+    def with_items(self, catalog: Catalog, new_vectors: npt.ArrayLike) -> PredictedPopularityScorer:
+        """This fitted signal over ``catalog``, which appends items without interactions to the fitted one: each new
+        item scores its predicted log count (features in the fitted space, its warm text neighbours' mean count
+        scaled as at fit time), nothing refitted."""
+        if self._scores is None or self.ridge is None or self.space is None or self.observed is None:
+            raise not_fitted(self.name)
+        assert self.predicted is not None and self._warm is not None and self._warm_vectors is not None
+        new = appended(catalog, self._scores.size, new_vectors, self.name)
+        features = self.space.transform(new, new_vectors)
+        if self.config.neighbours > 0:
+            neighbours = new_item_neighbours(
+                self._warm_vectors, self._warm, self._scores.size, new_vectors, self.config.neighbours
+            )
+            neighbour_mean = neighbours @ np.concatenate([self.observed, np.zeros(len(new))])
+            features = np.hstack([features, self._neighbour_feature(neighbour_mean)])
+        predicted = self.ridge.predict(features).ravel()
+        out = copy.copy(self)
+        out.predicted = np.concatenate([self.predicted, predicted])
+        out.observed = np.concatenate([self.observed, np.zeros(len(new))])
+        out._scores = np.concatenate([self._scores, predicted])  # no count: predicted, whatever ``warm`` says
+        out._given = extend_given(self._given, new_vectors)
+        return out
 
     def score(self, queries: Sequence[UserQuery]) -> ScoreMatrix:
         if self._scores is None:

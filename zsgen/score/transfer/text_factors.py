@@ -12,6 +12,7 @@ shrunk towards the mean (it is a ridge prediction), which keeps an item that rea
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
@@ -25,7 +26,8 @@ from scipy.sparse.linalg import svds
 from zsgen.catalog import Catalog
 from zsgen.configbase import StrictConfig
 from zsgen.score.base import ScoreMatrix, TrainData, UserQuery, history_matrix, not_fitted, require_logs
-from zsgen.score.transfer.features import RidgeMap, fit_ridge, item_features, resolve_vectors, warm_items
+from zsgen.score.transfer.features import RidgeMap, appended, extend_given, fit_ridge, resolve_vectors, warm_items
+from zsgen.score.transfer.space import FeatureSpace, fit_feature_space
 
 if TYPE_CHECKING:
     from zsgen.embed.base import Encoder
@@ -63,6 +65,7 @@ class TextFactorScorer:
         self._given = item_vectors
         self.ridge: RidgeMap | None = None
         self.item_factors: npt.NDArray[np.float64] | None = None
+        self.space: FeatureSpace | None = None
 
     def fit(self, catalog: Catalog, train: TrainData | None) -> TextFactorScorer:
         train = require_logs(self.name, train, catalog)
@@ -75,7 +78,8 @@ class TextFactorScorer:
         start = np.full(min(matrix.shape), 1.0 / np.sqrt(min(matrix.shape)))  # deterministic ARPACK start
         _, _, vt = svds(matrix, k=rank, v0=start)
         learnt = np.asarray(vt.T, dtype=np.float64)  # warm items × rank, orthonormal columns
-        features = item_features(catalog, vectors, attributes=self.config.attributes)
+        self.space = fit_feature_space(catalog, vectors, attributes=self.config.attributes)
+        features = self.space.transform(list(catalog), vectors)
         ridge = fit_ridge(features[warm], learnt)
         self.ridge = ridge  # kept: a new item's factor is ridge.predict(its features), no refit
         factors = ridge.predict(features)
@@ -91,6 +95,17 @@ class TextFactorScorer:
             ridge.alpha,
         )
         return self
+
+    def with_items(self, catalog: Catalog, new_vectors: npt.ArrayLike) -> TextFactorScorer:
+        """This fitted signal over ``catalog``, which appends items without interactions to the fitted one: each new
+        item's factor is the learnt map applied to its features in the fitted feature space, nothing refitted."""
+        if self.item_factors is None or self.ridge is None or self.space is None:
+            raise not_fitted(self.name)
+        new = appended(catalog, self.item_factors.shape[0], new_vectors, self.name)
+        out = copy.copy(self)
+        out.item_factors = np.vstack([self.item_factors, self.ridge.predict(self.space.transform(new, new_vectors))])
+        out._given = extend_given(self._given, new_vectors)
+        return out
 
     def user_factors(self, queries: Sequence[UserQuery]) -> npt.NDArray[np.float64]:
         """Each query's factor: its recency-weighted history summed over item factor rows (PureSVD's ``x V``)."""
