@@ -184,14 +184,20 @@ class Recommender(Closing):
         return run_sync(self.arecommend(history, profile=profile, k=k, timeout=timeout))
 
     def recommend_batch(
-        self, requests: Sequence[Request], *, k: int = 10, keys: Sequence[str] | None = None
+        self,
+        requests: Sequence[Request],
+        *,
+        k: int | Sequence[int] = 10,
+        keys: Sequence[str] | None = None,
+        timeout: float | None = None,
     ) -> list[Ranking]:
         """Many users at once (:meth:`arecommend_batch` from synchronous code): retrieval in one matrix pass,
         reranking concurrently where the backend allows.
 
-        A request's history may hold ids or titles, as for :meth:`recommend`. ``keys`` name the users for backends
-        that label their requests (batch files, :mod:`zsgen.rerank.scope`)."""
-        return run_sync(self.arecommend_batch(requests, k=k, keys=keys))
+        A request's history may hold ids or titles, as for :meth:`recommend`. ``k`` is one value for all users or one
+        each; ``keys`` name the users for backends that label their requests (batch files,
+        :mod:`zsgen.rerank.scope`); ``timeout`` bounds the reranker as in :meth:`arecommend`."""
+        return run_sync(self.arecommend_batch(requests, k=k, keys=keys, timeout=timeout))
 
     async def arecommend(
         self, history: HistoryInput = None, *, profile: ProfileInput = None, k: int = 10, timeout: float | None = None

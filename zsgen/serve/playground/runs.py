@@ -188,9 +188,11 @@ class Playground:
         return min(wanted, len(view.catalog) - len(set(user.history.item_ids)))
 
     def first_stage(self, user: PickedUser, view: LiveView) -> list[Candidate]:
-        rec = view.recommender
-        k = self.pool_size(user, view)
-        return rec.retriever.retrieve(user.history, user.profile, k=k, threshold=rec.threshold)
+        """The candidates the reranker is shown: the library's pipeline without its LLM (``Recommender.recommend``),
+        cut at the pool the pipeline with the LLM would retrieve."""
+        first = view.recommender.with_reranker(None)
+        ranking = first.recommend(user.history, profile=user.profile, k=self.pool_size(user, view))
+        return [Candidate(id=item.id, score=item.score) for item in ranking.items]
 
     @staticmethod
     def _listed(view: LiveView, item_id: str, score: float | None = None, source: str | None = None) -> Listed:
@@ -272,7 +274,9 @@ class Playground:
         candidates = self.first_stage(user, view)
         rendered = self._render(template, user, candidates, view)  # template faults surface before any request
         clone, recorder = self._clone(template, view)
-        ranking = clone.rerank(user.history, candidates, profile=user.profile)
+        # The library's pipeline with the edited template's reranker: the pool, rerank and fallback the service uses.
+        pipeline = view.recommender.with_reranker(clone)
+        ranking = pipeline.recommend(user.history, profile=user.profile, k=len(candidates))
         reranked = [self._listed(view, i.id, i.score, i.source) for i in ranking.items]
         note = None if recorder is not None else "a scoring method's calls are not recorded: the first one, rendered"
         return RunResult(
@@ -302,16 +306,15 @@ class Playground:
             raise ConfigError("the loaded dataset has no users with held-out events to try the template on")
         chosen = sample_users(cases, n, self.ctx.seed)
         picked = [self.users.picked(case) for case in chosen]
-        rec = view.recommender
         pools = [self.pool_size(user, view) for user in picked]
-        lists = rec.retriever.retrieve_batch(
-            [Request(user.history, user.profile) for user in picked], k=pools, threshold=rec.threshold
-        )
+        requests = [Request(user.history, user.profile) for user in picked]
+        # Both orders through the library's pipeline: without the LLM (the first stage's list) and with the edited
+        # template's reranker over the same pools.
+        firsts = view.recommender.with_reranker(None).recommend_batch(requests, k=pools)
+        lists = [[Candidate(id=item.id, score=item.score) for item in first.items] for first in firsts]
         clone, _ = self._clone(template, view)
-        rankings: list[Ranking] = clone.rerank_many(
-            [(user.history, cands, user.profile) for user, cands in zip(picked, lists, strict=True)],
-            keys=[case.user_id for case in chosen],
-        )
+        pipeline = view.recommender.with_reranker(clone)
+        rankings: list[Ranking] = pipeline.recommend_batch(requests, k=pools, keys=[case.user_id for case in chosen])
         rows: list[TryUser] = []
         for case, user, cands, ranking in zip(chosen, picked, lists, rankings, strict=True):
             rows.append(
