@@ -73,3 +73,17 @@ def test_readme_python_example_runs(shared_data: Path) -> None:
     lines = done.stdout.splitlines()
     assert lines[0].startswith("False None ok")  # the LLM answered and its answer was used
     assert len(lines) == 11 and all(line.split()[-1] == "llm" for line in lines[1:])
+
+
+def test_readme_async_example_runs() -> None:
+    """The Async API block runs as written: it awaits one user and a batch with per-user k and prints their ids."""
+    section = _section("Using it from Python")
+    code = re.search(r"```python\n(.*?)```", section[section.index("### Async API") :], re.S)
+    assert code is not None and "await rec.arecommend(" in code.group(1)
+    done = subprocess.run(
+        [sys.executable, "-c", code.group(1)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, many = done.stdout.strip().split("] [[")
+    assert len(one.strip("[]").split(", ")) == 5
+    assert [len(ids.split(", ")) for ids in many.strip("]").split("], [")] == [3, 5]
