@@ -14,21 +14,17 @@ is cut at :data:`MAX_ANSWER_CHARS` before it is read (``evaluation/perf/bench_pa
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from zsgen.catalog import normalise_title
 from zsgen.errors import ParseError
-
-Format = Literal["json", "list", "chain", "labels", "titles"]
+from zsgen.rerank.resolve import MARKUP, MIN_SCAN_TITLE, Candidates, Extraction, Format, Reading, Resolver, short
 
 #: Keys under which models put the ranked list, most specific first.
 _RANKING_KEYS = (
@@ -49,8 +45,6 @@ _RANKING_KEYS = (
 )
 _LABEL_KEYS = ("label", "letter", "option", "candidate", "choice", "id", "index", "rank_label")
 _TITLE_KEYS = ("title", "name", "item", "movie")
-_FUZZY_CUTOFF = 0.8
-_MIN_SCAN_TITLE = 4  # shorter titles ("Up", "It", "M") are ordinary words in prose
 _MAX_JSON_STARTS = 400
 
 #: Longest answer (after any ``<think>`` block is removed) that is read; the rest is cut off, and the cut is reported
@@ -62,13 +56,9 @@ MAX_ANSWER_CHARS = 32_768
 #: stopped ranking, and each unknown element costs a fuzzy title lookup.
 _ELEMENTS_PER_CANDIDATE = 3
 _ELEMENTS_SLACK = 20
-#: Characters of an element considered when matching it to a title ("Toy Story (1995) - a family film ...").
-_MAX_TITLE_TEXT = 512
 
 _THINK_TAG = re.compile(r"<(/?)think>", re.IGNORECASE)
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
-_MARKUP = re.compile(r"\*\*|__|`+")
-_PREFIX_WORDS = re.compile(r"^(?:option|candidate|label|item|choice|movie|number|no\.?|#)\s*", re.IGNORECASE)
 _LIST_LINE = re.compile(
     r"^\s*+(?:\d{1,3}\s*+[.):]|[-*•+]|#\s*+\d{1,3}\s*+[.):]?|(?:rank|top)\s*+\d{1,3}\s*+[.:)\-])\s*+(?P<rest>\S.*)$",
     re.IGNORECASE,
@@ -103,186 +93,6 @@ class ParsedRanking(BaseModel):
     repairs: list[str]
     format: Format
     raw_text: str
-
-
-@dataclass
-class _Extraction:
-    format: Format
-    elements: list[str | int]
-    notes: list[str] = field(default_factory=list)
-    loose: bool = False  # scanned from prose: unknown tokens and repeats are ordinary words, not faults
-
-
-@dataclass
-class _Reading:
-    picked: list[int]
-    notes: list[str]
-
-
-class _Candidates:
-    """Looks up labels, 1-based positions and titles of the shown candidates."""
-
-    def __init__(self, labels: Sequence[str], titles: Sequence[str] | None) -> None:
-        self.labels = [str(label) for label in labels]
-        self.n = len(self.labels)
-        self.index = {label: i for i, label in enumerate(self.labels)}
-        self.letters = all(len(label) == 1 and label.isascii() and label.isalpha() for label in self.labels)
-        self.upper_index = {label.upper(): i for i, label in enumerate(self.labels)} if self.letters else {}
-        self.numeric = all(label.isdigit() for label in self.labels)
-        self.titles = [str(t) for t in titles] if titles is not None else [""] * self.n
-        self.norm_titles = [normalise_title(t) for t in self.titles]
-        self.by_title: dict[str, list[int]] = {}
-        for i, norm in enumerate(self.norm_titles):
-            if norm:
-                self.by_title.setdefault(norm, []).append(i)
-        specific = "|".join(re.escape(label) for label in sorted(self.labels, key=len, reverse=True) if label)
-        self.token = f"(?:{specific}|[A-Za-z]|\\d{{1,4}})" if specific else r"(?:[A-Za-z]|\d{1,4})"
-        # Possessive quantifiers (``*+``) and no lazy ``.+?`` before a ``\s*``: a run of spaces must never be split in
-        # every possible way, which made answers with long runs of spaces quadratic.
-        self.whole_token = re.compile(rf"^[\[(<{{]?\s*+(?P<tok>{self.token})\s*+[\])>}}]?[.:)]?$")
-        self.leading_bracketed = re.compile(
-            rf"^[\[(]\s*+(?P<tok>{self.token})\s*+[\])]\s*+[.:\-–—]?\s*+(?P<rest>.+)$", re.DOTALL
-        )
-        self.leading_punctuated = re.compile(rf"^(?P<tok>{self.token})\s*+[.):\-–—]\s++(?P<rest>.+)$", re.DOTALL)
-        # Searched, not matched from the start: "Toy Story (A)" is whatever precedes the last bracketed label.
-        self.trailing_bracketed = re.compile(rf"[\[(]\s*+(?P<tok>{self.token})\s*+[\])]\Z")
-
-    def label(self, token: str, *, strict_case: bool = False) -> int | None:
-        if token in self.index:
-            return self.index[token]
-        if not strict_case and self.letters:
-            return self.upper_index.get(token.upper())
-        return None
-
-
-class _Resolver:
-    """Turns extracted elements into candidate indices, collecting the repairs it had to make."""
-
-    def __init__(self, cands: _Candidates) -> None:
-        self.c = cands
-        self.picked: list[int] = []
-        self.taken: set[int] = set()
-        self.notes: list[str] = []
-        self._noted: set[str] = set()  # a list scan per note was quadratic in the number of distinct unknown labels
-        self._titles: dict[str, int | None] = {}  # fuzzy lookups, by normalised text
-        self.used_positions = False
-
-    def note(self, message: str) -> None:
-        if message not in self._noted:
-            self._noted.add(message)
-            self.notes.append(message)
-
-    def take(self, index: int, *, loose: bool) -> None:
-        if index in self.taken:
-            if not loose:
-                self.note(f"dropped duplicate label {self.c.labels[index]}")
-            return
-        self.taken.add(index)
-        self.picked.append(index)
-
-    def number(self, value: int, *, loose: bool) -> int | None:
-        as_label = self.c.label(str(value))
-        if as_label is not None:
-            return as_label
-        if self.c.numeric:
-            if not loose:
-                self.note(f"dropped unknown label {value}")
-            return None
-        if 1 <= value <= self.c.n:
-            self.used_positions = True
-            return value - 1
-        if not loose:
-            self.note(f"dropped out-of-range position {value}")
-        return None
-
-    def token(self, tok: str, *, loose: bool) -> int | None:
-        found = self.c.label(tok, strict_case=loose)
-        if found is not None:
-            return found
-        if tok.isdigit():
-            return self.number(int(tok), loose=loose)
-        if not loose:
-            self.note(f"dropped unknown label {tok}")
-        return None
-
-    def title(self, text: str) -> int | None:
-        # Whitespace squeezed and length bounded first: no title is that long, and normalise_title's regexes are
-        # not linear on long runs of spaces.
-        norm = normalise_title(" ".join(text.split())[:_MAX_TITLE_TEXT])
-        if not norm:
-            return None
-        exact = self.c.by_title.get(norm)
-        if exact:
-            free = [i for i in exact if i not in self.taken]
-            return free[0] if free else exact[0]
-        if norm in self._titles:
-            index = self._titles[norm]
-            if index is not None:
-                self.note(f"matched title {_short(text)!r} fuzzily to {self.c.titles[index]!r}")
-            return index
-        found = self._fuzzy_title(norm)
-        self._titles[norm] = found
-        if found is not None:
-            self.note(f"matched title {_short(text)!r} fuzzily to {self.c.titles[found]!r}")
-        return found
-
-    def _fuzzy_title(self, norm: str) -> int | None:
-        close = difflib.get_close_matches(norm, list(self.c.by_title), n=1, cutoff=_FUZZY_CUTOFF)
-        if not close:  # "Toy Story (1995) - a family film": the longest title that starts the text
-            prefixes = [t for t in self.c.by_title if len(t) >= _MIN_SCAN_TITLE and norm.startswith(t + " ")]
-            close = sorted(prefixes, key=len, reverse=True)[:1]
-        return self.c.by_title[close[0]][0] if close else None
-
-    def element(self, element: str | int, *, loose: bool = False) -> None:
-        """Resolve one element: a label in any dress, a number, or a title."""
-        if isinstance(element, int):
-            found = self.number(element, loose=loose)
-            if found is not None:
-                self.take(found, loose=loose)
-            return
-        text = _MARKUP.sub("", element).strip().strip("\"'“”‘’").strip()
-        text = text.rstrip(",;").strip()
-        if not text:
-            return
-        bare = _PREFIX_WORDS.sub("", text) if len(text) <= 20 else text
-        c = self.c
-        whole = c.whole_token.match(bare)
-        if whole:
-            found = self.token(whole.group("tok"), loose=loose)
-            if found is not None:
-                self.take(found, loose=loose)
-            return
-        for pattern in (c.leading_bracketed, c.leading_punctuated):
-            lead = pattern.match(text)
-            if not lead:
-                continue
-            tok = lead.group("tok")
-            labelled = c.label(tok)
-            if labelled is not None:
-                self.take(labelled, loose=loose)
-                return
-            if tok.isdigit():  # "3. Heat" with letter labels: a rank, or a position if the title is unknown
-                by_title = self.title(lead.group("rest"))
-                found = by_title if by_title is not None else self.number(int(tok), loose=loose)
-                if found is not None:
-                    self.take(found, loose=loose)
-                return
-        trail = c.trailing_bracketed.search(text)  # "Toy Story (A)"; never "Heat (1995)"
-        trail = trail if trail is not None and trail.start() > 0 else None
-        trailing = c.label(trail.group("tok"), strict_case=True) if trail and trail.group("tok").isalpha() else None
-        if trailing is not None:
-            self.take(trailing, loose=loose)
-            return
-        found = self.title(text)
-        if found is not None:
-            self.take(found, loose=loose)
-        elif not loose:
-            self.note(f"dropped unknown title {_short(text)!r}")
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = " ".join(text[: limit * 8].split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _strip_thinking(text: str) -> str:
@@ -381,14 +191,14 @@ def _json_element(value: Any) -> str | int | None:
     return None
 
 
-def _from_json(text: str, c: _Candidates) -> _Extraction | None:
+def _from_json(text: str, c: Candidates) -> Extraction | None:
     for value, alone in _json_values(text):
         found = _json_list(value)
         if isinstance(found, str):  # {"ranking": "C, A, B"}
             line = _from_label_line(found, c)
             if line is not None:
-                return _Extraction("json", line.elements)
-            return _Extraction("json", [found])
+                return Extraction("json", line.elements)
+            return Extraction("json", [found])
         if found is None or not found:
             continue
         if isinstance(value, list) and not alone and len(found) < 2:
@@ -406,7 +216,7 @@ def _from_json(text: str, c: _Candidates) -> _Extraction | None:
             else:
                 elements.append(element)
         notes = [f"dropped {unreadable} unreadable JSON element{'s' if unreadable != 1 else ''}"] if unreadable else []
-        return _Extraction("json", elements, notes)
+        return Extraction("json", elements, notes)
     unfenced = _FENCE.sub(lambda m: m.group(1), text)
     # A truncated list runs to the end, so it opens after the last "]": searching from there keeps the scan linear.
     salvage = _TRUNCATED_JSON.search(unfenced, unfenced.rfind("]") + 1)
@@ -423,21 +233,21 @@ def _from_json(text: str, c: _Candidates) -> _Extraction | None:
             else:
                 elements.append(int(m.group(3)))
         if elements:
-            return _Extraction("json", elements, ["salvaged truncated JSON"])
+            return Extraction("json", elements, ["salvaged truncated JSON"])
     return None
 
 
-def _from_chain(text: str, c: _Candidates) -> _Extraction | None:
+def _from_chain(text: str, c: Candidates) -> Extraction | None:
     tok = rf"(?:\[\s*+{c.token}\s*+\]|\(\s*+{c.token}\s*+\)|(?<![\w'’]){c.token}(?![\w'’]))"
     chain = re.compile(rf"{tok}(?:\s*+(?:->|→|>>?)\s*+{tok})+")
     best = max((m.group(0) for m in chain.finditer(text)), key=lambda s: len(re.split(r"->|→|>>?", s)), default=None)
     if best is None:
         return None
     parts = [p.strip() for p in re.split(r"->|→|>>?", best)]
-    return _Extraction("chain", [p for p in parts if p])
+    return Extraction("chain", [p for p in parts if p])
 
 
-def _from_list(text: str, c: _Candidates) -> _Extraction | None:
+def _from_list(text: str, c: Candidates) -> Extraction | None:
     elements: list[str | int] = []
     for line in text.splitlines():
         match = _LIST_LINE.match(line)
@@ -445,16 +255,16 @@ def _from_list(text: str, c: _Candidates) -> _Extraction | None:
             elements.append(match.group("rest"))
         elif c.leading_bracketed.match(line.strip()) or c.leading_punctuated.match(line.strip()):
             elements.append(line.strip())  # "(B) Toy Story" / "B. Toy Story" lines
-    return _Extraction("list", elements) if elements else None
+    return Extraction("list", elements) if elements else None
 
 
-def _from_label_line(text: str, c: _Candidates) -> _Extraction | None:
+def _from_label_line(text: str, c: Candidates) -> Extraction | None:
     """Lines made only of labels ("C, A, B", "Answer: C A B"); consecutive such lines read as one answer."""
     shape = re.compile(rf"^[\[(]?\s*{c.token}\s*[\])]?[.)]?$")
     best: list[str] = []
     run: list[str] = []
     for line in [*text.splitlines(), ""]:
-        body = _MARKUP.sub("", line).strip()
+        body = MARKUP.sub("", line).strip()
         if ":" in body:
             body = body.rsplit(":", 1)[1]
         tokens = [t for t in re.split(r"[,;|/\s]+|>|\band\b|\bthen\b", body.strip().rstrip(".")) if t]
@@ -464,10 +274,10 @@ def _from_label_line(text: str, c: _Candidates) -> _Extraction | None:
         if len(run) > len(best):
             best = run
         run = []
-    return _Extraction("labels", list(best)) if best else None
+    return Extraction("labels", list(best)) if best else None
 
 
-def _from_loose_labels(text: str, c: _Candidates, *, bare: bool = True) -> _Extraction | None:
+def _from_loose_labels(text: str, c: Candidates, *, bare: bool = True) -> Extraction | None:
     """Labels mentioned in prose: bracketed ones anywhere, bare capitals only where they cannot be words.
 
     ``bare=False`` skips bare capitals altogether: inside a JSON answer whose list named no candidate, a capital in
@@ -494,7 +304,7 @@ def _from_loose_labels(text: str, c: _Candidates, *, bare: bool = True) -> _Extr
         if tok != tok.upper() or not c.letters or not bare or _reads_as_word(tok, text, m.end(), m.start()):
             continue
         found.append(tok)
-    return _Extraction("labels", found, ["read labels from free text"], loose=True) if found else None
+    return Extraction("labels", found, ["read labels from free text"], loose=True) if found else None
 
 
 def _reads_as_word(letter: str, text: str, after: int, before: int | None = None) -> bool:
@@ -512,12 +322,12 @@ def _reads_as_word(letter: str, text: str, after: int, before: int | None = None
     return previous is not None and previous.group(1)[0].isupper() and len(previous.group(1)) > 1
 
 
-def _from_title_scan(text: str, c: _Candidates) -> _Extraction | None:
+def _from_title_scan(text: str, c: Candidates) -> Extraction | None:
     folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     haystack = " " + re.sub(r"[^0-9a-zA-Z]+", " ", folded).lower() + " "
     hits: list[tuple[int, int, int]] = []
     for norm, indices in c.by_title.items():
-        if len(norm) < _MIN_SCAN_TITLE:
+        if len(norm) < MIN_SCAN_TITLE:
             continue
         pos = haystack.find(f" {norm} ")
         if pos >= 0:
@@ -530,10 +340,10 @@ def _from_title_scan(text: str, c: _Candidates) -> _Extraction | None:
             continue  # "Toy Story" inside "Toy Story 2"
         covered_until = pos - neg_len
         order.append(c.titles[index])
-    return _Extraction("titles", order, ["read titles from free text"], loose=True) if order else None
+    return Extraction("titles", order, ["read titles from free text"], loose=True) if order else None
 
 
-_Extractor = Callable[[str, _Candidates], _Extraction | None]
+_Extractor = Callable[[str, Candidates], Extraction | None]
 #: Tried group by group; within a group the reading that names the most candidates wins.
 _EXTRACTOR_GROUPS: tuple[tuple[_Extractor, ...], ...] = (
     (_from_json,),
@@ -543,8 +353,8 @@ _EXTRACTOR_GROUPS: tuple[tuple[_Extractor, ...], ...] = (
 )
 
 
-def _resolve(extraction: _Extraction, c: _Candidates) -> _Reading:
-    resolver = _Resolver(c)
+def _resolve(extraction: Extraction, c: Candidates) -> Reading:
+    resolver = Resolver(c)
     limit = _ELEMENTS_PER_CANDIDATE * c.n + _ELEMENTS_SLACK
     for element in extraction.elements[:limit]:
         resolver.element(element, loose=extraction.loose)
@@ -553,10 +363,10 @@ def _resolve(extraction: _Extraction, c: _Candidates) -> _Reading:
         notes.append(f"ignored {len(extraction.elements) - limit} elements past the first {limit}")
     if resolver.used_positions:
         notes.append("read numbers as 1-based positions")
-    return _Reading(resolver.picked, notes)
+    return Reading(resolver.picked, notes)
 
 
-def _read(text: str, c: _Candidates) -> tuple[_Extraction, _Reading]:
+def _read(text: str, c: Candidates) -> tuple[Extraction, Reading]:
     """The best reading of an answer: JSON if any, else the richest structured one, else loose scans of prose.
 
     Answers longer than :data:`MAX_ANSWER_CHARS` (once thinking is removed) are cut there first, and the cut is the
@@ -572,7 +382,7 @@ def _read(text: str, c: _Candidates) -> tuple[_Extraction, _Reading]:
     failures: list[str] = []
     json_list_named_nothing = False
     for group in _EXTRACTOR_GROUPS:
-        readings: list[tuple[_Extraction, _Reading]] = []
+        readings: list[tuple[Extraction, Reading]] = []
         for extractor in group:
             if extractor is _from_loose_labels and json_list_named_nothing:
                 extraction = _from_loose_labels(body, c, bare=False)
@@ -588,8 +398,8 @@ def _read(text: str, c: _Candidates) -> tuple[_Extraction, _Reading]:
                 failures.append(f"{extraction.format}: {'; '.join(reading.notes) or 'nothing usable'}")
         if readings:  # max keeps the first of equals, so ties go to the earlier (more structured) reading
             extraction, reading = max(readings, key=lambda pair: len(pair[1].picked))
-            return extraction, _Reading(reading.picked, [*cut, *reading.notes])
-    detail = f" ({_short(' | '.join(failures), 2000)})" if failures else ""
+            return extraction, Reading(reading.picked, [*cut, *reading.notes])
+    detail = f" ({short(' | '.join(failures), 2000)})" if failures else ""
     raise ParseError(f"no candidate label or title found in the answer{detail}", raw_text=text)
 
 
@@ -618,7 +428,7 @@ def parse_ranking(
     if sorted(fallback) != list(range(n)):
         raise ValueError("fallback_order must be a permutation of range(len(labels))")
     raw = text if isinstance(text, str) else ""
-    extraction, reading = _read(raw, _Candidates(labels, titles))
+    extraction, reading = _read(raw, Candidates(labels, titles))
     taken = set(reading.picked)
     rest = [i for i in fallback if i not in taken]
     repairs = list(reading.notes)
@@ -639,7 +449,7 @@ def parse_single_label(text: str, labels: Sequence[str]) -> int:
     if not labels:
         raise ValueError("parse_single_label needs at least one label")
     raw = text if isinstance(text, str) else ""
-    c = _Candidates(labels, None)
+    c = Candidates(labels, None)
     body = _strip_thinking(raw)
     lead = re.match(rf"^\W{{0,3}}(?P<tok>{c.token})(?![\w'’])", body)
     if lead:
