@@ -22,7 +22,8 @@ from zsgen.serve.live import LiveCatalog
 from zsgen.types import Item
 
 
-def _new_items(catalog: Catalog) -> tuple[Item, Item, Item]:
+def new_items(catalog: Catalog) -> tuple[Item, Item, Item]:
+    """Star Wars, a new item that reads like it (a re-release), and a new item that reads like nothing popular."""
     star_wars = next(item for item in catalog if item.title == "Star Wars")
     new = Item(
         id="new-star-wars",
@@ -72,7 +73,7 @@ def test_added_items_score_as_a_rebuild_with_them_would_and_nothing_is_refitted(
     ml100k: tuple[Catalog, Interactions, FusedRetriever],
 ) -> None:
     catalog, interactions, stage = ml100k
-    star_wars, new, dull = _new_items(catalog)
+    star_wars, new, dull = new_items(catalog)
     logged = _forbid_refit(stage)
     try:
         added = stage.with_items([new, dull])
@@ -110,7 +111,7 @@ def test_added_items_score_as_a_rebuild_with_them_would_and_nothing_is_refitted(
 
 def test_recommender_add_items_ranks_a_new_item_at_once(ml100k: tuple[Catalog, Interactions, FusedRetriever]) -> None:
     catalog, interactions, stage = ml100k
-    star_wars, new, _ = _new_items(catalog)
+    star_wars, new, _ = new_items(catalog)
     fresh = FusedRetriever(catalog, stage.config, interactions, item_vectors=stage.scorer.scorers["text"].item_vectors)  # type: ignore[attr-defined]
     recommender = Recommender(catalog, retriever=fresh)
     logged = _forbid_refit(fresh)
@@ -129,7 +130,7 @@ def test_live_put_adds_a_new_item_without_rebuilding_the_fused_stage(
     ml100k: tuple[Catalog, Interactions, FusedRetriever],
 ) -> None:
     catalog, interactions, stage = ml100k
-    _, new, _ = _new_items(catalog)
+    _, new, _ = new_items(catalog)
     vectors = stage.scorer.scorers["text"].item_vectors  # type: ignore[attr-defined]
     builds: list[int] = []
 
@@ -162,7 +163,7 @@ def test_a_fusion_with_transfer_signals_takes_new_items_without_a_refit(
     from zsgen.score.config import FusionConfig
 
     catalog, interactions, packaged = ml100k
-    star_wars, new, dull = _new_items(catalog)
+    star_wars, new, dull = new_items(catalog)
     config = FusionConfig.load(Path(__file__).parents[2] / "evaluation/configs/fusion/mixed-items-tuned.toml")
     vectors = packaged.scorer.scorers["text"].item_vectors  # type: ignore[attr-defined]
     stage = FusedRetriever(catalog, config, interactions, item_vectors=vectors)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tests.evaluate.test_coldstart import write_dataset
+from tests.retrieval.test_fused_add_items import new_items
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError, DataError
 from zsgen.evaluate import evaluate
@@ -211,15 +212,7 @@ def test_a_new_item_that_reads_like_a_favourite_reaches_its_fans_under_the_fused
     dataset = load_dataset(shared_data / "ml-100k")
     catalog, interactions = dataset.catalog, dataset.interactions
     assert interactions is not None
-    star_wars = next(item for item in catalog if item.title == "Star Wars")
-    new = Item(
-        id="new-star-wars",
-        title="Star Wars: The Special Edition",
-        year=1997,
-        genres=star_wars.genres,
-        description="The Star Wars saga restored: Luke Skywalker, Han Solo and Princess Leia against Darth Vader.",
-    )
-    dull = Item(id="new-dull", title="Quarterly Tax Filing Procedures", year=1997, genres=("Documentary",))
+    star_wars, new, dull = new_items(catalog)
     stage = FusedRetriever.packaged(Catalog([*catalog, new, dull]), interactions)
     index = catalog.index_of(star_wars.id)
     fans, others = [], []

@@ -17,7 +17,7 @@ pytest.importorskip("fastapi")
 
 import httpx2
 
-from tests.serve.test_llm import LABEL
+from tests.serve.test_llm import responder
 from zsgen.embed import default_encoder
 from zsgen.loaders import demo_catalog_path, load_dataset
 from zsgen.recommender import Recommender
@@ -25,7 +25,7 @@ from zsgen.rerank import RerankConfig
 from zsgen.serve.app import create_app
 from zsgen.serve.config import config_from_dict
 from zsgen.testing.serve_app import running
-from zsgen.testing.servers import Reply, ScriptedServer, completion_body
+from zsgen.testing.servers import ScriptedServer
 
 USERS: list[dict[str, Any]] = [
     {"history": ["m098", "m002"], "k": 5},
@@ -35,14 +35,9 @@ USERS: list[dict[str, Any]] = [
 OPTIONS: list[dict[str, Any]] = [{}, {"candidates": 8, "bootstrap": 2}]
 
 
-def responder(body: Any) -> Reply:
-    prompt = "\n".join(str(m.get("content")) for m in body["messages"])
-    return Reply(body=completion_body(json.dumps({"ranking": LABEL.findall(prompt)[::-1]})))
-
-
 @pytest.fixture(scope="module")
 def llm() -> Iterator[ScriptedServer]:
-    with ScriptedServer(responder=responder) as server:
+    with ScriptedServer(responder=responder) as server:  # test_llm's: reverses the labels it is shown
         yield server
 
 
