@@ -75,6 +75,7 @@ def test_readme_python_example_runs(shared_data: Path) -> None:
     assert len(lines) == 11 and all(line.split()[-1] == "llm" for line in lines[1:])
 
 
+@pytest.mark.slow  # a subprocess that loads the encoder, as the other README examples
 def test_readme_async_example_runs() -> None:
     """The Async API block runs as written: it awaits one user and a batch with per-user k and prints their ids."""
     section = _section("Using it from Python")
