@@ -52,9 +52,10 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-# The edit-run loop: every test but those marked slow (real models generating, `transformers serve`, whole runs).
+# The edit-run loop: every test but those marked slow (real models generating, `transformers serve`, whole runs), on
+# two worker processes (pytest-xdist).
 test-fast: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" -n 2
 
 # The suite on the declared floors: a separate .venv-min, rebuilt from scratch whenever pyproject.toml changes, with
 # every direct dependency of zsgen and its local/eval/faiss/serve extras at exactly its `>=` floor (.ci/floors.py writes

@@ -270,6 +270,7 @@ def test_try_is_bounded(app: LiveApp, listwise: str, n: int, status: int) -> Non
 def test_save_refuses_names_outside_the_folder_or_shadowing_a_packaged_template(
     app: LiveApp, listwise: str, name: str
 ) -> None:
+    call(app, "/info")  # the service is built (it creates the save folder) before the folder is looked at
     before = sorted(app.template_dir.parent.rglob("*"))
     status, error = call(app, "/save", {"template": listwise, "name": name})
     assert status == 400 and "file name" in error["detail"]
