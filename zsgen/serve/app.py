@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Path, Request, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from zsgen.errors import UnknownItemError, ZsgenError
 from zsgen.serve.auth import require_token
@@ -64,6 +65,22 @@ State = Annotated[ServiceState, Depends(service)]
 
 
 _ITEMS = "/v1/items/"
+
+
+class _Anything(Convertor[str]):
+    """A path parameter that matches any text, newlines included (Starlette's ``path`` stops at one, so an id with a
+    newline got a routing 404 instead of the id check's 422)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anything", _Anything())
 
 
 def _path_id(request: Request) -> str:
@@ -181,7 +198,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
     }
 
     @app.put(
-        "/v1/items/{item_id:path}",
+        "/v1/items/{item_id:anything}",
         response_model=ItemResult,
         dependencies=guarded,
         tags=["items"],
@@ -212,7 +229,7 @@ def create_app(config: ServeConfig, *, state: ServiceState | None = None) -> Fas
         )
 
     @app.delete(
-        "/v1/items/{item_id:path}",
+        "/v1/items/{item_id:anything}",
         response_model=ItemResult,
         dependencies=guarded,
         tags=["items"],
