@@ -97,7 +97,7 @@ recall_generators = []
 
 [[rankers]]
 name = "cosine"
-kind = "cosine"
+kind = "text"
 
 [[rankers]]
 name = "popularity"

@@ -42,7 +42,7 @@ bootstrap = 100
 
 [[rankers]]
 name = "cosine"
-kind = "cosine"
+kind = "text"
 
 [[rankers]]
 name = "popularity"

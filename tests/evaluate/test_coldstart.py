@@ -228,7 +228,7 @@ max_trials = 12
             {"name": "random", "kind": "random"},
             {"name": "popularity", "kind": "popularity"},
             {"name": "group", "kind": "group_popularity", "group_by": ["gender"]},
-            {"name": "cosine", "kind": "cosine", "history_length": 3},
+            {"name": "cosine", "kind": "text", "history_length": 3},
             {"name": "fused", "kind": "fused", "fusion": str(fusion), "tune_metric": "recall@5"},
         ],
     }
@@ -310,7 +310,7 @@ def test_cold_user_run_never_fits_a_cold_users_event(
 def test_cold_item_shortlist_lists_only_cold_items(toy: tuple[Path, Catalog, Interactions], tmp_path: Path) -> None:
     folder, catalog, _ = toy
     config = _run_config(folder, "cold_items", {"fraction": 0.25})
-    config["candidates"] = {"generator": "embedding", "n": 3, "history_length": 3}
+    config["candidates"] = {"generator": "text", "n": 3, "history_length": 3}
     out = tmp_path / "shortlist"
     evaluate(config, out, progress=False)
     records = _records(out)
@@ -348,7 +348,7 @@ def test_cold_protocol_config_errors(toy: tuple[Path, Catalog, Interactions]) ->
 
     folder, _, _ = toy
     config = _run_config(folder, "cold_users", {"history_events": 1})
-    config["candidates"] = {"generator": "embedding", "n": 5}
+    config["candidates"] = {"generator": "text", "n": 5}
     with pytest.raises(ConfigError, match="cold_users ranks the full catalog"):
         config_from_dict(config)
     config = _run_config(folder, "cold_items", {"fraction": 1.5})

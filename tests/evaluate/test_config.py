@@ -9,6 +9,7 @@ import pytest
 
 from zsgen.errors import ConfigError
 from zsgen.evaluate.config import load_config, write_resolved
+from zsgen.evaluate.fusion import fusion_specs
 
 REPO = Path(__file__).resolve().parents[2]
 # Evaluation configs; the fusion configs that fused rankers and generators name live apart, in configs/fusion/.
@@ -38,9 +39,8 @@ def test_committed_configs_load_and_name_the_shared_dataset() -> None:
         config = load_config(path)
         assert Path(config.dataset.path) == (REPO.parent / "shared" / "data" / "ml-100k").resolve()
         assert config.baseline is not None
-        for fusion in [config.candidates.fusion, *(ranker.fusion for ranker in config.rankers)]:
-            if fusion is not None:
-                assert Path(fusion) in FUSION_CONFIGS
+        for _, spec in fusion_specs(config):
+            assert Path(str(spec.fusion)) in FUSION_CONFIGS
 
 
 def test_committed_fusion_configs_load() -> None:

@@ -304,7 +304,7 @@ def test_target_ranks_match_a_naive_count() -> None:
     ("change", "message"),
     [
         ('[[rankers]]\nname = "f"\nkind = "fused"\n', "needs `fusion`"),
-        ('[[rankers]]\nname = "p"\nkind = "popularity"\nfusion = "x.toml"\n', "only for the fused"),
+        ('[[rankers]]\nname = "p"\nkind = "popularity"\nfusion = "x.toml"\n', "rankers.0.fusion: unknown key"),
     ],
 )
 def test_fusion_settings_are_checked(tmp_path: Path, change: str, message: str) -> None:

@@ -109,7 +109,7 @@ def test_embedding_generator_matches_mean_of_recent_vectors(world) -> None:  # t
     vectors = rng.normal(size=(N_ITEMS, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     factory = ScorerFactory(catalog, train, item_vectors=vectors)  # the vectors an encoder would have produced
-    config = CandidateConfig(generator="embedding", n=7, user_vector="mean", history_length=4)
+    config = CandidateConfig(generator="text", n=7, user_vector="mean", history_length=4)
     got = [c.items.tolist() for c in build_generator(config, factory, seed=0).generate(cases)]
     for case, items in zip(cases, got, strict=True):
         recent = case.history.tolist()[-4:]

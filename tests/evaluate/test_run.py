@@ -56,7 +56,7 @@ kind = "generator"
 
 [[rankers]]
 name = "cosine"
-kind = "cosine"
+kind = "text"
 user_vector = "mean"
 history_length = 5
 

@@ -90,10 +90,12 @@ def test_every_committed_fusion_file_loads_and_writes_back_its_signals_unchanged
 
 @pytest.mark.parametrize("path", sorted((ROOT / "evaluation" / "configs").glob("*.toml")), ids=lambda p: p.name)
 def test_every_committed_evaluation_config_loads(path: Path) -> None:
+    from zsgen.evaluate.fusion import fusion_specs
+
     config = load_config(path)
-    for spec in [config.candidates, *config.rankers]:
-        if spec.fusion is not None:
-            FusionConfig.load(spec.fusion)
+    for _, spec in fusion_specs(config):
+        assert spec.fusion is not None
+        FusionConfig.load(spec.fusion)
 
 
 # -- a kind registered from outside zsgen ---------------------------------------------------------------------------
@@ -186,12 +188,16 @@ bootstrap = 0
 [[rankers]]
 name = "recent"
 kind = "recent_popularity"
+last = 3
 [[rankers]]
 name = "popularity"
 kind = "popularity"
 """
     (tmp_path / "plugin.toml").write_text(text, encoding="utf-8")
     config = load_config(tmp_path / "plugin.toml")
+    assert config.rankers[0].model_dump() == {"name": "recent", "kind": "recent_popularity", "last": 3}
+    with pytest.raises(ConfigError, match=r"rankers\.0\.first: unknown key"):  # its parameter model decides
+        load_config(tmp_path / "plugin.toml", {"rankers": [{"name": "r", "kind": "recent_popularity", "first": 1}]})
     run_evaluation(config, tmp_path / "out", progress=False)
     rows = read_log(tmp_path / "out" / "per_user.jsonl")
     assert len(rows) == 6 and all(set(row["rankers"]) == {"recent", "popularity"} for row in rows.values())

@@ -7,14 +7,24 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import singledispatch
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zsgen.catalog import Catalog
 from zsgen.errors import ConfigError
-from zsgen.evaluate.config import TEXT_KINDS, TRAINED_KINDS, EvalConfig, RankerConfig
+from zsgen.evaluate.config import EvalConfig
 from zsgen.evaluate.fusion import RunFusion
 from zsgen.evaluate.generators import ScorerFactory
+from zsgen.evaluate.ranker_config import (
+    FusedRankerConfig,
+    LLMRankerConfig,
+    PlainRankerConfig,
+    RankerConfig,
+    SignalRankerConfig,
+    TrainedRankerConfig,
+)
 from zsgen.evaluate.rankers import GeneratorOrderRanker, LLMRanker, RandomRanker, Ranker, ScorerRanker
 from zsgen.interactions import Interactions
 from zsgen.score.base import Scorer
@@ -31,6 +41,23 @@ CACHE_NAME = "llm_cache.sqlite"
 #: settings describe: batch export and import (:mod:`zsgen.batch`) hand in rerankers whose backend records requests
 #: or replays a batch file's answers, so everything else about the run stays exactly as ``zsgen evaluate`` does it.
 RerankerFactory = Callable[[str, "RerankConfig", Catalog], "Reranker"]
+
+
+@dataclass(frozen=True)
+class RankerContext:
+    """What building a ranker may use: the run's config, data and scorer factory, its output folder (the LLM
+    response cache), the fusion configs loaded (tuned) for fused rankers, and the batch-file hooks
+    (see :func:`build_rankers`)."""
+
+    config: EvalConfig
+    catalog: Catalog
+    interactions: Interactions
+    factory: ScorerFactory
+    out_dir: Path
+    fusions: Mapping[str, RunFusion]
+    progress: bool = False
+    rerankers: RerankerFactory | None = None
+    timed: bool = True
 
 
 def build_rankers(
@@ -50,51 +77,63 @@ def build_rankers(
     ``sasrec``) are trained here, on the factory's training data only; ``progress`` shows their training bar.
     ``rerankers`` and ``timed`` are for batch files (see :data:`RerankerFactory` and
     :class:`~zsgen.evaluate.rankers.LLMRanker`)."""
-    rankers: list[Ranker] = []
-    cosine_spec = next((r for r in config.rankers if r.name == config.baseline and r.kind in TEXT_KINDS), None)
-    for spec in config.rankers:
-        if spec.kind == "random":
-            rankers.append(RandomRanker(spec.name, config.seed))
-        elif spec.kind == "generator":
-            rankers.append(GeneratorOrderRanker(spec.name))
-        elif spec.kind == "fused":
-            if fusions is None or spec.name not in fusions:
-                raise ConfigError(f"ranker {spec.name!r}: its fusion config was not loaded")
-            scorer = factory.fitted("fused", fusion=fusions[spec.name].config)
-            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
-        elif spec.kind in TRAINED_KINDS:
-            rankers.append(ScorerRanker(spec.name, spec.kind, trained_scorer(spec, config, factory, progress=progress)))
-        elif spec.kind == "llm":
-            rankers.append(
-                LLMRanker(
-                    spec.name,
-                    build_reranker(spec, config, catalog, out_dir, rerankers),
-                    catalog=catalog,
-                    interactions=interactions,
-                    seed=config.seed,
-                    # The cosine order LLM rankers fall back to: the baseline cosine ranker's, else the default one.
-                    cosine=factory.fitted(
-                        "cosine",
-                        user_vector=cosine_spec.user_vector if cosine_spec else None,
-                        history_length=cosine_spec.history_length if cosine_spec else None,
-                    ),
-                    timed=timed,
-                )
-            )
-        else:  # any registered signal kind (zsgen.score.registry), built by its one factory
-            scorer = factory.fitted(
-                spec.kind,
-                user_vector=spec.user_vector,
-                history_length=spec.history_length,
-                group_by=spec.group_by,
-                banded=spec.banded,
-                band_width=spec.band_width,
-            )
-            rankers.append(ScorerRanker(spec.name, spec.kind, scorer))
-    return rankers
+    context = RankerContext(
+        config, catalog, interactions, factory, out_dir, fusions or {}, progress, rerankers=rerankers, timed=timed
+    )
+    return [build_ranker(spec, context) for spec in config.rankers]
 
 
-def trained_scorer(spec: RankerConfig, config: EvalConfig, factory: ScorerFactory, *, progress: bool) -> Scorer:
+@singledispatch
+def build_ranker(spec: RankerConfig, context: RankerContext) -> Ranker:
+    """The ranker one config describes, dispatched on its config model: a plug-in ranker kind registers its model
+    (:func:`zsgen.evaluate.ranker_config.register_ranker_kind`) and a builder here (``@build_ranker.register``)."""
+    raise ConfigError(f"ranker {spec.name!r}: no builder for kind {spec.kind!r} is registered")
+
+
+@build_ranker.register
+def _plain(spec: PlainRankerConfig, context: RankerContext) -> Ranker:
+    if spec.kind == "random":
+        return RandomRanker(spec.name, context.config.seed)
+    return GeneratorOrderRanker(spec.name)
+
+
+@build_ranker.register
+def _fused(spec: FusedRankerConfig, context: RankerContext) -> Ranker:
+    if spec.name not in context.fusions:
+        raise ConfigError(f"ranker {spec.name!r}: its fusion config was not loaded")
+    return ScorerRanker(spec.name, spec.kind, context.factory.fitted("fused", fusion=context.fusions[spec.name].config))
+
+
+@build_ranker.register
+def _trained(spec: TrainedRankerConfig, context: RankerContext) -> Ranker:
+    scorer = trained_scorer(spec, context.config, context.factory, progress=context.progress)
+    return ScorerRanker(spec.name, spec.kind, scorer)
+
+
+@build_ranker.register
+def _llm(spec: LLMRankerConfig, context: RankerContext) -> Ranker:
+    config = context.config
+    # The cosine order LLM rankers fall back to: the baseline text ranker's, else the text signal's defaults.
+    baseline = next((r for r in config.rankers if r.name == config.baseline and r.kind == "text"), None)
+    fallback = baseline.params() if isinstance(baseline, SignalRankerConfig) else {}
+    return LLMRanker(
+        spec.name,
+        build_reranker(spec, config, context.catalog, context.out_dir, context.rerankers),
+        catalog=context.catalog,
+        interactions=context.interactions,
+        seed=config.seed,
+        cosine=context.factory.signal("text", fallback),
+        timed=context.timed,
+    )
+
+
+@build_ranker.register
+def _signal(spec: SignalRankerConfig, context: RankerContext) -> Ranker:
+    """Any registered signal kind (:mod:`zsgen.score.registry`), built by its one factory with the table's params."""
+    return ScorerRanker(spec.name, spec.kind, context.factory.signal(spec.kind, spec.params()))
+
+
+def trained_scorer(spec: TrainedRankerConfig, config: EvalConfig, factory: ScorerFactory, *, progress: bool) -> Scorer:
     """A trained baseline (:mod:`zsgen.baselines`) fitted on the run's training split, the data every other signal
     of the run is fitted on, so no evaluation target reaches it; a SASRec seed left unset is the run's seed."""
     from zsgen.baselines import EASEScorer, SASRecScorer
@@ -113,9 +152,9 @@ def trained_scorer(spec: RankerConfig, config: EvalConfig, factory: ScorerFactor
     return scorer.fit(factory.catalog, factory.train)
 
 
-def rerank_settings(spec: RankerConfig, config: EvalConfig, out_dir: Path) -> dict[str, Any]:
+def rerank_settings(spec: LLMRankerConfig, config: EvalConfig, out_dir: Path) -> dict[str, Any]:
     """The ranker's rerank table with what the run decides: history length, list size, seed, cache file."""
-    settings = dict(spec.rerank or {})
+    settings = dict(spec.rerank)
     settings.setdefault("history_length", config.history_length)
     settings.setdefault("candidates", config.candidates.n)
     settings.setdefault("seed", config.seed)
@@ -124,7 +163,7 @@ def rerank_settings(spec: RankerConfig, config: EvalConfig, out_dir: Path) -> di
 
 
 def build_reranker(
-    spec: RankerConfig,
+    spec: LLMRankerConfig,
     config: EvalConfig,
     catalog: Catalog,
     out_dir: Path,

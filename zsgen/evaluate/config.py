@@ -23,38 +23,36 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    Field,
-    SerializationInfo,
-    SerializerFunctionWrapHandler,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import Field, SerializeAsAny, WrapValidator, field_validator, model_validator
 
 from zsgen.configbase import StrictConfig, validate_config
 from zsgen.errors import ConfigError
+from zsgen.evaluate.ranker_config import (
+    FusedRankerConfig,
+    FusionOptions,
+    LLMRankerConfig,
+    RankerConfig,
+    TrainedRankerConfig,
+    check_fusion,
+    legacy_form,
+    validate_ranker,
+)
 from zsgen.loaders.spec import DatasetConfig, resolve_path
 from zsgen.metrics.metrics import DEFAULT_KS
 from zsgen.tomlio import read_toml, write_toml
 
-GeneratorName = Literal[
-    "embedding", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"
-]
-#: Ranker kinds of their own. Every registered signal kind (:mod:`zsgen.score.registry`: ``popularity``,
-#: ``group_popularity``, ``cosine`` = ``text``, or one a plug-in registered) is a ranker kind too.
-RANKER_KINDS = ("random", "generator", "fused", "llm", "ease", "sasrec", "hybrid")
-RankerKind = str
-#: Evaluation's names of the text cosine signal (``cosine`` is the documented ranker kind).
-TEXT_KINDS = ("cosine", "text", "embedding")
-#: Ranker kinds that train a model on the run's training split (:mod:`zsgen.baselines`); options in ``[rankers.model]``.
-TRAINED_KINDS = ("ease", "sasrec", "hybrid")
+GeneratorName = Literal["text", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"]
 #: Generators whose candidate recall at N the report can show (the score-based ones).
-RecallGenerator = Literal["embedding", "user_filtering", "item_filtering", "popularity", "fused"]
+RecallGenerator = Literal["text", "user_filtering", "item_filtering", "popularity", "fused"]
+#: Old spellings of the text generator (they load as ``text``, with a DeprecationWarning).
+OLD_TEXT_NAMES = ("embedding", "cosine")
+#: A ``[[rankers]]`` table, validated by its kind's own model (:mod:`zsgen.evaluate.ranker_config`).
+Ranker = Annotated[SerializeAsAny[RankerConfig], WrapValidator(validate_ranker)]
 
 #: Presets; nested tables merge key by key under what the file says.
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -76,20 +74,7 @@ IMPUTING: tuple[str, ...] = ("cold_items", "mixed_items")
 MAX_LLM_CANDIDATES = 100
 
 
-class _FusionOptions(StrictConfig):
-    """A fused scorer (generator or ranker): a :class:`zsgen.score.config.FusionConfig` file and how to tune it.
-
-    With ``tune`` (the default) the weights are searched on the validation split (each user's second-to-last event
-    as target, the test event cut off) before anything is ranked; the tuned config is written to the output folder
-    as ``fusion-NAME.toml``, where ``zsgen recommend --fusion`` can reuse it. ``tune = false`` uses the file's weights.
-    """
-
-    fusion: str | None = Field(default=None, description="fused: the fusion config (TOML or JSON)")
-    tune: bool = Field(default=True, description="fused: tune the weights on the validation split first")
-    tune_metric: str = Field(default="ndcg@10", description="fused: validation metric the tuning maximises")
-
-
-class CandidateConfig(_FusionOptions):
+class CandidateConfig(FusionOptions):
     """The first stage. ``n`` is the length of the shown list (for ``random`` the target plus ``n - 1`` items)."""
 
     generator: GeneratorName
@@ -101,77 +86,22 @@ class CandidateConfig(_FusionOptions):
         default=None, ge=1, description="embedding: recent items in the user vector; item_filtering: items used"
     )
 
+    @field_validator("generator", mode="before")
+    @classmethod
+    def _one_text_name(cls, generator: Any) -> Any:
+        return _text_name(generator, "candidates.generator")
+
     @model_validator(mode="after")
     def _fusion_only_for_fused(self) -> CandidateConfig:
-        _check_fusion(self.generator == "fused", self.fusion, "the fused generator", "candidates.fusion")
+        check_fusion(self.generator == "fused", self.fusion, "the fused generator", "candidates.fusion")
         return self
 
 
-def _check_fusion(fused: bool, fusion: str | None, what: str, key: str) -> None:
-    if fused and not fusion:
-        raise ValueError(f"{what} needs `{key}`, the path of a fusion config")
-    if not fused and fusion:
-        raise ValueError(f"`{key}` is only for the fused generator or ranker")
-
-
-class RankerConfig(_FusionOptions):
-    """One ranker. ``kind="llm"`` takes a ``rerank`` table that becomes a :class:`zsgen.rerank.RerankConfig`;
-    ``kind="fused"`` takes ``fusion``, a fusion config file (see :class:`_FusionOptions`); the trained baselines
-    ``kind="ease"`` and ``kind="sasrec"`` take an optional ``model`` table of hyper-parameters
-    (:class:`zsgen.baselines.EASEConfig`, :class:`zsgen.baselines.SASRecConfig`)."""
-
-    name: str = Field(min_length=1)
-    kind: RankerKind
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, kind: str) -> str:
-        if kind in RANKER_KINDS:
-            return kind
-        from zsgen.score.registry import signal_kind, signal_kinds
-
-        try:
-            spec = signal_kind(kind, warn=False)
-        except ConfigError:
-            spec = None
-        if spec is None or spec.candidates:
-            raise ValueError(
-                f"unknown ranker kind (got {kind!r}); one of {', '.join(RANKER_KINDS)} or a signal kind "
-                f"({', '.join(k for k in signal_kinds() if k != 'llm')})"
-            )
-        return kind
-
-    user_vector: str | None = Field(default=None, description="cosine: how the history becomes a user vector")
-    history_length: int | None = Field(default=None, ge=1, description="cosine: recent items in the user vector")
-    rerank: dict[str, Any] | None = None
-    group_by: list[str] = Field(
-        default_factory=lambda: ["gender", "age"], description="group_popularity: user attributes forming a group"
-    )
-    band_width: float = Field(default=10.0, gt=0, description="group_popularity: width of the age (numeric) bands")
-    banded: list[str] = Field(default_factory=lambda: ["age"], description="group_popularity: numeric attributes")
-    cost_per_million_prompt_tokens: float = Field(default=0.0, ge=0.0)
-    cost_per_million_completion_tokens: float = Field(default=0.0, ge=0.0)
-    model: dict[str, Any] | None = Field(default=None, description="ease/sasrec: hyper-parameters of the model")
-
-    @model_validator(mode="after")
-    def _rerank_only_for_llm(self) -> RankerConfig:
-        if self.kind == "llm" and self.rerank is None:
-            raise ValueError(f"ranker {self.name!r} of kind 'llm' needs a [rankers.rerank] table")
-        if self.kind != "llm" and self.rerank is not None:
-            raise ValueError(f"ranker {self.name!r}: a rerank table is only for kind 'llm', not {self.kind!r}")
-        _check_fusion(self.kind == "fused", self.fusion, f"ranker {self.name!r} of kind 'fused'", "fusion")
-        if self.model is not None and self.kind not in TRAINED_KINDS:
-            raise ValueError(f"ranker {self.name!r}: a model table is only for kinds {list(TRAINED_KINDS)}")
-        return self
-
-    @model_serializer(mode="wrap")
-    def _without_unset_model(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
-        """No ``model`` key when there is no table: configs without trained baselines keep the fingerprint (and
-        resolved file) they had before the key existed, so adding the key does not stop their runs from resuming."""
-        data = handler(self)
-        if isinstance(data, dict) and data.get("model") is None:
-            data.pop("model", None)
-        return data
+def _text_name(name: Any, key: str) -> Any:
+    if name in OLD_TEXT_NAMES:
+        warnings.warn(f"{key}: {name!r} is an old name of 'text'; write 'text'", DeprecationWarning, stacklevel=2)
+        return "text"
+    return name
 
 
 class ColdConfig(StrictConfig):
@@ -201,6 +131,13 @@ class MetricsConfig(StrictConfig):
         "fusion config, else the first fused ranker's)",
     )
 
+    @field_validator("recall_generators", mode="before")
+    @classmethod
+    def _one_text_name(cls, names: Any) -> Any:
+        if not isinstance(names, list):
+            return names
+        return [_text_name(name, "metrics.recall_generators") for name in names]
+
     @model_validator(mode="after")
     def _positive_ks(self) -> MetricsConfig:
         if not self.ks or any(k <= 0 for k in self.ks):
@@ -228,7 +165,7 @@ class EvalConfig(StrictConfig):
     seed: int = 0
     batch_users: int = Field(default=32, ge=1, description="users scored together between writes to the log")
     candidates: CandidateConfig
-    rankers: list[RankerConfig] = Field(min_length=1)
+    rankers: list[Ranker] = Field(min_length=1)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     cold: ColdConfig = Field(default_factory=ColdConfig)
 
@@ -289,7 +226,7 @@ class EvalConfig(StrictConfig):
         """The paired-comparison baseline: the configured one, else the first cosine-order ranker."""
         if self.metrics.baseline is not None:
             return self.metrics.baseline
-        return next((r.name for r in self.rankers if r.kind in TEXT_KINDS), None)
+        return next((r.name for r in self.rankers if r.kind == "text"), None)
 
     def fingerprint(self) -> str:
         """A digest of everything that decides the results, to refuse resuming into another run's folder.
@@ -298,8 +235,20 @@ class EvalConfig(StrictConfig):
         their contents do, and the runner adds those hashes. A run therefore resumes after it, or its data, moved.
         """
         portable = without_credentials(rewrite_paths(self, lambda _: "<path>"))  # a password decides nothing either
-        payload = json.dumps(portable.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        payload = json.dumps(_fingerprint_form(portable), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _fingerprint_form(config: EvalConfig) -> dict[str, Any]:
+    """The config as the digest sees it: in the form zsgen wrote before each ranker kind had its own model and the
+    text signal one name (rankers flat with every key; ``cosine`` rankers, ``embedding`` generators). A run folder
+    written then still resumes; the same settings spelt either way give the same digest."""
+    data = config.model_dump(mode="json")
+    data["rankers"] = [legacy_form(r, lambda kind: "cosine" if kind == "text" else kind) for r in config.rankers]
+    old = {"text": "embedding"}
+    data["candidates"]["generator"] = old.get(config.candidates.generator, config.candidates.generator)
+    data["metrics"]["recall_generators"] = [old.get(name, name) for name in config.metrics.recall_generators]
+    return data
 
 
 def without_credentials(config: EvalConfig) -> EvalConfig:
@@ -308,7 +257,7 @@ def without_credentials(config: EvalConfig) -> EvalConfig:
 
     out = config.model_copy(deep=True)
     for ranker in out.rankers:
-        if ranker.rerank is not None and isinstance(ranker.rerank.get("base_url"), str):
+        if isinstance(ranker, LLMRankerConfig) and isinstance(ranker.rerank.get("base_url"), str):
             ranker.rerank["base_url"] = redact_url(ranker.rerank["base_url"])
     return out
 
@@ -333,10 +282,10 @@ def rewrite_paths(config: EvalConfig, rewrite: Callable[[str], str]) -> EvalConf
     if out.candidates.fusion is not None:
         out.candidates.fusion = rewrite(out.candidates.fusion)
     for ranker in out.rankers:
-        if ranker.fusion is not None:
+        if isinstance(ranker, FusedRankerConfig) and ranker.fusion is not None:
             ranker.fusion = rewrite(ranker.fusion)
         for key in ("template_dir", "cache"):
-            if ranker.rerank is not None and ranker.rerank.get(key):
+            if isinstance(ranker, LLMRankerConfig) and ranker.rerank.get(key):
                 ranker.rerank[key] = rewrite(str(ranker.rerank[key]))
     return out
 
@@ -372,9 +321,9 @@ def config_from_dict(
     if config.candidates.fusion is not None:
         config.candidates.fusion = str(resolve_path(config.candidates.fusion, base_dir))
     for ranker in config.rankers:
-        if ranker.fusion is not None:
+        if isinstance(ranker, FusedRankerConfig) and ranker.fusion is not None:
             ranker.fusion = str(resolve_path(ranker.fusion, base_dir))
-        if ranker.rerank is None:
+        if not isinstance(ranker, LLMRankerConfig):
             continue
         for key in ("template_dir", "cache"):
             if ranker.rerank.get(key):
@@ -388,10 +337,10 @@ def _check_rerank_tables(config: EvalConfig, source: str) -> None:
     from zsgen.rerank import RerankConfig
 
     for number, ranker in enumerate(config.rankers):
-        if ranker.rerank is not None:
+        if isinstance(ranker, LLMRankerConfig):
             what = f"{source}: invalid rerank table of ranker {ranker.name!r}"
             validate_config(RerankConfig, ranker.rerank, what=what, prefix=f"rankers.{number}.rerank.")
-        if ranker.kind in TRAINED_KINDS:
+        if isinstance(ranker, TrainedRankerConfig):
             from zsgen.baselines.config import model_config
 
             what = f"{source}: invalid model table of ranker {ranker.name!r}"

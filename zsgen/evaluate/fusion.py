@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import COLD_PROTOCOLS, CandidateConfig, EvalConfig, _FusionOptions
+from zsgen.evaluate.config import COLD_PROTOCOLS, CandidateConfig, EvalConfig
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
+from zsgen.evaluate.ranker_config import FusedRankerConfig, FusionOptions
 from zsgen.interactions import Interactions
 from zsgen.loaders.spec import relative_path
 from zsgen.metrics.split import Split
@@ -52,12 +53,12 @@ class RunFusion:
         return record
 
 
-def fusion_specs(config: EvalConfig) -> list[tuple[str, _FusionOptions]]:
+def fusion_specs(config: EvalConfig) -> list[tuple[str, FusionOptions]]:
     """Every part of the run that names a fusion config, keyed as :class:`RunFusion` is."""
-    specs: list[tuple[str, _FusionOptions]] = []
+    specs: list[tuple[str, FusionOptions]] = []
     if config.candidates.generator == "fused":
         specs.append(("candidates", config.candidates))
-    specs += [(r.name, r) for r in config.rankers if r.kind == "fused"]
+    specs += [(r.name, r) for r in config.rankers if isinstance(r, FusedRankerConfig)]
     return specs
 
 

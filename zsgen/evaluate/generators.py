@@ -9,7 +9,7 @@ and every rerun sees the same list. The full-catalog generator lists every unsee
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -168,16 +168,12 @@ class ScorerFactory:
         user_vector: str | None = None,
         history_length: int | None = None,
         fusion: FusionConfig | None = None,
-        group_by: Sequence[str] | None = None,
-        banded: Sequence[str] = ("age",),
-        band_width: float = 10.0,
     ) -> Scorer:
-        """A fitted scorer for a generator or ranker ``kind``: ``fused`` with ``fusion``, a
-        :class:`zsgen.score.config.FusionConfig`, or any registered signal kind (:mod:`zsgen.score.registry`; the
-        evaluation names ``embedding`` and ``cosine`` are ``text``), built by the kind's one factory. The keyword
-        options are the evaluation config's flat fields; each kind takes those its parameter model has
+        """A fitted scorer for a generator ``kind``: ``fused`` with ``fusion``, a
+        :class:`zsgen.score.config.FusionConfig`, or any registered signal kind (:mod:`zsgen.score.registry`). The
+        keyword options are the ``[candidates]`` table's flat fields; each kind takes those its parameter model has
         (``history_length`` is item filtering's ``recent``)."""
-        from zsgen.score.registry import SignalResources, signal_kind
+        from zsgen.score.registry import signal_kind
 
         if kind == "fused":
             from zsgen.score import FusedScorer
@@ -192,20 +188,27 @@ class ScorerFactory:
                 impute_cold=self.impute_cold,
             )
             return fused.fit(self.catalog, self.train)
-        spec = signal_kind(kind, warn=False)
+        spec = signal_kind(kind)
         options: dict[str, Any] = {
             "neighbours": neighbours,
             "include_self": include_self,
             "user_vector": user_vector,
             "history_length": history_length,
             "recent": history_length,
-            "group_by": list(group_by) if group_by else None,
-            "banded": list(banded),
-            "band_width": band_width,
         }
-        params = {key: value for key, value in options.items() if key in spec.params.model_fields and value is not None}
+        fields = spec.params.model_fields
+        params = {key: value for key, value in options.items() if key in fields and value is not None}
+        return self.signal(spec.name, params)
+
+    def signal(self, kind: str, params: Mapping[str, Any] | None = None) -> Scorer:
+        """A fitted scorer of signal ``kind`` with ``params`` (checked by the kind's parameter model), built by the
+        kind's one factory; text signals share the run's item vectors."""
+        from zsgen.score.registry import SignalResources, signal_kind
+
+        spec = signal_kind(kind)
         resources = SignalResources(encoder=self.encoder, item_vectors=self._item_vectors if spec.uses_text else None)
-        scorer = spec.build(spec.name, spec.validate_params(params), resources).fit(self.catalog, self.train)
+        unfitted = spec.build(spec.name, spec.validate_params(dict(params or {})), resources)
+        scorer = unfitted.fit(self.catalog, self.train)
         if spec.uses_text and self._item_vectors is None:
             self._item_vectors = getattr(scorer, "item_vectors", None)
         return scorer
@@ -220,7 +223,7 @@ class ScorerFactory:
     def item_vectors(self) -> Any:
         """The catalog's unit item vectors, encoded on first use and shared by every text scorer of the run."""
         if self._item_vectors is None:
-            self.fitted("embedding")
+            self.signal("text")
         return self._item_vectors
 
 

@@ -32,14 +32,17 @@ from zsgen.evaluate.build import rerank_settings as rerank_settings
 from zsgen.evaluate.config import (
     COLD_PROTOCOLS,
     IMPUTING,
-    TRAINED_KINDS,
     EvalConfig,
-    RankerConfig,
     rewrite_paths,
     write_resolved,
 )
 from zsgen.evaluate.fusion import RunFusion, fusion_hashes, resolve_fusions, write_tuned
 from zsgen.evaluate.generators import CandidateGenerator, CandidateList, ScorerFactory, build_generator
+from zsgen.evaluate.ranker_config import (
+    TRAINED_KINDS,
+    LLMRankerConfig,
+    RankerConfig,
+)
 from zsgen.evaluate.rankers import (
     LLMRanker,
     Ranker,
@@ -289,7 +292,11 @@ class _Counters:
     """Running LLM totals for the progress bar."""
 
     def __init__(self, specs: Sequence[RankerConfig]) -> None:
-        self.prices = {s.name: (s.cost_per_million_prompt_tokens, s.cost_per_million_completion_tokens) for s in specs}
+        self.prices = {
+            s.name: (s.cost_per_million_prompt_tokens, s.cost_per_million_completion_tokens)
+            for s in specs
+            if isinstance(s, LLMRankerConfig)
+        }
         self.tokens = 0
         self.cost = 0.0
         self.fallbacks = 0

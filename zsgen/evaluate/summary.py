@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from zsgen.evaluate.config import EvalConfig
+from zsgen.evaluate.ranker_config import LLMRankerConfig
 from zsgen.metrics.metrics import (
     Interval,
     bootstrap_indices,
@@ -195,7 +196,7 @@ def summarize(
                 )
             )
         llm = None
-        if spec.kind == "llm":
+        if isinstance(spec, LLMRankerConfig):
             prices = (spec.cost_per_million_prompt_tokens, spec.cost_per_million_completion_tokens)
             llm = _llm_summary([r["rankers"][spec.name] for r in records], prices)
         summaries.append(

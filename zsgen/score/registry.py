@@ -183,7 +183,7 @@ def unregister_signal(kind: str) -> None:
 
 def canonical_kind(kind: str, *, warn: bool = True) -> str:
     """The registered name of ``kind``; an old spelling maps to it, with a DeprecationWarning when ``warn`` (off where
-    the old name is still the documented one: evaluation's ``embedding`` generator and ``cosine`` ranker)."""
+    a caller already warned, or is looking a kind up rather than reading a user's file)."""
     if kind in _KINDS:
         return kind
     if kind in _ALIASES:

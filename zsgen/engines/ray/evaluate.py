@@ -165,10 +165,11 @@ def _append_in_order(out: Path, todo: Sequence[UserCase], rows: Iterable[dict[st
 def check_sendable(config: EvalConfig, out: Path) -> None:
     """Refuse, before anything runs, an LLM ranker whose calls cannot be sent as independent chat requests."""
     from zsgen.engines.batch.backends import check_batchable
+    from zsgen.evaluate.ranker_config import LLMRankerConfig
     from zsgen.evaluate.runner import rerank_settings
 
     for spec in config.rankers:
-        if spec.kind == "llm":
+        if isinstance(spec, LLMRankerConfig):
             try:
                 settings = RerankConfig(**rerank_settings(spec, config, out))
             except ConfigError as exc:
