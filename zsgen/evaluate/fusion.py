@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from zsgen.catalog import Catalog
-from zsgen.evaluate.config import COLD_PROTOCOLS, CandidateConfig, EvalConfig
+from zsgen.evaluate.config import COLD_PROTOCOLS, IMPUTING, CandidateConfig, EvalConfig
 from zsgen.evaluate.generators import CandidateList, ScorerFactory, build_generator
 from zsgen.evaluate.ranker_config import FusedRankerConfig, FusionOptions
 from zsgen.interactions import Interactions
@@ -180,7 +180,8 @@ def cold_tuning_task(
             )
         return generator.generate(split.cases)
 
-    return {"split": split, "candidates": lists}
+    # Tuned as the run ranks: where the run's fused scorers impute items without interactions, so do the tuned ones.
+    return {"split": split, "candidates": lists, "impute_cold": config.protocol in IMPUTING}
 
 
 def write_tuned(fusions: Mapping[str, RunFusion]) -> None:
