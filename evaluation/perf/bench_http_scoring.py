@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_rerank_latency import load_users
+from bench_rerank_latency import load_users  # a sibling script: run as a script, its folder is on sys.path
 
 
 def metric(base_url: str, name: str) -> float:

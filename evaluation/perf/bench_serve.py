@@ -202,7 +202,6 @@ def stop_service(proc: subprocess.Popen[bytes], log: Path) -> float | None:
 
 def users(count: int) -> list[dict[str, Any]]:
     """``count`` requests: ML-100K users in turn (their last 20 rated items), each with its own viewer number."""
-    sys.path.insert(0, str(ROOT))
     from zsgen.loaders import load_dataset
 
     dataset = load_dataset(DATA)
@@ -305,7 +304,6 @@ def run_mode(
 
 def retrieval_timing(users_per_batch: int = 64, repeats: int = 5) -> str:
     """The first stage alone, in this process: one ``retrieve_batch`` of 64 users against 64 calls of one (medians)."""
-    sys.path.insert(0, str(ROOT))
     from zsgen.embed import default_encoder
     from zsgen.loaders import load_dataset
     from zsgen.retrieval import Request
