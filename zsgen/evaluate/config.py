@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -49,8 +48,6 @@ from zsgen.tomlio import read_toml, write_toml
 GeneratorName = Literal["text", "user_filtering", "item_filtering", "popularity", "fused", "random", "full_catalog"]
 #: Generators whose candidate recall at N the report can show (the score-based ones).
 RecallGenerator = Literal["text", "user_filtering", "item_filtering", "popularity", "fused"]
-#: Old spellings of the text generator (they load as ``text``, with a DeprecationWarning).
-OLD_TEXT_NAMES = ("embedding", "cosine")
 #: A ``[[rankers]]`` table, validated by its kind's own model (:mod:`zsgen.evaluate.ranker_config`).
 Ranker = Annotated[SerializeAsAny[RankerConfig], WrapValidator(validate_ranker)]
 
@@ -88,8 +85,8 @@ class CandidateConfig(FusionOptions):
 
     @field_validator("generator", mode="before")
     @classmethod
-    def _one_text_name(cls, generator: Any) -> Any:
-        return _text_name(generator, "candidates.generator")
+    def _registered_name(cls, generator: Any) -> Any:
+        return _registered_signal_name(generator)
 
     @model_validator(mode="after")
     def _fusion_only_for_fused(self) -> CandidateConfig:
@@ -97,11 +94,17 @@ class CandidateConfig(FusionOptions):
         return self
 
 
-def _text_name(name: Any, key: str) -> Any:
-    if name in OLD_TEXT_NAMES:
-        warnings.warn(f"{key}: {name!r} is an old name of 'text'; write 'text'", DeprecationWarning, stacklevel=2)
-        return "text"
-    return name
+def _registered_signal_name(name: Any) -> Any:
+    """A generator named by an old spelling of a signal kind (``embedding`` for ``text``) as the registry names it,
+    with the registry's DeprecationWarning; other generator names (``random``, ``fused``, ...) are left as they are."""
+    from zsgen.score.registry import canonical_kind
+
+    if not isinstance(name, str):
+        return name
+    try:
+        return canonical_kind(name)
+    except ConfigError:
+        return name
 
 
 class ColdConfig(StrictConfig):
@@ -133,10 +136,10 @@ class MetricsConfig(StrictConfig):
 
     @field_validator("recall_generators", mode="before")
     @classmethod
-    def _one_text_name(cls, names: Any) -> Any:
+    def _registered_names(cls, names: Any) -> Any:
         if not isinstance(names, list):
             return names
-        return [_text_name(name, "metrics.recall_generators") for name in names]
+        return [_registered_signal_name(name) for name in names]
 
     @model_validator(mode="after")
     def _positive_ks(self) -> MetricsConfig:
